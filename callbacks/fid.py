@@ -1,0 +1,125 @@
+"""Fréchet distance between the synthetic population and a held-out real split."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from pe_lightning.callbacks.base import PopulationCallback
+from pe_lightning.embeddings.base import Embedding
+
+__all__ = ["FIDCallback", "EmbeddingFeature"]
+
+
+class EmbeddingFeature(nn.Module):
+    """Adapts an :class:`~pe_lightning.embeddings.Embedding` to torchmetrics' feature-extractor interface.
+
+    Input: uint8 ``(N, H, W, C)`` tensors; output: float ``(N, D)``.
+    """
+
+    def __init__(self, embedding: Embedding, *, num_features: int, batch_size: int = 1024) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.num_features = num_features
+        self.batch_size = batch_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embedding.embed(images.cpu(), batch_size=self.batch_size).to(images.device)
+
+
+class FIDCallback(PopulationCallback):
+    """Logs ``fid/<name>``, the Fréchet distance of the population's features to real images.
+
+    Features come from any :class:`~pe_lightning.embeddings.Embedding`:
+    ``InceptionEmbedding`` gives the standard FID (needs its weights),
+    ``PixelEmbedding`` a weight-free Fréchet distance in pixel space (BENCHMARK.md).
+    Real statistics are computed once and cached (``reset_real_features=False``); metric
+    states are sums, so under DDP each rank adds its share and torchmetrics sums them.
+
+    Privacy: with ``real_split='test'`` the reference images are the data module's
+    held-out split, which never votes. With ``real_split='private'`` the metric is
+    computed on private data OUTSIDE the DP guarantee; it is warned about and logged
+    under ``fid/<name>_private_not_dp``.
+
+    Args:
+        feature: embedding used as the feature network.
+        every_n_iterations: compute at iterations divisible by this (0 = the random population included).
+        real_split: ``'test'`` or ``'private'``.
+        name: metric key suffix.
+        max_real: cap on real images used (first ``max_real``; ``None`` = all).
+        batch_size: images per feature forward pass.
+    """
+
+    def __init__(
+        self,
+        *,
+        feature: Embedding,
+        every_n_iterations: int = 1,
+        real_split: str = "test",
+        name: str = "inception",
+        max_real: int | None = None,
+        batch_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        if not isinstance(feature, Embedding):
+            raise TypeError(f"FIDCallback feature must be an Embedding, got {type(feature).__name__}")
+        if every_n_iterations < 1:
+            raise ValueError(f"FIDCallback every_n_iterations must be >= 1, got {every_n_iterations}")
+        if real_split not in ("test", "private"):
+            raise ValueError(f"FIDCallback real_split must be 'test' or 'private', got {real_split!r}")
+        if max_real is not None and max_real < 2:
+            raise ValueError(f"FIDCallback max_real must be >= 2 or None, got {max_real}")
+        self.feature = feature
+        self.every_n_iterations = every_n_iterations
+        self.real_split = real_split
+        self.key = f"fid/{name}" + ("_private_not_dp" if real_split == "private" else "")
+        self.max_real = max_real
+        self.batch_size = batch_size
+        self.metric: FrechetInceptionDistance | None = None
+        self.last_value: float | None = None
+
+    def _real_images(self, trainer: pl.Trainer) -> np.ndarray:
+        dm = trainer.datamodule
+        if self.real_split == "private":
+            warnings.warn(
+                f"{self.key} is computed against the PRIVATE images; it is NOT covered by the DP guarantee",
+                UserWarning,
+                stacklevel=2,
+            )
+            images = dm.private_images
+        else:
+            images = dm.test_images
+        if images is None or len(images) < 2:
+            raise ValueError(f"FIDCallback: the data module's {self.real_split} split needs at least 2 images")
+        return images[: self.max_real] if self.max_real else images
+
+    def _update(self, images: np.ndarray, *, real: bool, trainer: pl.Trainer, device: torch.device) -> None:
+        shard = images[trainer.global_rank :: trainer.world_size]  # each rank adds its share of the sums
+        for start in range(0, len(shard), self.batch_size):
+            self.metric.update(torch.from_numpy(shard[start : start + self.batch_size]).to(device), real=real)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.metric is not None:
+            return
+        self.feature.setup(device=pl_module.device)
+        real = self._real_images(trainer)
+        dim = self.feature.embed(real[:1]).shape[1]
+        module = EmbeddingFeature(self.feature, num_features=dim, batch_size=self.batch_size)
+        self.metric = FrechetInceptionDistance(feature=module, reset_real_features=False).to(pl_module.device)
+        self._update(real, real=True, trainer=trainer, device=pl_module.device)
+
+    def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
+        last = iteration == pl_module.iterations
+        if iteration % self.every_n_iterations and not last:
+            return
+        self.metric.reset()  # keeps the cached real statistics
+        self._update(population.images, real=False, trainer=trainer, device=pl_module.device)
+        value = float(self.metric.compute())
+        self.last_value = value if math.isfinite(value) else float("nan")
+        pl_module.log_iteration_metrics({self.key: self.last_value})

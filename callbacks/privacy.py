@@ -1,0 +1,88 @@
+"""Privacy accounting callback: calibrates sigma, logs epsilon per iteration, refuses to overspend."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+
+from pe_lightning.callbacks.base import PopulationCallback
+from pe_lightning.privacy import PrivacyLedger, noise_multiplier as calibrate_noise_multiplier
+
+__all__ = ["PrivacyAccountant", "PrivacyBudgetExceededError"]
+
+
+class PrivacyBudgetExceededError(RuntimeError):
+    """Running another iteration would spend more than the target epsilon."""
+
+
+class PrivacyAccountant(PopulationCallback):
+    """Calibrates the noise multiplier for ``(epsilon, delta)`` over the model's ``T`` iterations.
+
+    At ``setup`` it sets ``pl_module.noise_multiplier`` to the smallest sigma whose
+    epsilon after ``T`` full-participation Gaussian mechanisms (L2 sensitivity 1,
+    add/remove-one neighbours, exact GDP accounting) does not exceed ``epsilon``. After
+    every iteration it records the spend in a :class:`~pe_lightning.privacy.PrivacyLedger`
+    and logs ``privacy/epsilon`` (cumulative). Before an iteration that would exceed the
+    budget it raises :class:`PrivacyBudgetExceededError`. The ledger is checkpoint state.
+
+    Args:
+        epsilon: target epsilon (> 0; ``inf`` means no noise, which is NOT private).
+        delta: target delta in (0, 1).
+    """
+
+    def __init__(self, *, epsilon: float, delta: float = 1e-5) -> None:
+        super().__init__()
+        if not (isinstance(epsilon, (int, float)) and epsilon > 0):
+            raise ValueError(f"PrivacyAccountant epsilon must be > 0 (or inf for not private), got {epsilon!r}")
+        if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+            raise ValueError(f"PrivacyAccountant delta must be in (0, 1), got {delta!r}")
+        self.epsilon = float(epsilon)
+        self.delta = float(delta)
+        self.noise_multiplier: float | None = None
+        self.ledger = PrivacyLedger(delta=self.delta)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if pl_module.noise_multiplier is not None and pl_module.noise_multiplier != self.noise_multiplier:
+            raise ValueError(
+                f"model.noise_multiplier is set ({pl_module.noise_multiplier}) and the PrivacyAccountant callback "
+                "would calibrate it too: set one of them, not both"
+            )
+        self.noise_multiplier = calibrate_noise_multiplier(epsilon=self.epsilon, iterations=pl_module.iterations, delta=self.delta)
+        pl_module.noise_multiplier = self.noise_multiplier
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        after = self.ledger.epsilon_if(noise_multiplier=self.noise_multiplier)
+        if after > self.epsilon * (1 + 1e-9):
+            raise PrivacyBudgetExceededError(
+                f"iteration {len(self.ledger) + 1} would raise epsilon from {self.ledger.epsilon:.4g} to {after:.4g}, "
+                f"past the budget epsilon={self.epsilon:g} (delta={self.delta:g}); set a larger epsilon to continue"
+            )
+
+    def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
+        if iteration > 0:
+            self.ledger.record(iteration=iteration, noise_multiplier=self.noise_multiplier)
+        eps = self.ledger.epsilon
+        pl_module.log_iteration_metrics(
+            {
+                "privacy/epsilon": eps if math.isfinite(eps) else float("inf"),
+                "privacy/delta": self.delta,
+                "privacy/noise_multiplier": self.noise_multiplier,
+            }
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "noise_multiplier": self.noise_multiplier,
+            "ledger": self.ledger.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if float(state_dict["delta"]) != self.delta:
+            raise ValueError(f"checkpoint was accounted at delta={state_dict['delta']}, this callback has delta={self.delta}")
+        self.ledger.load_state_dict(state_dict["ledger"])

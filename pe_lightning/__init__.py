@@ -1,0 +1,28 @@
+"""pe_lightning: Private Evolution (DP synthetic images via foundation-model APIs) on PyTorch Lightning."""
+
+from pe_lightning.apis import APIOutput, DrawText, ImageAPI
+from pe_lightning.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule, PrivateImageDataModule
+from pe_lightning.embeddings import Embedding, InceptionEmbedding, PixelEmbedding
+from pe_lightning.evolution import NotPrivateWarning, PrivateEvolution
+from pe_lightning.population import Population
+from pe_lightning import callbacks, privacy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIOutput",
+    "CIFAR10DataModule",
+    "DrawText",
+    "Embedding",
+    "ImageAPI",
+    "ImageFolderDataModule",
+    "InceptionEmbedding",
+    "MNISTDataModule",
+    "NotPrivateWarning",
+    "PixelEmbedding",
+    "Population",
+    "PrivateEvolution",
+    "PrivateImageDataModule",
+    "callbacks",
+    "privacy",
+]

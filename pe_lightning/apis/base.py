@@ -1,0 +1,119 @@
+"""The foundation-model API interface used by Private Evolution.
+
+PE only ever calls two functions of a foundation model (DESIGN.md section 1):
+
+* ``random(labels, generator)`` draws fresh samples (RANDOM_API);
+* ``variation(images, conditions, labels, degree, generator)`` returns samples similar
+  to the given ones (VARIATION_API); a larger ``degree`` means a larger change.
+
+Both return an :class:`APIOutput`: uint8 images in NHWC layout plus per-sample *API
+conditions* (the parameters that produced each image, e.g. a font and a rotation for
+the DrawText simulator, an ImageNet class for DiT). Conditions are stored in the
+population so that variations can perturb parameters rather than pixels.
+
+Nothing here sees private data: API calls are post-processing of the noisy histogram.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["APIOutput", "ImageAPI"]
+
+
+@dataclass
+class APIOutput:
+    """Images returned by an API call.
+
+    Attributes:
+        images: uint8 array of shape ``(N, H, W, C)``.
+        conditions: per-sample API conditions; each value is an array whose first
+            dimension is ``N`` (e.g. ``{"font": int64 (N,), "rotation": float32 (N,)}``).
+    """
+
+    images: np.ndarray
+    conditions: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                "APIOutput.images must be a uint8 numpy array of shape (N, H, W, C), got "
+                f"{type(self.images).__name__} {getattr(self.images, 'dtype', None)} "
+                f"{getattr(self.images, 'shape', None)}"
+            )
+        n = self.images.shape[0]
+        for key, value in self.conditions.items():
+            if not isinstance(value, np.ndarray) or value.shape[:1] != (n,):
+                raise ValueError(
+                    f"APIOutput.conditions[{key!r}] must be an array with first dimension {n}, "
+                    f"got {getattr(value, 'shape', None)}"
+                )
+
+
+class ImageAPI(ABC):
+    """Base class of foundation-model APIs (RANDOM and VARIATION).
+
+    Subclasses keep constructor arguments config-serialisable and load weights lazily in
+    :meth:`setup` (never in ``__init__``), so that ``--print_config`` and tests stay cheap.
+    Every sampling call takes an explicit ``torch.Generator``; the same generator state
+    gives the same images.
+    """
+
+    #: Output image shape ``(H, W, C)``; subclasses set it in ``__init__``.
+    image_shape: tuple[int, int, int]
+
+    def setup(self, *, device: torch.device | str = "cpu", class_names: Sequence[str] | None = None) -> None:
+        """Load weights / resources and bind to a device. Called once per fit, may be repeated.
+
+        Args:
+            device: where to run the model.
+            class_names: names of the private classes, in label order. Class-conditional
+                APIs use them (e.g. DrawText draws the class name, Stable Diffusion builds a
+                prompt); others ignore them.
+        """
+
+    def validate_degree(self, degree: float) -> None:
+        """Raise ``ValueError`` if ``degree`` is not a valid variation degree for this API."""
+        if not (np.isfinite(degree) and degree >= 0):
+            raise ValueError(f"variation degree must be a finite number >= 0, got {degree!r}")
+
+    @abstractmethod
+    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+        """RANDOM_API: draw ``len(labels)`` fresh samples.
+
+        Args:
+            labels: int64 array ``(N,)``, the private class each sample is drawn for
+                (all zeros for unlabelled data).
+            generator: the only source of randomness.
+
+        Returns:
+            ``N`` images and their API conditions.
+        """
+
+    @abstractmethod
+    def variation(
+        self,
+        *,
+        images: np.ndarray,
+        conditions: dict[str, np.ndarray],
+        labels: np.ndarray,
+        degree: float,
+        generator: torch.Generator,
+    ) -> APIOutput:
+        """VARIATION_API: one variation of each input sample.
+
+        Args:
+            images: uint8 ``(N, H, W, C)``.
+            conditions: API conditions of the inputs (as returned by a previous call).
+            labels: int64 ``(N,)`` class of each input.
+            degree: how much to change; larger means a bigger change (API-specific units).
+            generator: the only source of randomness.
+
+        Returns:
+            ``N`` images and their API conditions, in input order.
+        """

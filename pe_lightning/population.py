@@ -1,0 +1,212 @@
+"""The synthetic population: uint8 images, labels, API conditions and parent indices.
+
+A :class:`Population` is what PE evolves. It is plain numpy (no Python objects per
+sample), saves atomically to ``population.npz`` (``images`` uint8 NHWC, ``labels``
+int64, ``parents`` int64, ``cond__<key>`` per API condition) and to an ImageFolder-style
+PNG tree (``<class>/<index>.png``). Synthetic data only: a population never holds
+private images.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["Population", "atomic_write", "atomic_directory"]
+
+_COND_PREFIX = "cond__"
+
+
+def atomic_write(path: str | os.PathLike, write_fn) -> Path:
+    """Write a file atomically: ``write_fn(tmp_path)`` then rename over ``path``.
+
+    A crash leaves either the old file or the new one, never a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_directory(path: str | os.PathLike, fill_fn) -> Path:
+    """Create directory ``path`` atomically: ``fill_fn(tmp_dir)`` then rename it into place.
+
+    An existing directory at ``path`` is replaced only after the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        fill_fn(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+@dataclass
+class Population:
+    """A set of synthetic samples.
+
+    Attributes:
+        images: uint8 ``(N, H, W, C)``.
+        labels: int64 ``(N,)``, the private class each sample belongs to.
+        conditions: per-sample API conditions, arrays with first dimension ``N``.
+        parents: int64 ``(N,)``, index of each sample's parent in the previous
+            population (``-1`` for samples drawn by the RANDOM API).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    conditions: dict[str, np.ndarray] = field(default_factory=dict)
+    parents: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"Population.images must be uint8 (N, H, W, C), got "
+                f"{getattr(self.images, 'dtype', None)} {getattr(self.images, 'shape', None)}"
+            )
+        n = len(self.images)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.labels.shape != (n,):
+            raise ValueError(f"Population.labels must have shape ({n},), got {self.labels.shape}")
+        if self.parents is None:
+            self.parents = np.full(n, -1, dtype=np.int64)
+        self.parents = np.asarray(self.parents, dtype=np.int64)
+        if self.parents.shape != (n,):
+            raise ValueError(f"Population.parents must have shape ({n},), got {self.parents.shape}")
+        for key, value in self.conditions.items():
+            if not isinstance(value, np.ndarray) or value.shape[:1] != (n,):
+                raise ValueError(f"Population.conditions[{key!r}] must have first dimension {n}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def take(self, indices: np.ndarray) -> "Population":
+        """The samples at ``indices`` (a copy); ``parents`` become ``indices``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return Population(
+            images=self.images[indices],
+            labels=self.labels[indices],
+            conditions={k: v[indices] for k, v in self.conditions.items()},
+            parents=indices.copy(),
+        )
+
+    @staticmethod
+    def concatenate(parts: Sequence["Population"]) -> "Population":
+        """Concatenate populations with the same condition keys."""
+        if not parts:
+            raise ValueError("Population.concatenate needs at least one part")
+        keys = set(parts[0].conditions)
+        for p in parts[1:]:
+            if set(p.conditions) != keys:
+                raise ValueError(f"cannot concatenate populations with condition keys {sorted(keys)} and {sorted(p.conditions)}")
+        return Population(
+            images=np.concatenate([p.images for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]),
+            conditions={k: np.concatenate([p.conditions[k] for p in parts]) for k in keys},
+            parents=np.concatenate([p.parents for p in parts]),
+        )
+
+    # ----------------------------------------------------------------- checkpoint state
+    def state_dict(self) -> dict:
+        """Tensors only, so it travels in a Lightning checkpoint (``weights_only`` safe)."""
+        return {
+            "images": torch.from_numpy(np.ascontiguousarray(self.images)),
+            "labels": torch.from_numpy(self.labels),
+            "parents": torch.from_numpy(self.parents),
+            "conditions": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.conditions.items()},
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "Population":
+        return cls(
+            images=state["images"].numpy(),
+            labels=state["labels"].numpy(),
+            parents=state["parents"].numpy(),
+            conditions={k: v.numpy() for k, v in state["conditions"].items()},
+        )
+
+    # ------------------------------------------------------------------------- files
+    def save_npz(self, path: str | os.PathLike) -> Path:
+        """Write ``population.npz`` atomically (uncompressed; loads as plain arrays)."""
+        arrays = {"images": self.images, "labels": self.labels, "parents": self.parents}
+        arrays.update({_COND_PREFIX + k: v for k, v in self.conditions.items()})
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+        return atomic_write(path, write)
+
+    @classmethod
+    def load_npz(cls, path: str | os.PathLike) -> "Population":
+        """Load a population written by :meth:`save_npz` (``parents`` and conditions optional)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"population file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                files = set(data.files)
+                missing = {"images", "labels"} - files
+                if missing:
+                    raise ValueError(f"{path}: missing arrays {sorted(missing)} (expected 'images' uint8 NHWC and 'labels' int64)")
+                images = data["images"]
+                labels = data["labels"]
+                parents = data["parents"] if "parents" in files else None
+                conditions = {f[len(_COND_PREFIX):]: data[f] for f in files if f.startswith(_COND_PREFIX)}
+        except (OSError, EOFError, ValueError) as err:
+            if isinstance(err, ValueError) and str(path) in str(err):
+                raise
+            raise ValueError(f"{path}: not a readable population .npz file ({err})") from err
+        try:
+            return cls(images=images, labels=labels, parents=parents, conditions=conditions)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+
+    def save_image_folder(self, path: str | os.PathLike, *, class_names: Sequence[str] | None = None) -> Path:
+        """Write an ImageFolder tree ``<class>/<index>.png`` atomically (index = position)."""
+
+        def fill(tmp: Path) -> None:
+            for i, (img, lab) in enumerate(zip(self.images, self.labels)):
+                name = class_names[lab] if class_names is not None else str(int(lab))
+                folder = tmp / str(name)
+                folder.mkdir(exist_ok=True)
+                arr = img[..., 0] if img.shape[-1] == 1 else img
+                Image.fromarray(arr).save(folder / f"{i:06d}.png")
+
+        return atomic_directory(path, fill)
+
+    def save(self, directory: str | os.PathLike, *, class_names: Sequence[str] | None = None, png: bool = True) -> Path:
+        """Write ``directory/population.npz`` and, if ``png``, ``directory/images/<class>/<i>.png``."""
+        directory = Path(directory)
+        self.save_npz(directory / "population.npz")
+        if png:
+            self.save_image_folder(directory / "images", class_names=class_names)
+        return directory

@@ -1,0 +1,215 @@
+"""Tests of the embeddings (offline: no weights are downloaded)."""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pe_lightning.embeddings import Embedding, InceptionEmbedding, PixelEmbedding
+from pe_lightning.embeddings.inception import INCEPTION_WEIGHTS_FILENAME, INCEPTION_WEIGHTS_URL
+
+
+def random_images(n: int, h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, h, w, c), generator=gen, dtype=torch.uint8).numpy()
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def test_pixels_default_is_flattened_scaled_pixels() -> None:
+    imgs = random_images(5, 28, 28, 1)
+    emb = PixelEmbedding()
+    assert isinstance(emb, Embedding)
+    out = emb.embed(imgs)
+    assert out.dtype == torch.float32 and out.device.type == "cpu" and out.shape == (5, 784)
+    torch.testing.assert_close(out, torch.from_numpy(imgs.reshape(5, -1).astype(np.float32) / 255))
+    assert emb.dim == 784
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    # torch input, any batch size: same result
+    torch.testing.assert_close(emb.embed(torch.from_numpy(imgs), batch_size=2), out)
+
+
+def test_pixels_rgb_keeps_hwc_order() -> None:
+    imgs = random_images(3, 4, 5, 3)
+    out = PixelEmbedding().embed(imgs)
+    assert out.shape == (3, 60)
+    torch.testing.assert_close(out, torch.from_numpy(imgs.reshape(3, -1).astype(np.float32) / 255))
+
+
+def test_pixels_resize_grayscale_shapes_and_ranges() -> None:
+    rgb = random_images(4, 32, 32, 3)
+    out = PixelEmbedding(size=16, grayscale=True).embed(rgb, batch_size=3)
+    assert out.shape == (4, 256) and out.dtype == torch.float32
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert PixelEmbedding(size=8).embed(rgb).shape == (4, 192)
+    assert PixelEmbedding(grayscale=True).embed(random_images(2, 28, 28, 1)).shape == (2, 784)
+    # constant images stay constant after the antialiased resize; luma of pure red
+    red = np.zeros((1, 10, 10, 3), np.uint8)
+    red[..., 0] = 255
+    feat = PixelEmbedding(size=4, grayscale=True).embed(red)
+    torch.testing.assert_close(feat, torch.full((1, 16), 0.299))
+
+
+def test_pixels_l2_norms() -> None:
+    imgs = random_images(6, 28, 28, 1)
+    imgs[0] = 0  # an all-black image stays the zero vector
+    out = PixelEmbedding(normalize="l2").embed(imgs)
+    norms = out.norm(dim=1)
+    assert float(norms[0]) == 0.0
+    torch.testing.assert_close(norms[1:], torch.ones(5))
+    raw = PixelEmbedding().embed(imgs)
+    torch.testing.assert_close(out[1:], raw[1:] / raw[1:].norm(dim=1, keepdim=True))
+
+
+def test_pixels_dim_before_embed() -> None:
+    emb = PixelEmbedding(size=8)
+    with pytest.raises(RuntimeError, match="image_shape"):
+        _ = emb.dim
+    assert PixelEmbedding(size=8, grayscale=True).dim == 64
+    assert PixelEmbedding(image_shape=(28, 28, 1)).dim == 784
+    assert PixelEmbedding(size=8, image_shape=(32, 32, 3)).dim == 192
+    emb.embed(random_images(1, 32, 32, 3))
+    assert emb.dim == 192
+    with pytest.raises(ValueError, match="192-d"):
+        emb.embed(random_images(1, 32, 32, 1))  # 64-d: not comparable
+    assert PixelEmbedding().embed(np.zeros((0, 28, 28, 1), np.uint8)).shape == (0, 784)
+
+
+def test_pixels_fingerprint() -> None:
+    fp = PixelEmbedding().fingerprint
+    assert fp == PixelEmbedding().fingerprint
+    assert fp == PixelEmbedding(size=None, grayscale=False, normalize="none").fingerprint
+    assert len(fp) == 16
+    others = {
+        PixelEmbedding(size=14).fingerprint,
+        PixelEmbedding(grayscale=True).fingerprint,
+        PixelEmbedding(normalize="l2").fingerprint,
+        PixelEmbedding(size=14, normalize="l2").fingerprint,
+    }
+    assert len(others) == 4 and fp not in others
+    expected = {"size": 14, "grayscale": False, "normalize": "none", "image_shape": None}
+    assert PixelEmbedding(size=14).config() == expected
+    # embedding does not change the fingerprint
+    emb = PixelEmbedding()
+    emb.embed(random_images(1, 28, 28, 1))
+    assert emb.fingerprint == fp
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [({"normalize": "l1"}, "normalize"), ({"size": 0}, "size"), ({"image_shape": (28, 28, 2)}, "image_shape")],
+)
+def test_pixels_validation(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        PixelEmbedding(**kwargs)
+
+
+def test_pixels_bad_input() -> None:
+    emb = PixelEmbedding()
+    with pytest.raises(ValueError, match="uint8"):
+        emb.embed(np.zeros((2, 28, 28, 1), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        emb.embed(np.zeros((2, 28, 28, 2), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        emb.embed(np.zeros((28, 28, 1), np.uint8))
+    with pytest.raises(ValueError, match="batch_size"):
+        emb.embed(np.zeros((2, 28, 28, 1), np.uint8), batch_size=0)
+
+
+# --------------------------------------------------------------------------- inception
+
+
+def test_inception_url_matches_torch_fidelity() -> None:
+    from torch_fidelity import feature_extractor_inceptionv3 as tfi
+
+    assert INCEPTION_WEIGHTS_URL == tfi.URL_INCEPTION_V3
+    assert INCEPTION_WEIGHTS_URL.endswith("/" + INCEPTION_WEIGHTS_FILENAME)
+
+
+def test_inception_init_is_lazy_and_missing_file_is_clear(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.pth"
+    emb = InceptionEmbedding(weights_path=str(missing))  # no load in __init__
+    assert emb.dim == 2048
+    with pytest.raises(RuntimeError) as info:
+        emb.setup()
+    msg = str(info.value)
+    assert str(missing) in msg and INCEPTION_WEIGHTS_FILENAME in msg and INCEPTION_WEIGHTS_URL in msg
+    assert "weights_path" in msg
+
+
+def test_inception_offline_without_cache_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch_fidelity import feature_extractor_inceptionv3 as tfi
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(tfi, "load_state_dict_from_url", no_network)
+    with pytest.raises(RuntimeError) as info:
+        InceptionEmbedding().setup()
+    msg = str(info.value)
+    assert INCEPTION_WEIGHTS_URL in msg and "weights_path" in msg and str(tmp_path / "hub") in msg
+
+
+def test_inception_corrupt_weights_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="could not load Inception weights"):
+        InceptionEmbedding(weights_path=str(bad)).setup()
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """State dict of torch-fidelity's network with random weights (no download).
+
+    The network is built with its weight loading patched out, then its conv weights are
+    redrawn He-normal so that activations stay O(1) through the ~90 layers (PyTorch's
+    default init shrinks them to ~1e-7).
+    """
+    from torch_fidelity import feature_extractor_inceptionv3 as tfi
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
+        mp.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / m.weight[0].numel()) ** 0.5)
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    torch.save(net.state_dict(), path)
+    return str(path)
+
+
+def test_inception_forward_shapes(random_inception_weights: str) -> None:
+    """4 images through the full network (~0.3 s each on 2 CPU cores)."""
+    emb = InceptionEmbedding(weights_path=random_inception_weights)
+    emb.setup(device="cpu")
+    seen: list[torch.Tensor] = []
+    emb._net.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+
+    gray = random_images(2, 28, 28, 1)
+    out = emb.embed(gray, batch_size=2)
+    assert out.shape == (2, 2048) and out.dtype == torch.float32 and out.device.type == "cpu"
+    assert torch.isfinite(out).all() and out.abs().max() > 1e-3
+    assert not torch.allclose(out[0], out[1])  # different images, different features
+    # the network got uint8 NCHW with the gray channel replicated to 3
+    assert [tuple(x.shape) for x in seen] == [(2, 3, 28, 28)]
+    assert seen[0].dtype == torch.uint8
+    torch.testing.assert_close(seen[0], torch.from_numpy(gray).permute(0, 3, 1, 2).expand(-1, 3, -1, -1))
+
+    rgb = torch.from_numpy(random_images(2, 32, 32, 3, seed=1))
+    out_rgb = emb.embed(rgb, batch_size=1)  # two forward passes
+    assert out_rgb.shape == (2, 2048) and torch.isfinite(out_rgb).all()
+    assert [tuple(x.shape) for x in seen[1:]] == [(1, 3, 32, 32)] * 2
+    torch.testing.assert_close(torch.cat(seen[1:]), rgb.permute(0, 3, 1, 2))
+
+    emb.setup()  # idempotent: no reload
+    assert emb.fingerprint == InceptionEmbedding(weights_path=random_inception_weights).fingerprint
+    assert emb.fingerprint != InceptionEmbedding().fingerprint

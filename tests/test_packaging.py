@@ -1,0 +1,52 @@
+"""The built wheel ships every module (callbacks/ as pe_lightning.callbacks) and each imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_every_module_imports(tmp_path):
+    wheel_dir, site = tmp_path / "wheel", tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = wheel_dir.glob("pe_lightning-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = {p.relative_to(ROOT / "callbacks").as_posix() for p in (ROOT / "callbacks").rglob("*.py")}
+    assert {f"pe_lightning/callbacks/{s}" for s in sources} <= names
+    assert not any(n.startswith("callbacks/") for n in names), "callbacks/ must ship as pe_lightning/callbacks/"
+
+    inst = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert inst.returncode == 0, inst.stderr[-3000:]
+    script = f"""
+import importlib, pkgutil, sys
+sys.path.insert(0, {str(site)!r})
+import pe_lightning
+assert pe_lightning.__file__.startswith({str(site)!r}), pe_lightning.__file__
+mods = [m.name for m in pkgutil.walk_packages(pe_lightning.__path__, 'pe_lightning.')]
+for name in mods:
+    mod = importlib.import_module(name)
+    assert mod.__file__.startswith({str(site)!r}), (name, mod.__file__)
+import pe_lightning.callbacks as cb
+for name in cb.__all__:
+    getattr(cb, name)
+for name in pe_lightning.__all__:
+    getattr(pe_lightning, name)
+print(len(mods), 'modules')
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert int(run.stdout.split()[0]) >= 15

@@ -1,0 +1,118 @@
+"""Voting: backends agree, each private sample votes once, noise scale, threshold, selection, zero-histogram guard."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pe_lightning.voting import (
+    ZeroHistogramWarning,
+    add_gaussian_noise,
+    apply_threshold,
+    assign_votes,
+    nearest_neighbors,
+    select_parents,
+    vote_histogram,
+)
+
+
+def _data(m=300, n=120, d=16, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(m, d, generator=g),
+        torch.randint(0, classes, (m,), generator=g),
+        torch.randn(n, d, generator=g),
+        torch.arange(n) % classes,
+    )
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_faiss_and_torch_backends_give_the_same_neighbours(k):
+    q, _, keys, _ = _data()
+    a = nearest_neighbors(q, keys, k=k, backend="faiss")
+    b = nearest_neighbors(q, keys, k=k, backend="torch", chunk_size=7)
+    assert torch.equal(a, b)
+    brute = torch.cdist(q, keys).topk(k, largest=False).indices
+    assert torch.equal(b, brute)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_votes_stay_within_class_and_each_private_sample_votes_once(backend):
+    p, pl, s, sl = _data()
+    a = assign_votes(private_embeddings=p, private_labels=pl, synthetic_embeddings=s, synthetic_labels=sl, k=1, backend=backend)
+    assert a.shape == (len(p), 1)
+    assert torch.equal(sl[a[:, 0]], pl)  # votes only for own class
+    h = vote_histogram(a, num_synthetic=len(s))
+    assert h.sum().item() == len(p)  # one vote per private sample
+
+
+def test_k_nearest_votes_have_l2_sensitivity_one():
+    p, pl, s, sl = _data()
+    k = 4
+    a = assign_votes(private_embeddings=p, private_labels=pl, synthetic_embeddings=s, synthetic_labels=sl, k=k)
+    full = vote_histogram(a, num_synthetic=len(s))
+    without_one = vote_histogram(a[1:], num_synthetic=len(s))
+    assert torch.linalg.vector_norm(full - without_one).item() == pytest.approx(1.0)
+    assert len(torch.unique(a[0])) == k  # k distinct synthetic samples
+
+
+def test_histogram_rejects_missing_votes():
+    with pytest.raises(ValueError, match="did not vote"):
+        vote_histogram(torch.tensor([[0], [-1]]), num_synthetic=3)
+
+
+def test_class_with_too_few_synthetic_samples_is_an_error():
+    p, pl, s, sl = _data()
+    with pytest.raises(ValueError, match="synthetic samples"):
+        assign_votes(private_embeddings=p, private_labels=pl, synthetic_embeddings=s[:2], synthetic_labels=sl[:2], k=1)
+
+
+def test_noise_has_the_requested_std_and_is_seeded():
+    h = torch.zeros(200_000, dtype=torch.float64)
+    sigma = 7.5
+    n1 = add_gaussian_noise(h, noise_multiplier=sigma, generator=torch.Generator().manual_seed(3))
+    n2 = add_gaussian_noise(h, noise_multiplier=sigma, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(n1, n2)
+    assert n1.std().item() == pytest.approx(sigma, rel=0.01)
+    assert abs(n1.mean().item()) < 0.05
+    assert torch.equal(add_gaussian_noise(h, noise_multiplier=0.0, generator=torch.Generator()), h)
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        add_gaussian_noise(h, noise_multiplier=float("nan"), generator=torch.Generator())
+
+
+def test_threshold_clips_at_zero():
+    out = apply_threshold(torch.tensor([0.5, 2.0, 5.0], dtype=torch.float64), threshold=2.0)
+    assert out.tolist() == [0.0, 0.0, 3.0]
+
+
+def test_selection_is_within_class_and_proportional():
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    weights = torch.tensor([1.0, 3.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    idx = select_parents(weights=weights, labels=labels, num_per_class=[4000, 6000], generator=torch.Generator().manual_seed(0))
+    assert len(idx) == 10_000
+    assert (labels[idx[:4000]] == 0).all() and (labels[idx[4000:]] == 1).all()
+    counts = torch.bincount(idx, minlength=5).double()
+    assert counts[1] / counts[0] == pytest.approx(3.0, rel=0.1)
+    assert counts[2] == 0  # zero weight is never selected
+
+
+def test_all_zero_histogram_falls_back_to_uniform_with_a_warning():
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    weights = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    with pytest.warns(ZeroHistogramWarning, match="class '0'"):
+        idx = select_parents(weights=weights, labels=labels, num_per_class=[3000, 10], generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(idx[:3000], minlength=3).double()
+    assert not torch.isnan(counts).any()
+    assert (counts > 800).all()  # roughly uniform over the three class-0 samples
+    assert (idx[3000:] == 3).all()
+
+
+def test_selection_rejects_nan_weights():
+    with pytest.raises(ValueError, match="NaN"):
+        select_parents(weights=torch.tensor([math.nan]), labels=torch.tensor([0]), num_per_class=[1], generator=torch.Generator())
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="search backend"):
+        nearest_neighbors(torch.zeros(1, 2), torch.zeros(1, 2), backend="annoy")
