@@ -1,0 +1,1 @@
+"""Downstream classifiers trained on synthetic data."""
