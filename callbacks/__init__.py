@@ -15,3 +15,7 @@ __all__ = [
     "PrivacyBudgetExceededError",
     "SampleGrid",
 ]
+
+from pe_lightning.callbacks.downstream import DownstreamEvaluation  # noqa: E402
+
+__all__ += ["DownstreamEvaluation"]

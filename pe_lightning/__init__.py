@@ -26,3 +26,8 @@ __all__ = [
     "callbacks",
     "privacy",
 ]
+
+from pe_lightning import classifier  # noqa: E402
+from pe_lightning.classifier import DownstreamClassifier, SyntheticDataModule  # noqa: E402
+
+__all__ += ["DownstreamClassifier", "SyntheticDataModule", "classifier"]

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -170,6 +172,7 @@ class PrivateEvolution(pl.LightningModule):
         self._assignments: torch.Tensor | None = None
         self._pending_metrics: dict[str, float] = {}
         self._iteration_start = 0.0
+        self._timings: dict[str, float] = defaultdict(float)
 
     # ------------------------------------------------------------------ set-up
     def configure_optimizers(self):  # noqa: D102 - nothing is trained by gradient
@@ -241,6 +244,7 @@ class PrivateEvolution(pl.LightningModule):
             msg = "noise_multiplier=0: this run is NOT differentially private; its synthetic data may reveal private images."
             warnings.warn(msg, NotPrivateWarning, stacklevel=2)
             rank_zero_info("!" * 80 + "\n" + msg + "\n" + "!" * 80)
+        self._iteration_start = time.perf_counter()
         dm = self._datamodule()
         self.api.setup(device=self.device, class_names=self.class_names)
         self.embedding.setup(device=self.device)
@@ -253,38 +257,51 @@ class PrivateEvolution(pl.LightningModule):
             labels = np.repeat(np.arange(len(self.num_per_class), dtype=np.int64), self.num_per_class)
             self.population = self._random(labels)
             self.iteration = 0
-            self._iteration_start = time.perf_counter()
             self._publish_population(iteration=0)
+        else:  # resumed from a checkpoint: the set-up time belongs to no iteration
+            self._timings.clear()
 
     # -------------------------------------------------------------- API helpers
+    @contextmanager
+    def _timed(self, name: str):
+        """Adds the wall time of the block to this iteration's ``time/<name>_s``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._timings[name] += time.perf_counter() - start
+
     def _embed(self, images: np.ndarray) -> torch.Tensor:
-        return self.embedding.embed(images, batch_size=self.embedding_batch_size).float()
+        with self._timed("embedding"):
+            return self.embedding.embed(images, batch_size=self.embedding_batch_size).float()
 
     def _chunks(self, n: int):
         for i, start in enumerate(range(0, n, self.api_batch_size)):
             yield i, slice(start, min(start + self.api_batch_size, n))
 
     def _random(self, labels: np.ndarray) -> Population:
-        outs = [
-            self.api.random(labels=labels[sl], generator=make_generator(self.seed, 0, "random", i))
-            for i, sl in self._chunks(len(labels))
-        ]
+        with self._timed("api"):
+            outs = [
+                self.api.random(labels=labels[sl], generator=make_generator(self.seed, 0, "random", i))
+                for i, sl in self._chunks(len(labels))
+            ]
         out = _concat_outputs(outs)
         return Population(images=out.images, labels=labels, conditions=out.conditions)
 
     def _variation(self, population: Population, *, iteration: int, stream: str, repeat: int = 0) -> APIOutput:
         degree = self.variation_degrees[iteration - 1]
         outs = []
-        for i, sl in self._chunks(len(population)):
-            outs.append(
-                self.api.variation(
-                    images=population.images[sl],
-                    conditions={k: v[sl] for k, v in population.conditions.items()},
-                    labels=population.labels[sl],
-                    degree=degree,
-                    generator=make_generator(self.seed, iteration, stream, repeat, i),
+        with self._timed("api"):
+            for i, sl in self._chunks(len(population)):
+                outs.append(
+                    self.api.variation(
+                        images=population.images[sl],
+                        conditions={k: v[sl] for k, v in population.conditions.items()},
+                        labels=population.labels[sl],
+                        degree=degree,
+                        generator=make_generator(self.seed, iteration, stream, repeat, i),
+                    )
                 )
-            )
         return _concat_outputs(outs)
 
     # ---------------------------------------------------------------- the loop
@@ -313,14 +330,15 @@ class PrivateEvolution(pl.LightningModule):
         (indices,) = batch if isinstance(batch, (list, tuple)) else (batch,)
         indices = indices.to(self.device)
         # One row per private index: a sample seen twice overwrites its own vote, never adds.
-        self._assignments[indices] = assign_votes(
-            private_embeddings=self._private_embeddings[indices],
-            private_labels=self._private_labels[indices],
-            synthetic_embeddings=self._synthetic_embeddings,
-            synthetic_labels=self._synthetic_labels,
-            k=self.num_nearest_neighbors,
-            backend=self.search_backend,
-        )
+        with self._timed("voting"):
+            self._assignments[indices] = assign_votes(
+                private_embeddings=self._private_embeddings[indices],
+                private_labels=self._private_labels[indices],
+                synthetic_embeddings=self._synthetic_embeddings,
+                synthetic_labels=self._synthetic_labels,
+                k=self.num_nearest_neighbors,
+                backend=self.search_backend,
+            )
         return None
 
     def gather_assignments(self) -> torch.Tensor:
@@ -386,6 +404,8 @@ class PrivateEvolution(pl.LightningModule):
             if isinstance(cb, PopulationCallback):
                 cb.on_population(self.trainer, self, population=self.population, iteration=iteration)
         metrics = {"pe/iteration": float(iteration), "time/iteration_s": time.perf_counter() - self._iteration_start}
+        metrics.update({f"time/{k}_s": v for k, v in self._timings.items()})
+        self._timings.clear()
         metrics.update(self._pending_metrics)
         self._pending_metrics = {}
         for logger in self.trainer.loggers:

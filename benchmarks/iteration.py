@@ -1,0 +1,79 @@
+"""Time one PE iteration on the MNIST + DrawText demo workload, broken down by stage, and peak RSS.
+
+    python benchmarks/iteration.py --num-per-class 200 --lookahead 8 --iterations 3
+
+Prints one JSON line per run. Iteration time excludes the one-off set-up (data load, private
+embedding, RANDOM population); the breakdown comes from the module's ``time/*`` metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import lightning.pytorch as pl  # noqa: E402
+import torch  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+
+from pe_lightning import DrawText, MNISTDataModule, PixelEmbedding, PrivateEvolution  # noqa: E402
+
+
+def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, seed: int = 0) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        model = PrivateEvolution(
+            api=DrawText(), embedding=PixelEmbedding(), iterations=iterations, num_samples_per_class=num_per_class,
+            variation_degrees=0.4, lookahead_degree=lookahead, threshold=1.0, noise_multiplier=5.0,
+            search_backend=backend, seed=seed, output_dir=tmp, save_png=False,
+        )
+        trainer = pl.Trainer(
+            max_epochs=iterations, accelerator="cpu", devices=1, logger=CSVLogger(tmp, name="bench"),
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp,
+        )
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=MNISTDataModule())
+        total = time.perf_counter() - start
+        rows = list(csv.DictReader(open(next(Path(tmp).rglob("metrics.csv")))))
+    per_iter = [r for r in rows if r.get("pe/iteration") and float(r["pe/iteration"]) >= 1]
+
+    def mean(key: str) -> float:
+        vals = [float(r[key]) for r in per_iter if r.get(key)]
+        return sum(vals) / len(vals) if vals else 0.0
+
+    it = mean("time/iteration_s")
+    api, emb, vote = mean("time/api_s"), mean("time/embedding_s"), mean("time/voting_s")
+    return {
+        "workload": f"MNIST 4,000 private, DrawText, N_syn={10 * num_per_class}, lookahead={lookahead}, pixel embedding, {backend}",
+        "renders_per_iteration": 10 * num_per_class * (lookahead + 1),
+        "iteration_s": round(it, 3),
+        "api_s": round(api, 3),
+        "embedding_s": round(emb, 3),
+        "voting_s": round(vote, 3),
+        "other_s": round(it - api - emb - vote, 3),
+        "fit_total_s": round(total, 2),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-per-class", type=int, default=200)
+    parser.add_argument("--lookahead", type=int, default=8)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--backend", default="faiss", choices=["faiss", "torch"])
+    args = parser.parse_args()
+    print(json.dumps(run(num_per_class=args.num_per_class, lookahead=args.lookahead, iterations=args.iterations, backend=args.backend)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""Data for the downstream classifier: synthetic train/validation, real test.
+
+Checkpoint and hyperparameter selection must never look at private or test data: choosing
+a checkpoint or a hyperparameter by its accuracy on the private set spends privacy the DP
+guarantee does not account for, and choosing it by test accuracy overstates utility (the
+test set then is part of training). :class:`SyntheticDataModule` therefore holds out its
+validation split from the *synthetic* data; the real data module contributes its held-out
+*test* split, and only to ``test_dataloader``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+
+from pe_lightning.data.base import PrivateImageDataModule
+from pe_lightning.population import Population
+
+__all__ = ["SyntheticDataModule", "load_image_tree", "stratified_split"]
+
+_IMAGE_SUFFIXES = (".png",)
+_IN_MEMORY = "<in-memory Population>"
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified train/validation split.
+
+    Each class with ``n_c`` samples puts ``round(val_fraction * n_c)`` of them (at most
+    ``n_c - 1``, so every class keeps a training sample) into validation, chosen by a
+    permutation from a ``torch.Generator`` seeded with ``seed``.
+
+    Args:
+        labels: int ``(N,)`` class labels.
+        val_fraction: fraction in ``[0, 1)`` held out for validation.
+        seed: seed of the generator.
+
+    Returns:
+        ``(train_indices, val_indices)``, int64, each sorted ascending, disjoint, covering
+        ``range(N)``.
+    """
+    labels = np.asarray(labels)
+    gen = torch.Generator().manual_seed(int(seed))
+    val = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        k = min(int(np.floor(val_fraction * len(members) + 0.5)), len(members) - 1)
+        if k > 0:
+            perm = torch.randperm(len(members), generator=gen).numpy()
+            val.append(members[perm[:k]])
+    val_idx = np.sort(np.concatenate(val)).astype(np.int64) if val else np.zeros(0, dtype=np.int64)
+    train_mask = np.ones(len(labels), dtype=bool)
+    train_mask[val_idx] = False
+    return np.flatnonzero(train_mask).astype(np.int64), val_idx
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """A PNG as uint8 ``(H, W, C)``: grayscale -> 1 channel, colour -> 3 channels (alpha dropped)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("L", "1", "I", "I;16", "F"):
+                arr = np.asarray(im.convert("L"), dtype=np.uint8)[..., None]
+            else:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable image ({err})") from err
+    return arr
+
+
+def load_image_tree(root: str | os.PathLike, *, class_names: Sequence[str]) -> Population:
+    """Load an ImageFolder tree ``<root>/<class>/<index>.png`` as a :class:`Population`.
+
+    Folder names are mapped to labels by their position in ``class_names`` (the private
+    data module's class order). Images are ordered by their numeric file index when every
+    file name is a number (the order :meth:`Population.save_image_folder` wrote them in),
+    else by class and file name.
+
+    Args:
+        root: the tree's root folder.
+        class_names: class names, index = label.
+
+    Returns:
+        The population (uint8 ``(N, H, W, C)`` images, int64 labels).
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        ValueError: unknown class folders, no images, or images of different shapes.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"population image folder not found: {root}")
+    label_of = {str(name): i for i, name in enumerate(class_names)}
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [p.name for p in folders if p.name not in label_of]
+    if unknown:
+        raise ValueError(
+            f"{root}: class folders {unknown} are not classes of the real data module; expected folder names among "
+            f"{list(label_of)}"
+        )
+    entries: list[tuple[float, int, str, Path]] = []
+    for folder in folders:
+        for f in folder.iterdir():
+            if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES and not f.name.startswith("."):
+                stem_is_index = re.fullmatch(r"\d+", f.stem) is not None
+                entries.append((int(f.stem) if stem_is_index else -1, label_of[folder.name], f.name, f))
+    if not entries:
+        raise ValueError(f"{root}: no images found (expected <class>/<index>.png)")
+    if all(e[0] >= 0 for e in entries):
+        entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    else:
+        entries.sort(key=lambda e: (e[1], e[2]))
+    images = []
+    shape = None
+    for _, _, _, path in entries:
+        arr = _read_image(path)
+        if shape is None:
+            shape = arr.shape
+        elif arr.shape != shape:
+            raise ValueError(f"{path}: image shape {arr.shape} (H, W, C) differs from {shape} of {entries[0][3]}")
+        images.append(arr)
+    labels = np.array([e[1] for e in entries], dtype=np.int64)
+    return Population(images=np.stack(images), labels=labels)
+
+
+class SyntheticDataModule(pl.LightningDataModule):
+    """Train on a synthetic population, validate on a held-out synthetic split, test on real data.
+
+    **Validation uses only synthetic data.** Choosing checkpoints or hyperparameters by
+    accuracy on private data spends privacy outside the DP guarantee, and choosing them
+    by accuracy on the test data overstates utility (the test set leaks into training).
+    So the validation split (``val_fraction`` of the population, stratified by class,
+    deterministic from ``split_seed``) is held out from the *synthetic* data; the real
+    data module contributes only its held-out *test* split, to ``test_dataloader``. Its
+    private training split is never used.
+
+    Batches are ``(images, labels)``: uint8 ``(B, H, W, C)`` and int64 ``(B,)``.
+
+    Attributes (after :meth:`setup`):
+        train_images, train_labels: the synthetic training split.
+        val_images, val_labels: the synthetic validation split.
+        test_images, test_labels: the real data module's test split.
+        class_names: the real data module's class names (index = label).
+
+    Args:
+        population: path to a ``population.npz`` (:meth:`Population.save_npz`), to a
+            PNG tree ``<class>/<index>.png`` (class folder names are mapped to labels
+            by ``real.class_names``), or to a folder that contains ``population.npz``
+            (e.g. a PE run's ``final/`` folder).
+        real: the private data module of the PE run (same class and configuration);
+            only its test split is used.
+        val_fraction: fraction of the synthetic data held out for validation, in
+            ``[0, 1)``. ``0`` disables validation (then nothing can be monitored: the
+            last model is the one to test, as in BENCHMARK.md).
+        split_seed: seed of the validation split.
+        batch_size: images per batch (train, validation and test).
+        num_workers: DataLoader worker processes.
+        shuffle_seed: seed of a dedicated ``torch.Generator`` that shuffles the training
+            batches; ``None`` shuffles with the global torch RNG (set by
+            ``seed_everything``).
+    """
+
+    def __init__(
+        self,
+        *,
+        population: str,
+        real: PrivateImageDataModule,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        shuffle_seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(population, (str, os.PathLike)) or not str(population):
+            raise ValueError(f"SyntheticDataModule population must be a non-empty path, got {population!r}")
+        if not isinstance(real, PrivateImageDataModule):
+            raise TypeError(
+                f"SyntheticDataModule real must be a PrivateImageDataModule (the PE run's data module), got {type(real).__name__}"
+            )
+        if not (isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool) and 0 <= val_fraction < 1):
+            raise ValueError(f"SyntheticDataModule val_fraction must be in [0, 1), got {val_fraction!r}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"SyntheticDataModule batch_size must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+            raise ValueError(f"SyntheticDataModule num_workers must be an integer >= 0, got {num_workers!r}")
+        self.population_path = str(population)
+        self.real = real
+        self.val_fraction = float(val_fraction)
+        self.split_seed = int(split_seed)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shuffle_seed = shuffle_seed
+        self._given: Population | None = None
+        self.source = self.population_path
+        self.train_images: np.ndarray | None = None
+        self.train_labels: np.ndarray | None = None
+        self.val_images: np.ndarray | None = None
+        self.val_labels: np.ndarray | None = None
+        self.test_images: np.ndarray | None = None
+        self.test_labels: np.ndarray | None = None
+        self.class_names: list[str] = []
+
+    @classmethod
+    def from_population(cls, population: Population, *, real: PrivateImageDataModule, **kwargs) -> "SyntheticDataModule":
+        """A data module over an in-memory :class:`Population` (no file needed).
+
+        Args:
+            population: the synthetic samples.
+            real: as in the constructor.
+            **kwargs: the other constructor arguments (``val_fraction``, ``batch_size``, ...).
+        """
+        if not isinstance(population, Population):
+            raise TypeError(f"from_population needs a Population, got {type(population).__name__}")
+        dm = cls(population=_IN_MEMORY, real=real, **kwargs)
+        dm._given = population
+        dm.source = _IN_MEMORY
+        return dm
+
+    # ------------------------------------------------------------------ loading
+    def _load_population(self) -> Population:
+        if self._given is not None:
+            return self._given
+        path = Path(self.population_path)
+        if path.is_file():
+            return Population.load_npz(path)
+        if path.is_dir():
+            if (path / "population.npz").is_file():
+                self.source = str(path / "population.npz")
+                return Population.load_npz(path / "population.npz")
+            return load_image_tree(path, class_names=self.real.class_names)
+        raise FileNotFoundError(
+            f"population not found: {path} (expected a population.npz file or a <class>/<index>.png folder; "
+            "a PE run writes <output_dir>/final/population.npz)"
+        )
+
+    def _check(self, pop: Population) -> None:
+        real_shape = tuple(self.real.test_images.shape[1:])
+        shape = tuple(pop.images.shape[1:])
+        if shape[-1] != real_shape[-1]:
+            raise ValueError(
+                f"{self.source}: synthetic images have {shape[-1]} channel(s) {shape} (H, W, C), but the real test split of "
+                f"{type(self.real).__name__} has {real_shape[-1]} {real_shape}"
+            )
+        if shape != real_shape:
+            raise ValueError(
+                f"{self.source}: synthetic images are {shape} (H, W, C), but the real test split of "
+                f"{type(self.real).__name__} is {real_shape}"
+            )
+        n_classes = len(self.real.class_names)
+        bad = (pop.labels < 0) | (pop.labels >= n_classes)
+        if bad.any():
+            raise ValueError(
+                f"{self.source}: labels {np.unique(pop.labels[bad])[:10].tolist()} are outside the {n_classes} classes "
+                f"[0, {n_classes}) of {type(self.real).__name__} ({self.real.class_names})"
+            )
+        if len(pop) == 0:
+            raise ValueError(f"{self.source}: the population is empty")
+        missing = sorted(set(range(n_classes)) - set(np.unique(pop.labels).tolist()))
+        if missing:
+            rank_zero_warn(
+                f"{self.source}: no synthetic samples for classes {[self.real.class_names[c] for c in missing]}; "
+                "the classifier cannot learn them"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_images is not None:
+            return
+        self.real.setup(stage)
+        if self.real.test_images is None or len(self.real.test_images) == 0:
+            raise ValueError(f"{type(self.real).__name__} has no test split to evaluate on")
+        pop = self._load_population()
+        self._check(pop)
+        train_idx, val_idx = stratified_split(pop.labels, self.val_fraction, seed=self.split_seed)
+        if self.val_fraction > 0 and len(val_idx) == 0:
+            raise ValueError(
+                f"{self.source}: val_fraction={self.val_fraction} of {len(pop)} synthetic images leaves no validation "
+                "image (each class keeps at least one training image); raise val_fraction or set it to 0"
+            )
+        self.class_names = list(self.real.class_names)
+        self.train_images, self.train_labels = pop.images[train_idx], pop.labels[train_idx]
+        self.val_images, self.val_labels = pop.images[val_idx], pop.labels[val_idx]
+        # Only the held-out real test split; the private training split is never touched.
+        self.test_images, self.test_labels = self.real.test_images, self.real.test_labels
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (after :meth:`setup`)."""
+        if not self.class_names:
+            raise RuntimeError("call setup() first")
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of the images (after :meth:`setup`)."""
+        if self.train_images is None:
+            raise RuntimeError("call setup() first")
+        return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+
+    # ------------------------------------------------------------- dataloaders
+    def _loader(self, images: np.ndarray, labels: np.ndarray, *, shuffle: bool) -> DataLoader:
+        ds = TensorDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
+        generator = None
+        if shuffle and self.shuffle_seed is not None:
+            generator = torch.Generator().manual_seed(int(self.shuffle_seed))
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of the synthetic training split."""
+        if self.train_images is None:
+            raise RuntimeError("call setup() first")
+        return self._loader(self.train_images, self.train_labels, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Batches of the synthetic validation split (``[]`` when ``val_fraction == 0``)."""
+        if self.val_images is None:
+            raise RuntimeError("call setup() first")
+        if len(self.val_images) == 0:
+            return []
+        return self._loader(self.val_images, self.val_labels, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Batches of the real held-out test split."""
+        if self.test_images is None:
+            raise RuntimeError("call setup() first")
+        return self._loader(self.test_images, self.test_labels, shuffle=False)
