@@ -150,6 +150,7 @@ class DownstreamEvaluation(PopulationCallback):
                 enable_progress_bar=False,
                 enable_model_summary=False,
                 num_sanity_val_steps=0,
+                limit_val_batches=0 if len(dm.val_images) == 0 else 1.0,
                 default_root_dir=tmp,
             )
             with warnings.catch_warnings():

@@ -29,6 +29,15 @@ MNIST_CONFIG = ROOT / "configs" / "mnist_classifier.yaml"
 
 
 # ------------------------------------------------------------------------------ helpers
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Train with one intra-op thread: on 2 busy cores, 2 contending OpenMP threads run ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class ArrayDataModule(PrivateImageDataModule):
     """Random in-memory 'real' data: fast, no MNIST parsing."""
 
@@ -56,10 +65,6 @@ def noise_population(n_per_class: int, *, num_classes: int, shape=(28, 28, 1), s
 
 def row_set(images: np.ndarray) -> set[bytes]:
     return {img.tobytes() for img in images}
-
-
-def fit_quietly(trainer: pl.Trainer, model, dm) -> None:
-    trainer.fit(model, datamodule=dm)
 
 
 def quiet_trainer(**kwargs) -> pl.Trainer:
@@ -154,7 +159,7 @@ def test_ema_weights_are_used_for_evaluation_and_checkpointed(tmp_path):
         model = DownstreamClassifier(network="small_cnn", num_classes=3, in_channels=3, ema_decay=0.9, lr=0.05,
                                      network_kwargs={"image_size": 8})
     trainer = quiet_trainer(max_epochs=2, enable_checkpointing=True, default_root_dir=str(tmp_path))
-    fit_quietly(trainer, model, dm)
+    trainer.fit(model, datamodule=dm)
     steps = trainer.global_step
     assert steps > 0 and int(model.ema_network.n_averaged) == steps
     live = dict(model.network.named_parameters())
@@ -168,7 +173,7 @@ def test_ema_weights_are_used_for_evaluation_and_checkpointed(tmp_path):
 
 def test_model_and_data_must_agree():
     real = ArrayDataModule(channels=3, size=8)
-    dm = SyntheticDataModule.from_population(noise_population(4, num_classes=3, shape=(8, 8, 3)), real=real)
+    dm = SyntheticDataModule.from_population(noise_population(4, num_classes=3, shape=(8, 8, 3)), real=real, val_fraction=0.25)
     trainer = quiet_trainer(max_epochs=1)
     with pytest.raises(ValueError, match="num_classes=10 but the data has 3 classes"):
         trainer.fit(DownstreamClassifier(in_channels=3, network_kwargs={"image_size": 8}), datamodule=dm)
@@ -296,6 +301,7 @@ def test_cli_fit_then_test_from_the_mnist_config(tmp_path, monkeypatch):
         "--trainer.accelerator=cpu",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
+        "--trainer.log_every_n_steps=1",
         "--data.init_args.real.init_args.test_size=100",
         "--data.init_args.real.init_args.num_private=50",
     ]
@@ -334,6 +340,12 @@ def test_downstream_evaluation_callback_on_a_tiny_pe_run(tmp_path):
     assert torch.equal(state, torch.random.get_rng_state())
 
 
+def test_downstream_evaluation_without_validation_split_on_rgb_data():
+    cb = DownstreamEvaluation(max_epochs=1, batch_size=8, val_fraction=0.0, seed=1)
+    test_acc, val_acc = cb.evaluate(noise_population(4, num_classes=3, shape=(8, 8, 3)), datamodule=ArrayDataModule())
+    assert 0.0 <= test_acc <= 1.0 and val_acc is None
+
+
 def test_downstream_evaluation_rejects_bad_arguments():
     with pytest.raises(ValueError, match="network"):
         DownstreamEvaluation(network="vgg")
@@ -346,6 +358,7 @@ def test_downstream_evaluation_rejects_bad_arguments():
 
 
 # ----------------------------------------------------------------------- learning sanity
+@pytest.mark.filterwarnings("ignore:Total length of .* across ranks is zero")  # no validation split here
 def test_small_cnn_learns_real_mnist():
     """Trained on 1,000 real digits (as if they were synthetic) it must beat 70 % on the test split."""
     real = MNISTDataModule(num_private=1000)

@@ -244,7 +244,8 @@ def test_bad_image_size(image_size) -> None:
         ({"aspect_range": (0.8,)}, "aspect_range"),
         ({"stroke_range": (-0.1, 0.2)}, "stroke_range"),  # a pen width cannot be negative
         ({"translate_range": (-100.0, 1.0)}, "translate_range"),
-        ({"levels": (0.8, 0.2)}, "levels"),
+        ({"tone_range": (0.8, 0.2)}, "tone_range"),
+        ({"tone_range": (0.3, 0.3)}, "tone_range"),
         ({"channels": 2}, "channels"),
         ({"texts": []}, "texts"),
         ({"texts": ["1", " "]}, "texts"),

@@ -17,7 +17,7 @@ cores):
 2. A batch is rendered by gathering each sample's tile (font, text, nearest stroke level,
    nearest blur level) and one bilinear ``grid_sample`` with per-sample affine maps
    (scale, aspect, shear, rotation, translation) built by one batched matmul.
-3. Intensity and uint8 quantisation finish the images.
+3. A tone curve (``tone_range``), the intensity and uint8 quantisation finish the images.
 
 All randomness comes from the ``torch.Generator`` passed to each call.
 """
@@ -309,7 +309,7 @@ class DrawText(ImageAPI):
         translate_range: range of ``dx`` and of ``dy``, pixels.
         blur_range: range of ``blur`` (Gaussian sigma, output pixels).
         intensity_range: range of ``intensity`` (within [0, 1]).
-        levels: ``(black, white)`` tone curve applied to the anti-aliased coverage before
+        tone_range: ``(black, white)`` points of the tone curve applied to the anti-aliased coverage before
             ``intensity``: coverage <= black -> 0, >= white -> 1, linear between (crisper
             edges and saturated stroke cores, matching MNIST's pixel histogram).
         variation_scale: noise std at degree 1, as a fraction of each continuous range.
@@ -348,7 +348,7 @@ class DrawText(ImageAPI):
         font_resample_rate: float = 1.0,
         num_stroke_levels: int = 8,
         num_blur_levels: int = 5,
-        levels: tuple[float, float] = (0.05, 0.8),
+        tone_range: tuple[float, float] = (0.05, 0.8),
         supersample: int = 1,
         glyph_px: int | None = None,
         batch_size: int = 2048,
@@ -387,9 +387,9 @@ class DrawText(ImageAPI):
             "intensity": _check_range("intensity_range", intensity_range, low=0.0, high=1.0),
         }
         self.ranges["dy"] = self.ranges["dx"]
-        self.levels = _check_range("levels", levels, low=0.0, high=1.0)
-        if self.levels[1] <= self.levels[0]:
-            raise ValueError(f"levels must satisfy black < white, got {levels!r}")
+        self.tone_range = _check_range("tone_range", tone_range, low=0.0, high=1.0)
+        if self.tone_range[1] <= self.tone_range[0]:
+            raise ValueError(f"tone_range must satisfy black < white, got {tone_range!r}")
         for name, value in (("variation_scale", variation_scale), ("font_resample_rate", font_resample_rate)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -723,7 +723,7 @@ class DrawText(ImageAPI):
                             align_corners=False)
         if self.supersample > 1:
             img = F.avg_pool2d(img, self.supersample)
-        black, white = self.levels
+        black, white = self.tone_range
         img = img.view(n, size_out, size_out).sub_(black).clamp_(0, white - black)
         img = img * (p["intensity"].float().view(n, 1, 1) * (255 / (white - black)))
         return img.round_().clamp_(0, 255).to(torch.uint8)

@@ -135,9 +135,9 @@ class SyntheticDataModule(pl.LightningDataModule):
     """Train on a synthetic population, validate on a held-out synthetic split, test on real data.
 
     **Validation uses only synthetic data.** Choosing checkpoints or hyperparameters by
-    accuracy on private data spends privacy outside the DP guarantee, and choosing them
-    by accuracy on the test data overstates utility (the test set leaks into training).
-    So the validation split (``val_fraction`` of the population, stratified by class,
+    accuracy on private or test data violates DP and overstates utility: accuracy on the
+    private data is a release the DP guarantee does not cover, and selecting on the test
+    data makes the reported test accuracy optimistic. So the validation split (``val_fraction`` of the population, stratified by class,
     deterministic from ``split_seed``) is held out from the *synthetic* data; the real
     data module contributes only its held-out *test* split, to ``test_dataloader``. Its
     private training split is never used.

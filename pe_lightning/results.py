@@ -1,0 +1,250 @@
+"""The privacy–utility results on the MNIST protocol of BENCHMARK.md.
+
+    python -m pe_lightning.results --out results/mnist            # full protocol (about an hour on 2 cores)
+    python -m pe_lightning.results --quick --out /tmp/r           # smoke run (tests use it)
+
+For each setting it evaluates synthetic sets with the BENCHMARK.md protocol: the SmallCNN
+trained from scratch on the synthetic set only (Adam 1e-3, batch 128, 30 epochs,
+``torch.manual_seed(s)`` before building it, ``s`` in the classifier seeds), accuracy on
+the 1,000 real held-out test digits, and the pixel-space Fréchet distance to them.
+
+Settings: PE with DrawText at each epsilon (delta 1e-5) and without noise (``inf``), the
+RANDOM API alone (iteration 0 of the same runs: no private information used), and the
+real private training split (the non-private bound). PE hyperparameters come from
+``configs/mnist_drawtext.yaml`` (the demo), so the table measures what ``make demo`` runs.
+
+Writes ``runs.csv`` (one row per PE seed x classifier seed), ``summary.csv`` (mean ± std
+over PE seeds of the per-seed means), ``results.png`` (accuracy and FD against epsilon,
+baselines as horizontal lines), ``summary.md`` and synthetic grids for two epsilons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.linalg
+import yaml
+
+from pe_lightning.callbacks.base import PopulationCallback
+from pe_lightning.callbacks.downstream import DownstreamEvaluation
+from pe_lightning.callbacks.privacy import PrivacyAccountant
+from pe_lightning.data.mnist import MNISTDataModule
+from pe_lightning.grid import class_grid, save_png
+from pe_lightning.population import Population
+
+__all__ = ["pixel_frechet_distance", "run_results", "main"]
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist_drawtext.yaml"
+
+
+def pixel_frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """BENCHMARK.md Fréchet distance: flatten to [0, 1], means and unbiased covariances.
+
+    ``|mu1 - mu2|^2 + Tr S1 + Tr S2 - 2 Tr sqrtm(S1 S2)`` for uint8 ``(N, H, W, C)`` arrays.
+    """
+    x = a.reshape(len(a), -1).astype(np.float64) / 255.0
+    y = b.reshape(len(b), -1).astype(np.float64) / 255.0
+    m1, m2 = x.mean(0), y.mean(0)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    return float(((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(np.real(covmean)))
+
+
+class _Keep(PopulationCallback):
+    """Keeps the RANDOM population (iteration 0) and the final one."""
+
+    def __init__(self) -> None:
+        self.populations: dict[int, Population] = {}
+
+    def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
+        if iteration in (0, pl_module.iterations):
+            self.populations[iteration] = population
+
+
+def _demo_model_args(config: Path) -> dict:
+    return yaml.safe_load(config.read_text())["model"]["init_args"]
+
+
+def _build_model(args: dict, *, seed: int, overrides: dict):
+    from jsonargparse import ArgumentParser  # the same resolution LightningCLI applies
+
+    from pe_lightning.evolution import PrivateEvolution
+
+    init = {**args, **overrides, "seed": seed, "save_png": False}
+    parser = ArgumentParser()
+    parser.add_class_arguments(PrivateEvolution, "model")
+    cfg = parser.parse_object({"model": init})
+    return parser.instantiate_classes(cfg)["model"]
+
+
+def run_pe(*, epsilon: float, seed: int, datamodule: MNISTDataModule, out: Path, model_args: dict, overrides: dict) -> dict[int, Population]:
+    """One PE run; returns ``{0: random population, T: final population}``."""
+    import lightning.pytorch as pl
+
+    model = _build_model(model_args, seed=seed, overrides={**overrides, "output_dir": str(out)})
+    keep = _Keep()
+    trainer = pl.Trainer(
+        max_epochs=model.iterations, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(out),
+        callbacks=[PrivacyAccountant(epsilon=epsilon, delta=1e-5), keep],
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return keep.populations
+
+
+def _evaluate(pop: Population, *, datamodule, clf_seeds: Sequence[int], epochs: int) -> list[float]:
+    return [DownstreamEvaluation(max_epochs=epochs, val_fraction=0.0, seed=s).evaluate(pop, datamodule=datamodule)[0] for s in clf_seeds]
+
+
+def _fmt(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
+    v = np.asarray(values, dtype=float) * scale
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=0):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+
+
+def run_results(
+    *,
+    out: str | os.PathLike,
+    epsilons: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 10.0, math.inf),
+    pe_seeds: Sequence[int] = (0, 1, 2),
+    clf_seeds: Sequence[int] = (0, 1, 2),
+    epochs: int = 30,
+    num_private: int | None = None,
+    overrides: dict | None = None,
+    grid_epsilons: Sequence[float] = (1.0, 10.0),
+    config: Path = DEMO_CONFIG,
+) -> list[dict]:
+    """Run every setting and write the CSVs, plot, table and grids to ``out``. Returns the summary rows."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dm = MNISTDataModule(num_private=num_private)
+    dm.setup()
+    model_args = _demo_model_args(config)
+    overrides = dict(overrides or {})
+    rows: list[dict] = []
+
+    def record(setting: str, epsilon: float, pe_seed: int, pop: Population, seconds: float) -> None:
+        fd = pixel_frechet_distance(pop.images, dm.test_images)
+        for s, acc in zip(clf_seeds, _evaluate(pop, datamodule=dm, clf_seeds=clf_seeds, epochs=epochs)):
+            rows.append(dict(setting=setting, epsilon=epsilon, pe_seed=pe_seed, clf_seed=s, test_acc=acc, fd=fd, n=len(pop), pe_seconds=seconds))
+        _write_csv(out / "runs.csv", rows)
+
+    real = Population(images=dm.private_images, labels=dm.private_labels)
+    record("real private training set", math.nan, 0, real, 0.0)
+    for eps in epsilons:
+        for pe_seed in pe_seeds:
+            start = time.perf_counter()
+            pops = run_pe(epsilon=eps, seed=pe_seed, datamodule=dm, out=out / "runs" / f"eps{eps:g}_seed{pe_seed}", model_args=model_args, overrides=overrides)
+            seconds = time.perf_counter() - start
+            final = max(pops)
+            if eps == epsilons[0]:  # iteration 0 is the same RANDOM draw for every epsilon of a seed
+                record("random API alone", 0.0, pe_seed, pops[0], 0.0)
+            record("PE", eps, pe_seed, pops[final], seconds)
+            if pe_seed == pe_seeds[0] and eps in grid_epsilons:
+                pop = pops[final]
+                save_png(class_grid(pop.images, pop.labels, samples_per_class=10), out / f"grid_eps{eps:g}.png", upscale=2)
+    summary = _summarise(rows)
+    _write_csv(out / "summary.csv", summary)
+    (out / "summary.md").write_text(_markdown(summary))
+    _plot(summary, out / "results.png")
+    return summary
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _summarise(rows: list[dict]) -> list[dict]:
+    """Mean ± std over PE seeds of the per-PE-seed means (BENCHMARK.md)."""
+    keys = []
+    for r in rows:
+        k = (r["setting"], r["epsilon"])
+        if k not in keys:
+            keys.append(k)
+    summary = []
+    for setting, eps in keys:
+        group = [r for r in rows if r["setting"] == setting and (r["epsilon"] == eps or (math.isnan(r["epsilon"]) and math.isnan(eps)))]
+        seeds = sorted({r["pe_seed"] for r in group})
+        acc = [np.mean([r["test_acc"] for r in group if r["pe_seed"] == s]) for s in seeds]
+        fd = [np.mean([r["fd"] for r in group if r["pe_seed"] == s]) for s in seeds]
+        summary.append(dict(
+            setting=setting, epsilon=eps, acc_mean=100 * float(np.mean(acc)), acc_std=100 * float(np.std(acc)),
+            fd_mean=float(np.mean(fd)), fd_std=float(np.std(fd)), pe_seeds=len(seeds),
+            clf_seeds=len({r["clf_seed"] for r in group}), n=group[0]["n"],
+            pe_seconds=float(np.mean([r["pe_seconds"] for r in group])),
+        ))
+    return summary
+
+
+def _markdown(summary: list[dict]) -> str:
+    lines = ["| set | ε | test accuracy % | FD (pixels) | N |", "|---|---|---|---|---|"]
+    for s in summary:
+        eps = "—" if math.isnan(s["epsilon"]) or s["setting"] != "PE" else ("∞ (no noise)" if math.isinf(s["epsilon"]) else f"{s['epsilon']:g}")
+        lines.append(f"| {s['setting']} | {eps} | {s['acc_mean']:.1f} ± {s['acc_std']:.1f} | {s['fd_mean']:.2f} ± {s['fd_std']:.2f} | {s['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(summary: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pe = [s for s in summary if s["setting"] == "PE"]
+    finite = [s for s in pe if math.isfinite(s["epsilon"])]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "acc", "downstream test accuracy (%)"), (axes[1], "fd", "Fréchet distance (pixels)")):
+        if finite:
+            ax.errorbar([s["epsilon"] for s in finite], [s[f"{key}_mean"] for s in finite], yerr=[s[f"{key}_std"] for s in finite],
+                        marker="o", capsize=3, label="PE (DrawText)")
+        styles = {"random API alone": ("gray", "--"), "real private training set": ("green", ":")}
+        for s in summary:
+            if s["setting"] in styles:
+                color, ls = styles[s["setting"]]
+                ax.axhline(s[f"{key}_mean"], color=color, linestyle=ls, label=s["setting"])
+            if s["setting"] == "PE" and math.isinf(s["epsilon"]):
+                ax.axhline(s[f"{key}_mean"], color="orange", linestyle="-.", label="PE, no noise (ε = ∞)")
+        ax.set_xscale("log")
+        ax.set_xlabel("ε (δ = 1e-5)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description="MNIST privacy-utility results (BENCHMARK.md protocol)")
+    parser.add_argument("--out", default="results/mnist")
+    parser.add_argument("--epsilons", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0, 10.0, math.inf])
+    parser.add_argument("--pe-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--clf-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="smoke run: eps 1, one seed, 200 private, 5 per class, 1 epoch")
+    args = parser.parse_args(argv)
+    kwargs = dict(out=args.out, epsilons=args.epsilons, pe_seeds=args.pe_seeds, clf_seeds=args.clf_seeds, epochs=args.epochs)
+    if args.quick:
+        kwargs.update(epsilons=[1.0], pe_seeds=[0], clf_seeds=[0], epochs=1, num_private=200,
+                      overrides={"iterations": 2, "variation_degrees": [0.5, 0.3], "num_samples_per_class": 5, "lookahead_degree": 2},
+                      grid_epsilons=[1.0])
+    summary = run_results(**kwargs)
+    print(_markdown(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

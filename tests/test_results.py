@@ -1,0 +1,32 @@
+"""The results script in reduced mode: every setting runs and the CSV, table, plot and grid are written."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from pe_lightning.results import main, pixel_frechet_distance
+
+
+def test_pixel_frechet_distance_is_zero_for_identical_sets_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (300, 4, 4, 1), dtype=np.uint8)
+    assert abs(pixel_frechet_distance(a, a)) < 1e-8
+    brighter = np.clip(a.astype(int) + 40, 0, 255).astype(np.uint8)
+    assert pixel_frechet_distance(a, brighter) > 0.1
+
+
+@pytest.mark.slow
+def test_results_quick_mode_writes_everything(tmp_path):
+    summary = main(["--quick", "--out", str(tmp_path)])
+    settings = [s["setting"] for s in summary]
+    assert settings == ["real private training set", "random API alone", "PE"]
+    for s in summary:
+        assert 0.0 <= s["acc_mean"] <= 100.0 and np.isfinite(s["fd_mean"])
+    rows = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    assert len(rows) == 3
+    assert {"setting", "epsilon", "pe_seed", "clf_seed", "test_acc", "fd"} <= set(rows[0])
+    for name in ("summary.csv", "summary.md", "results.png", "grid_eps1.png"):
+        assert (tmp_path / name).is_file(), name
