@@ -149,6 +149,11 @@ def run_results(
             if pe_seed == pe_seeds[0] and eps in grid_epsilons:
                 pop = pops[final]
                 save_png(class_grid(pop.images, pop.labels, samples_per_class=10), out / f"grid_eps{eps:g}.png", upscale=2)
+        summary = _write_summary(rows, out)  # after every epsilon, so a long run can be read while it goes
+    return summary
+
+
+def _write_summary(rows: list[dict], out: Path) -> list[dict]:
     summary = _summarise(rows)
     _write_csv(out / "summary.csv", summary)
     (out / "summary.md").write_text(_markdown(summary))
@@ -184,7 +189,7 @@ def _summarise(rows: list[dict]) -> list[dict]:
             clf_seeds=len({r["clf_seed"] for r in group}), n=group[0]["n"],
             pe_seconds=float(np.mean([r["pe_seconds"] for r in group])),
         ))
-    return summary
+    return sorted(summary, key=lambda r: (r["setting"] == "PE", r["epsilon"] if r["setting"] == "PE" else 0.0))
 
 
 def _markdown(summary: list[dict]) -> str:

@@ -53,9 +53,9 @@ def test_random_shapes_and_conditions(api: DrawText) -> None:
     out = api.random(labels=labels, generator=_gen(0))
     assert isinstance(out, APIOutput)
     assert out.images.dtype == np.uint8 and out.images.shape == (20, 28, 28, 1)
-    assert set(out.conditions) == CONDITION_KEYS
+    assert set(out.conditions) == CONDITION_KEYS | {"warp"}
     for key, value in out.conditions.items():
-        assert value.shape == (20,)
+        assert value.shape == ((20, 2, api.warp_grid, api.warp_grid) if key == "warp" else (20,))
         assert value.dtype == (np.int64 if key in ("font", "text") else np.float32)
     np.testing.assert_array_equal(out.conditions["text"], labels)
     for key in CONDITION_KEYS - {"font", "text"}:
@@ -70,7 +70,7 @@ def test_variation_shapes(api: DrawText) -> None:
     out = api.random(labels=labels, generator=_gen(0))
     var = api.variation(images=out.images, conditions=out.conditions, labels=labels, degree=0.3, generator=_gen(1))
     assert var.images.dtype == np.uint8 and var.images.shape == (12, 28, 28, 1)
-    assert set(var.conditions) == CONDITION_KEYS
+    assert set(var.conditions) == CONDITION_KEYS | {"warp"}
     np.testing.assert_array_equal(var.conditions["text"], labels)
 
 
@@ -90,7 +90,7 @@ def test_three_channels_replicate_gray(api: DrawText) -> None:
 def test_empty_batch(api: DrawText) -> None:
     out = api.random(labels=np.zeros(0, np.int64), generator=_gen(0))
     assert out.images.shape == (0, 28, 28, 1)
-    assert all(v.shape == (0,) for v in out.conditions.values())
+    assert all(v.shape[0] == 0 for v in out.conditions.values())
     var = api.variation(images=out.images, conditions=out.conditions, labels=np.zeros(0, np.int64), degree=0.5,
                         generator=_gen(0))
     assert var.images.shape == (0, 28, 28, 1)
@@ -370,3 +370,25 @@ def test_random_api_classifies_real_mnist_above_chance(api: DrawText, real_mnist
     dist = (flat**2).sum(1, keepdims=True) - 2 * flat @ centroids.T + (centroids**2).sum(1)
     accuracy = (dist.argmin(1) == y).mean()
     assert accuracy > 0.3, accuracy  # chance 0.1; the reference simulator's random API is near chance
+
+
+def test_warp_is_a_smooth_parameter_that_variation_perturbs(api: DrawText) -> None:
+    labels = np.arange(64) % 10
+    out = api.random(labels=labels, generator=_gen(0))
+    flat = dict(out.conditions, warp=np.zeros_like(out.conditions["warp"]))
+    unwarped = api.render(flat).astype(np.float32)
+    # The warp changes images, by a moderate amount (a deformation, not a new digit).
+    diff = np.abs(out.images.astype(np.float32) - unwarped).mean()
+    assert 1.0 < diff < 25.0
+    small = api.variation(images=out.images, conditions=out.conditions, labels=labels, degree=0.1, generator=_gen(1))
+    large = api.variation(images=out.images, conditions=out.conditions, labels=labels, degree=0.8, generator=_gen(1))
+    dw_small = np.abs(small.conditions["warp"] - out.conditions["warp"]).mean()
+    dw_large = np.abs(large.conditions["warp"] - out.conditions["warp"]).mean()
+    assert 0 < dw_small < dw_large
+    assert np.abs(out.conditions["warp"]).max() <= 3 * api.warp_scale + 1e-6
+    with pytest.raises(ValueError, match=r"conditions\['warp'\] must be a finite float array of shape"):
+        api.render(dict(out.conditions, warp=np.zeros((64, 2, 2, 2), np.float32)))
+    with pytest.raises(ValueError, match="warp_scale"):
+        DrawText(warp_scale=-0.1)
+    with pytest.raises(ValueError, match="warp_grid"):
+        DrawText(warp_grid=1)

@@ -283,13 +283,19 @@ class DrawText(ImageAPI):
     * ``blur`` float32: Gaussian blur sigma, output pixels (on top of the anti-aliasing).
       Rendered at the nearest of ``num_blur_levels`` cached levels.
     * ``intensity`` float32: foreground brightness in [0, 1] (1 = 255).
+    * ``warp`` float32 ``(N, 2, G, G)``: a smooth elastic deformation, handwriting-like:
+      displacements (x, y) of a ``G x G`` grid of control points spanning the image,
+      bicubically interpolated to every pixel; units are half the image size (0.1 = 1.4
+      pixels at 28 px). RANDOM draws ``N(0, warp_scale^2)`` per control point; this is
+      what lets PE bend font glyphs towards the private handwriting.
 
     Variation degree (units): a number in ``[0, 1]``. Each continuous parameter gets
     Gaussian noise with std ``degree * variation_scale * (hi - lo)`` of its range, reflected
     back into the range; the font is resampled uniformly with probability
     ``min(1, degree * font_resample_rate)``. ``text`` never changes. Degree 0 reproduces
     the input exactly; degree 1 with the default scales is close to a fresh RANDOM API
-    sample of the same text.
+    sample of the same text. ``warp`` gets noise with std ``degree * 2 * variation_scale *
+    warp_scale`` and is clipped to ``+-3 warp_scale``.
 
     Speed: one batched ``grid_sample`` from a glyph atlas built once per fit (fonts x
     texts x stroke levels x blur levels tiles, a few tens of MB by default; memory grows
@@ -325,6 +331,8 @@ class DrawText(ImageAPI):
         supersample: render at ``supersample`` times ``image_size`` and average-pool down.
         glyph_px: longer side of a glyph in the cache, pixels. ``None``: the largest output
             glyph, ``ceil(size_range[1] * image_size * supersample)``.
+        warp_grid: ``G``, control points per side of the elastic warp (>= 2).
+        warp_scale: std of the RANDOM warp displacements, half-image units (0 = no warp).
         batch_size: images rendered per chunk (memory: ~20 KB per 28x28 image).
     """
 
@@ -358,6 +366,8 @@ class DrawText(ImageAPI):
         supersample: int = 1,
         glyph_px: int | None = None,
         batch_size: int = 2048,
+        warp_grid: int = 4,
+        warp_scale: float = 0.15,
     ) -> None:
         super().__init__()
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
@@ -407,6 +417,14 @@ class DrawText(ImageAPI):
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if glyph_px is not None and (isinstance(glyph_px, bool) or not isinstance(glyph_px, int) or glyph_px < 4):
             raise ValueError(f"glyph_px must be None or an int >= 4, got {glyph_px!r}")
+        if isinstance(warp_grid, bool) or not isinstance(warp_grid, int) or warp_grid < 2:
+            raise ValueError(f"warp_grid must be an int >= 2, got {warp_grid!r}")
+        if isinstance(warp_scale, bool) or not isinstance(warp_scale, (int, float)) or not (
+            math.isfinite(warp_scale) and 0 <= warp_scale <= 1
+        ):
+            raise ValueError(f"warp_scale must be a number in [0, 1], got {warp_scale!r}")
+        self.warp_grid = warp_grid
+        self.warp_scale = float(warp_scale)
         self.texts_arg = texts
         self.variation_scale = float(variation_scale)
         self.font_resample_rate = float(font_resample_rate)
@@ -555,6 +573,9 @@ class DrawText(ImageAPI):
         for i, name in enumerate(_CONTINUOUS):
             lo, hi = self.ranges[name]
             params[name] = (lo + (hi - lo) * u[i]).float()
+        g = self.warp_grid
+        warp = torch.randn((n, 2, g, g), generator=generator, device=gdev).cpu() * self.warp_scale
+        params["warp"] = warp.clamp(-3 * self.warp_scale, 3 * self.warp_scale)
         return self._output(params)
 
     def variation(
@@ -594,7 +615,11 @@ class DrawText(ImageAPI):
         noise = torch.randn((len(_CONTINUOUS), n), generator=generator, device=gdev).cpu()
         flip = torch.rand((n,), generator=generator, device=gdev).cpu()
         new_font = torch.randint(len(self.font_paths), (n,), generator=generator, device=gdev).cpu()
+        g = self.warp_grid
+        warp_noise = torch.randn((n, 2, g, g), generator=generator, device=gdev).cpu()
         if degree > 0:
+            std = degree * 2 * self.variation_scale * self.warp_scale
+            params["warp"] = (params["warp"] + std * warp_noise).clamp(-3 * self.warp_scale, 3 * self.warp_scale)
             for i, name in enumerate(_CONTINUOUS):
                 lo, hi = self.ranges[name]
                 std = degree * self.variation_scale * (hi - lo)
@@ -628,6 +653,13 @@ class DrawText(ImageAPI):
             if value.shape != (n,) or (value.size and not np.all(np.isfinite(value))):
                 raise ValueError(f"conditions[{key!r}] must be a finite float array of shape ({n},), got {value.shape}")
             params[key] = torch.from_numpy(value.astype(np.float32))
+        g = self.warp_grid
+        if "warp" not in conditions:
+            raise ValueError(f"conditions are missing key 'warp' (float32 array of shape ({n}, 2, {g}, {g}))")
+        warp = np.asarray(conditions["warp"])
+        if warp.shape != (n, 2, g, g) or (warp.size and not np.all(np.isfinite(warp))):
+            raise ValueError(f"conditions['warp'] must be a finite float array of shape ({n}, 2, {g}, {g}), got {warp.shape}")
+        params["warp"] = torch.from_numpy(warp.astype(np.float32))
         return params
 
     @staticmethod
@@ -643,6 +675,7 @@ class DrawText(ImageAPI):
     def _output(self, params: dict[str, torch.Tensor]) -> APIOutput:
         conditions = {k: params[k].cpu().numpy().astype(np.int64) for k in _DISCRETE}
         conditions.update({k: params[k].cpu().numpy().astype(np.float32) for k in _CONTINUOUS})
+        conditions["warp"] = params["warp"].cpu().numpy().astype(np.float32)
         return APIOutput(images=self.render(conditions), conditions=conditions)
 
     @torch.no_grad()
@@ -728,6 +761,10 @@ class DrawText(ImageAPI):
         # (n, 6): A_i flattened as [(x, 0), (x, 1), (y, 0), (y, 1), (1, 0), (1, 1)]
         affine = torch.stack((inv00 * k, inv10 * k, inv01 * k, inv11 * k, c0, c1), dim=1)
         grid = torch.matmul(affine, self._pixel_basis(res, dev)).view(n, res, res, 2)
+        if self.warp_scale > 0:
+            # Elastic warp in output space: u -> u + w(u); the tile coordinate moves by w @ A[:2].
+            field = F.interpolate(p["warp"].float(), size=(res, res), mode="bicubic", align_corners=True)
+            grid = grid + torch.einsum("nchw,ncd->nhwd", field, affine[:, :4].view(n, 2, 2))
         img = F.grid_sample(tiles.index_select(0, index), grid, mode="bilinear", padding_mode="zeros",
                             align_corners=False)
         if self.supersample > 1:
