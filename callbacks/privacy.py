@@ -63,14 +63,14 @@ class PrivacyAccountant(PopulationCallback):
             )
 
     def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
-        if iteration > 0:
-            self.ledger.record(iteration=iteration, noise_multiplier=self.noise_multiplier)
+        if iteration > 0:  # record the sigma the module actually used for this iteration's histogram
+            self.ledger.record(iteration=iteration, noise_multiplier=float(pl_module.noise_multiplier))
         eps = self.ledger.epsilon
         pl_module.log_iteration_metrics(
             {
                 "privacy/epsilon": eps if math.isfinite(eps) else float("inf"),
                 "privacy/delta": self.delta,
-                "privacy/noise_multiplier": self.noise_multiplier,
+                "privacy/noise_multiplier": float(pl_module.noise_multiplier),
             }
         )
 

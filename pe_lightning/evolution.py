@@ -169,6 +169,7 @@ class PrivateEvolution(pl.LightningModule):
         self._private_embeddings: torch.Tensor | None = None
         self._private_labels: torch.Tensor | None = None
         self._synthetic_embeddings: torch.Tensor | None = None
+        self._synthetic_labels: torch.Tensor | None = None
         self._assignments: torch.Tensor | None = None
         self._pending_metrics: dict[str, float] = {}
         self._iteration_start = 0.0
@@ -447,7 +448,9 @@ class PrivateEvolution(pl.LightningModule):
             raise ValueError("checkpoint has no 'private_evolution' state: it was not written by PrivateEvolution")
         self.population = Population.from_state_dict(state["population"]) if state["population"] is not None else None
         self.iteration = int(state["iteration"])
-        if state["noise_multiplier"] is not None:
+        # A noise multiplier set for this run (by the PrivacyAccountant's calibration, which
+        # runs before restoring) wins; the accountant's ledger records what is actually used.
+        if self.noise_multiplier is None and state["noise_multiplier"] is not None:
             self.noise_multiplier = float(state["noise_multiplier"])
 
 

@@ -250,3 +250,21 @@ def test_counts_from_private_labels_is_an_explicit_warned_opt_in(tmp_path):
     with pytest.warns(UserWarning, match="NOT covered by the DP guarantee"):
         tiny_trainer(tmp_path, max_epochs=1).fit(model, datamodule=tiny_datamodule(100))
     assert sum(model.num_per_class) == 80
+
+
+def test_resuming_with_a_larger_budget_records_both_noise_levels_honestly(tmp_path):
+    ckpt_dir = tmp_path / "ckpt"
+    first = PrivacyAccountant(epsilon=1.0)
+    trainer = tiny_trainer(tmp_path, max_steps=1, enable_checkpointing=True, callbacks=[first, ModelCheckpoint(dirpath=ckpt_dir, save_last=True)])
+    trainer.fit(tiny_model(), datamodule=tiny_datamodule(100))
+    sigma1 = first.noise_multiplier
+
+    second = PrivacyAccountant(epsilon=2.0)
+    model = tiny_model()
+    tiny_trainer(tmp_path / "r", callbacks=[second]).fit(model, datamodule=tiny_datamodule(100), ckpt_path=str(ckpt_dir / "last.ckpt"))
+    sigma2 = privacy.noise_multiplier(epsilon=2.0, iterations=2, delta=1e-5)
+    assert model.noise_multiplier == pytest.approx(sigma2)  # the new calibration is what iteration 2 used
+    assert [e["noise_multiplier"] for e in second.ledger.entries] == [pytest.approx(sigma1), pytest.approx(sigma2)]
+    mu = (1 / sigma1**2 + 1 / sigma2**2) ** 0.5
+    assert second.ledger.epsilon == pytest.approx(privacy.gdp_epsilon(mu=mu, delta=1e-5))
+    assert second.ledger.epsilon <= 2.0
