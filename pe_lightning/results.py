@@ -37,7 +37,7 @@ from pe_lightning.callbacks.downstream import DownstreamEvaluation
 from pe_lightning.callbacks.privacy import PrivacyAccountant
 from pe_lightning.data.mnist import MNISTDataModule
 from pe_lightning.grid import class_grid, save_png
-from pe_lightning.population import Population
+from pe_lightning.population import Population, atomic_write
 
 __all__ = ["pixel_frechet_distance", "run_results", "main"]
 
@@ -156,18 +156,19 @@ def run_results(
 def _write_summary(rows: list[dict], out: Path) -> list[dict]:
     summary = _summarise(rows)
     _write_csv(out / "summary.csv", summary)
-    (out / "summary.md").write_text(_markdown(summary))
+    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(_markdown(summary)))
     _plot(summary, out / "results.png")
     return summary
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def _summarise(rows: list[dict]) -> list[dict]:
@@ -226,9 +227,7 @@ def _plot(summary: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 
