@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import scipy.linalg
+import torch
+import torch.nn.functional as F
 
 from pe_lightning import PixelEmbedding
 from pe_lightning.callbacks import FIDCallback, PopulationSnapshot, PrivacyAccountant, SampleGrid
+from pe_lightning.results import pixel_frechet_distance  # BENCHMARK.md's definition, independent of torchmetrics
 from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """BENCHMARK.md: flatten to [0, 1], means and unbiased covariances, |mu1-mu2|^2 + Tr S1 + Tr S2 - 2 Tr sqrtm(S1 S2)."""
-    a = a.reshape(len(a), -1).astype(np.float64) / 255
-    b = b.reshape(len(b), -1).astype(np.float64) / 255
-    m1, m2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = scipy.linalg.sqrtm(s1 @ s2).real
-    return float(((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
 def test_fid_callback_matches_an_independent_frechet_distance(tmp_path):
@@ -27,14 +18,12 @@ def test_fid_callback_matches_an_independent_frechet_distance(tmp_path):
     model = tiny_model(noise_multiplier=1.0, num_samples_per_class=12)
     trainer = tiny_trainer(tmp_path, callbacks=[fid])
     trainer.fit(model, datamodule=dm)
-    import torch.nn.functional as F
-    import torch
 
     def down(x):  # the same antialiased resize PixelEmbedding(size=14) applies
         t = torch.from_numpy(x).permute(0, 3, 1, 2).float()
         return F.interpolate(t, size=(14, 14), mode="bilinear", antialias=True, align_corners=False).permute(0, 2, 3, 1).numpy()
 
-    expected = frechet_distance(down(dm.test_images[:300]), down(model.population.images))
+    expected = pixel_frechet_distance(down(dm.test_images[:300]), down(model.population.images))
     assert fid.last_value == pytest.approx(expected, rel=1e-3)
     assert trainer.callback_metrics["fid/pixel"].item() == pytest.approx(expected, rel=1e-3)
 
