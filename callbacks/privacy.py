@@ -25,7 +25,10 @@ class PrivacyAccountant(PopulationCallback):
     add/remove-one neighbours, exact GDP accounting) does not exceed ``epsilon``. After
     every iteration it records the spend in a :class:`~pe_lightning.privacy.PrivacyLedger`
     and logs ``privacy/epsilon`` (cumulative). Before an iteration that would exceed the
-    budget it raises :class:`PrivacyBudgetExceededError`. The ledger is checkpoint state.
+    budget it raises :class:`PrivacyBudgetExceededError`. The ledger is checkpoint state:
+    a run resumed with the same budget continues with the same sigma (a finished run
+    spends nothing more); resumed with a new ``epsilon``, the remaining iterations are
+    calibrated so that the total over all iterations, spent and remaining, meets it.
 
     Args:
         epsilon: target epsilon (> 0; ``inf`` means no noise, which is NOT private).
@@ -54,12 +57,33 @@ class PrivacyAccountant(PopulationCallback):
         self.noise_multiplier = calibrate_noise_multiplier(epsilon=self.epsilon, iterations=pl_module.iterations, delta=self.delta)
         pl_module.noise_multiplier = self.noise_multiplier
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs after a checkpoint's ledger was restored. An interrupted run resumed with the
+        # same budget keeps its sigma (the remaining iterations fit exactly). With a new
+        # budget the remaining iterations get the smallest sigma for which the total over
+        # all T iterations (spent + remaining) stays within it.
+        spent, remaining = len(self.ledger), pl_module.iterations - len(self.ledger)
+        if spent == 0 or remaining <= 0:
+            return
+        after = self.ledger.epsilon_if(noise_multiplier=self.noise_multiplier, extra_iterations=remaining)
+        if abs(after - self.epsilon) <= 1e-9 * self.epsilon:
+            return
+        spent_inv_var = sum(0.0 if e["noise_multiplier"] == math.inf else e["noise_multiplier"] ** -2 for e in self.ledger.entries)
+        target_mu = 1.0 / calibrate_noise_multiplier(epsilon=self.epsilon, iterations=1, delta=self.delta)
+        left = target_mu**2 - spent_inv_var
+        if left <= 0 or not math.isfinite(self.ledger.epsilon):
+            return  # nothing left: on_train_epoch_start refuses the next iteration with a clear error
+        self.noise_multiplier = math.sqrt(remaining / left) * (1 + 1e-12)
+        pl_module.noise_multiplier = self.noise_multiplier
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         after = self.ledger.epsilon_if(noise_multiplier=self.noise_multiplier)
         if after > self.epsilon * (1 + 1e-9):
             raise PrivacyBudgetExceededError(
                 f"iteration {len(self.ledger) + 1} would raise epsilon from {self.ledger.epsilon:.4g} to {after:.4g}, "
-                f"past the budget epsilon={self.epsilon:g} (delta={self.delta:g}); set a larger epsilon to continue"
+                f"past the budget epsilon={self.epsilon:g} (delta={self.delta:g}); {len(self.ledger)} iterations already "
+                "spent it. To continue, set a new, larger budget (PrivacyAccountant epsilon); the ledger keeps every "
+                "iteration's noise, so the reported epsilon is the honest total"
             )
 
     def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:

@@ -19,6 +19,7 @@ optimizer-free *step*, so ``ModelCheckpoint`` saves and ``max_steps`` stops as u
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections import defaultdict
@@ -29,14 +30,18 @@ from typing import Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from pe_lightning.apis.base import APIOutput, ImageAPI
 from pe_lightning.callbacks.base import PopulationCallback
 from pe_lightning.data.base import PrivateImageDataModule
+from pe_lightning.distributed import gather_objects, my_chunks
+from pe_lightning.embedding_cache import EmbeddingCache
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.population import Population
 from pe_lightning.seeding import make_generator
+from pe_lightning.storage import ScratchSpace
 from pe_lightning.voting import (
     add_gaussian_noise,
     apply_threshold,
@@ -91,8 +96,25 @@ class PrivateEvolution(pl.LightningModule):
         api_batch_size: images per API call.
         embedding_batch_size: images per embedding forward pass.
         output_dir: where the final population is written (default:
-            ``<trainer.default_root_dir>/pe_output``).
+            ``<trainer.default_root_dir>/pe_output``). Checked for writability at set-up,
+            before any privacy is spent.
         save_png: also write the final population as a PNG tree.
+        reuse_lookahead: build the next population from the lookahead variations already
+            made for each selected parent (its ``m``-th selection takes its ``m``-th
+            lookahead variation; fresh variations only when a parent is selected more than
+            ``lookahead_degree`` times). The lookahead variations are drawn from the
+            previous (already private) population and chosen by the noisy histogram, so
+            this is post-processing: the privacy guarantee is unchanged. It saves up to
+            ``N`` API calls per iteration.
+        cache_private_embeddings: keep the private embeddings on disk, keyed by the
+            private data's and the embedding's fingerprints, so a later run on the same
+            data with the same embedding skips embedding them.
+        embedding_cache_dir: folder of that cache (default:
+            ``<trainer.default_root_dir>/embedding_cache``). It holds data derived from the
+            private images: keep it where the private data may live.
+        spill_to_disk_mb: arrays larger than this (population images, lookahead
+            variations) are memory-mapped files under ``<output_dir>/.scratch`` instead of
+            RAM; ``None`` keeps everything in memory.
     """
 
     def __init__(
@@ -114,6 +136,10 @@ class PrivateEvolution(pl.LightningModule):
         embedding_batch_size: int = 2048,
         output_dir: str | None = None,
         save_png: bool = True,
+        reuse_lookahead: bool = False,
+        cache_private_embeddings: bool = True,
+        embedding_cache_dir: str | None = None,
+        spill_to_disk_mb: float | None = 1024.0,
     ) -> None:
         super().__init__()
         if not isinstance(api, ImageAPI):
@@ -141,6 +167,8 @@ class PrivateEvolution(pl.LightningModule):
             raise ValueError(f"noise_multiplier must be None, 0 (not private) or > 0, got {noise_multiplier}")
         if min(api_batch_size, embedding_batch_size) < 1:
             raise ValueError("api_batch_size and embedding_batch_size must be >= 1")
+        if spill_to_disk_mb is not None and not (math.isfinite(spill_to_disk_mb) and spill_to_disk_mb >= 0):
+            raise ValueError(f"spill_to_disk_mb must be None or a finite number >= 0, got {spill_to_disk_mb}")
         resolve_backend(search_backend)
 
         self.save_hyperparameters(ignore=["api", "embedding"])
@@ -160,6 +188,10 @@ class PrivateEvolution(pl.LightningModule):
         self.embedding_batch_size = embedding_batch_size
         self.output_dir = output_dir
         self.save_png = save_png
+        self.reuse_lookahead = reuse_lookahead
+        self.cache_private_embeddings = cache_private_embeddings
+        self.embedding_cache_dir = embedding_cache_dir
+        self.spill_to_disk_mb = spill_to_disk_mb
 
         self.population: Population | None = None
         self.iteration = 0  # number of completed PE iterations
@@ -171,6 +203,9 @@ class PrivateEvolution(pl.LightningModule):
         self._synthetic_embeddings: torch.Tensor | None = None
         self._synthetic_labels: torch.Tensor | None = None
         self._assignments: torch.Tensor | None = None
+        self._lookahead_images: np.ndarray | None = None  # (k, N, H, W, C), this rank's chunks filled
+        self._lookahead_conditions: dict[str, np.ndarray] = {}
+        self._scratch: ScratchSpace | None = None
         self._pending_metrics: dict[str, float] = {}
         self._iteration_start = 0.0
         self._timings: dict[str, float] = defaultdict(float)
@@ -178,6 +213,15 @@ class PrivateEvolution(pl.LightningModule):
     # ------------------------------------------------------------------ set-up
     def configure_optimizers(self):  # noqa: D102 - nothing is trained by gradient
         return None
+
+    def configure_model(self) -> None:
+        # PE trains no parameters, so DistributedDataParallel (a gradient all-reduce) has
+        # nothing to do and refuses the module. Under ``strategy="ddp"`` the process group,
+        # launch and sampler stay Lightning's; the module is just not wrapped. Its cross-rank
+        # exchanges (votes, generated chunks) are explicit collectives.
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy):
+            strategy.configure_ddp = lambda: None
 
     def _datamodule(self) -> PrivateImageDataModule:
         dm = getattr(self.trainer, "datamodule", None)
@@ -228,6 +272,7 @@ class PrivateEvolution(pl.LightningModule):
                 counts[c] += 1
             counts = [max(int(c), 1) for c in counts]
         self.num_per_class = [int(c) for c in counts]
+        self._check_output_dir_writable()
         for name, n in zip(self.class_names, self.num_per_class):
             if n < self.num_nearest_neighbors:
                 raise ValueError(
@@ -247,12 +292,12 @@ class PrivateEvolution(pl.LightningModule):
             rank_zero_info("!" * 80 + "\n" + msg + "\n" + "!" * 80)
         self._iteration_start = time.perf_counter()
         dm = self._datamodule()
+        limit = None if self.spill_to_disk_mb is None else int(self.spill_to_disk_mb * 2**20)
+        self._scratch = ScratchSpace(directory=self.resolved_output_dir / ".scratch", limit_bytes=limit)
         self.api.setup(device=self.device, class_names=self.class_names)
         self.embedding.setup(device=self.device)
-        # Each private image is embedded once per run.
-        self._private_embeddings = self._embed(dm.private_images).to(self.device)
-        if not torch.isfinite(self._private_embeddings).all():
-            raise ValueError("the embedding produced NaN/inf for some private images")
+        # Each private image is embedded once per run (or read from the on-disk cache).
+        self._private_embeddings = self._private_embedding(dm).to(self.device)
         self._private_labels = torch.from_numpy(dm.private_labels).to(self.device)
         if self.population is None:
             labels = np.repeat(np.arange(len(self.num_per_class), dtype=np.int64), self.num_per_class)
@@ -276,34 +321,83 @@ class PrivateEvolution(pl.LightningModule):
         with self._timed("embedding"):
             return self.embedding.embed(images, batch_size=self.embedding_batch_size).float()
 
-    def _chunks(self, n: int):
-        for i, start in enumerate(range(0, n, self.api_batch_size)):
-            yield i, slice(start, min(start + self.api_batch_size, n))
+    def _my_chunks(self, n: int):
+        """This rank's ``(chunk index, slice)`` of ``range(n)``; chunks do not depend on the world size."""
+        return my_chunks(n, self.api_batch_size, rank=self.global_rank, world_size=self.trainer.world_size)
+
+    def _gather(self, obj):
+        with self._timed("gather"):
+            return gather_objects(obj)
+
+    def _private_embedding(self, dm: PrivateImageDataModule) -> torch.Tensor:
+        """Private embeddings ``(N_private, D)``, computed sharded across ranks or read from the cache."""
+        images = dm.private_images
+        cache = key = None
+        if self.cache_private_embeddings:
+            folder = self.embedding_cache_dir or Path(self.trainer.default_root_dir) / "embedding_cache"
+            cache = EmbeddingCache(folder)
+            key = EmbeddingCache.key(data_fingerprint=dm.fingerprint, embedding_fingerprint=self.embedding.fingerprint)
+            cached = cache.load(key, num_rows=len(images))
+            if all(self._gather(cached is not None)):  # every rank hit: use it
+                rank_zero_info(f"[PE] private embeddings read from the cache {cache.path(key)}")
+                return torch.from_numpy(cached)
+        parts = [(i, self._embed(images[sl]).numpy()) for i, sl in self._my_chunks(len(images))]
+        gathered = sorted((p for rank_parts in self._gather(parts) for p in rank_parts), key=lambda p: p[0])
+        embeddings = np.concatenate([e for _, e in gathered]).astype(np.float32, copy=False)
+        if not np.isfinite(embeddings).all():
+            bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+            raise ValueError(
+                f"the embedding {type(self.embedding).__name__} produced NaN/inf for {len(bad)} private images "
+                f"(e.g. private indices {bad[:5].tolist()})"
+            )
+        if cache is not None and self.trainer.is_global_zero:
+            cache.save(key, embeddings)
+        return torch.from_numpy(embeddings)
+
+    def _assemble(self, parts: list[tuple[np.ndarray, APIOutput]], *, n: int, name: str) -> APIOutput:
+        """Gather ``(positions, output)`` parts from all ranks into one ``n``-sample output.
+
+        Every position must be covered exactly once; large image arrays are memory-mapped.
+        """
+        parts = [p for rank_parts in self._gather(parts) for p in rank_parts]
+        if not parts:
+            raise RuntimeError(f"no {name} samples were produced")
+        first = parts[0][1]
+        images = self._scratch.allocate((n, *first.images.shape[1:]), np.uint8, name=name)
+        conditions = {k: np.empty((n, *v.shape[1:]), dtype=v.dtype) for k, v in first.conditions.items()}
+        covered = np.zeros(n, dtype=np.int64)
+        for positions, out in parts:
+            images[positions] = out.images
+            if set(out.conditions) != set(conditions):
+                raise ValueError(
+                    f"{type(self.api).__name__} returned condition keys {sorted(out.conditions)} in one call and "
+                    f"{sorted(conditions)} in another; an API must return the same keys every call"
+                )
+            for k, v in out.conditions.items():
+                conditions[k][positions] = v
+            covered[positions] += 1
+        if (covered != 1).any():
+            raise RuntimeError(f"internal error: {name} positions covered {covered.min()}..{covered.max()} times")
+        return APIOutput(images=images, conditions=conditions)
 
     def _random(self, labels: np.ndarray) -> Population:
-        with self._timed("api"):
-            outs = [
-                self.api.random(labels=labels[sl], generator=make_generator(self.seed, 0, "random", i))
-                for i, sl in self._chunks(len(labels))
-            ]
-        out = _concat_outputs(outs)
+        self.api.set_iteration(0)
+        parts = []
+        with self._timed("api"), self._timed("api_random"):
+            for i, sl in self._my_chunks(len(labels)):
+                out = self.api.random(labels=labels[sl], generator=make_generator(self.seed, 0, "random", i))
+                parts.append((np.arange(sl.start, sl.stop), out))
+        out = self._assemble(parts, n=len(labels), name="population")
         return Population(images=out.images, labels=labels, conditions=out.conditions)
 
-    def _variation(self, population: Population, *, iteration: int, stream: str, repeat: int = 0) -> APIOutput:
-        degree = self.variation_degrees[iteration - 1]
-        outs = []
-        with self._timed("api"):
-            for i, sl in self._chunks(len(population)):
-                outs.append(
-                    self.api.variation(
-                        images=population.images[sl],
-                        conditions={k: v[sl] for k, v in population.conditions.items()},
-                        labels=population.labels[sl],
-                        degree=degree,
-                        generator=make_generator(self.seed, iteration, stream, repeat, i),
-                    )
-                )
-        return _concat_outputs(outs)
+    def _call_variation(self, population: Population, sl: slice | np.ndarray, *, iteration: int, generator: torch.Generator) -> APIOutput:
+        return self.api.variation(
+            images=np.ascontiguousarray(population.images[sl]),
+            conditions={k: v[sl] for k, v in population.conditions.items()},
+            labels=population.labels[sl],
+            degree=self.variation_degrees[iteration - 1],
+            generator=generator,
+        )
 
     # ---------------------------------------------------------------- the loop
     def on_train_epoch_start(self) -> None:
@@ -311,15 +405,32 @@ class PrivateEvolution(pl.LightningModule):
             raise RuntimeError(f"PE iteration counter ({self.iteration}) and epoch ({self.current_epoch}) disagree")
         self._iteration_start = time.perf_counter()
         t = self.iteration + 1
+        self.api.set_iteration(t)
         pop = self.population
-        if self.lookahead_degree == 0:
-            emb = self._embed(pop.images)
-        else:
+        k = self.lookahead_degree
+        if self.reuse_lookahead and k > 0:
+            self._lookahead_images = self._scratch.allocate((k, *pop.images.shape), np.uint8, name="lookahead")
+            self._lookahead_conditions = {}
+        parts = []
+        for i, sl in self._my_chunks(len(pop)):
+            if k == 0:
+                parts.append((i, self._embed(np.ascontiguousarray(pop.images[sl])).numpy()))
+                continue
             emb = None
-            for r in range(self.lookahead_degree):
-                e = self._embed(self._variation(pop, iteration=t, stream="lookahead", repeat=r).images)
+            for r in range(k):
+                with self._timed("api"), self._timed("api_lookahead"):
+                    out = self._call_variation(pop, sl, iteration=t, generator=make_generator(self.seed, t, "lookahead", r, i))
+                e = self._embed(out.images)
                 emb = e if emb is None else emb + e
-            emb = emb / self.lookahead_degree
+                if self._lookahead_images is not None:
+                    self._lookahead_images[r, sl] = out.images
+                    for key, v in out.conditions.items():
+                        if key not in self._lookahead_conditions:
+                            self._lookahead_conditions[key] = np.zeros((k, len(pop), *v.shape[1:]), dtype=v.dtype)
+                        self._lookahead_conditions[key][r, sl] = v
+            parts.append((i, (emb / k).numpy()))
+        gathered = sorted((p for rank_parts in self._gather(parts) for p in rank_parts), key=lambda p: p[0])
+        emb = torch.from_numpy(np.concatenate([e for _, e in gathered]))
         if not torch.isfinite(emb).all():
             raise ValueError("the embedding produced NaN/inf for some synthetic images")
         self._synthetic_embeddings = emb.to(self.device)
@@ -371,9 +482,13 @@ class PrivateEvolution(pl.LightningModule):
             generator=make_generator(self.seed, t, "selection"),
             class_names=self.class_names,
         ).numpy()
-        selected = pop.take(parents)
-        out = self._variation(selected, iteration=t, stream="variation")
-        self.population = Population(images=out.images, labels=selected.labels, conditions=out.conditions, parents=parents)
+        out, reused = self._children(pop, parents, iteration=t)
+        old_images = pop.images
+        self.population = Population(images=out.images, labels=pop.labels[parents], conditions=out.conditions, parents=parents)
+        ScratchSpace.release(old_images)
+        ScratchSpace.release(self._lookahead_images)
+        self._lookahead_images = None
+        self._lookahead_conditions = {}
         self.iteration = t
         self._synthetic_embeddings = None
         self._assignments = None
@@ -384,9 +499,45 @@ class PrivateEvolution(pl.LightningModule):
                 "pe/noisy_count_max": float(noisy.max()),
                 "pe/nonzero_after_threshold": float((weights > 0).sum()),
                 "pe/variation_degree": self.variation_degrees[t - 1],
+                "pe/reused_lookahead_fraction": reused / len(parents),
             }
         )
         self._publish_population(iteration=t)
+
+    def _children(self, pop: Population, parents: np.ndarray, *, iteration: int) -> tuple[APIOutput, int]:
+        """One variation of each selected parent: reused lookahead variations, fresh ones otherwise.
+
+        Returns:
+            The new population's images and conditions (in ``parents`` order) and the
+            number of children taken from the lookahead variations.
+        """
+        n = len(parents)
+        reuse = np.zeros(n, dtype=bool)
+        occurrence = np.zeros(n, dtype=np.int64)
+        if self._lookahead_images is not None:
+            # The m-th selection of a parent (in slot order) takes its m-th lookahead variation.
+            order = np.argsort(parents, kind="stable")
+            sorted_parents = parents[order]
+            group_start = np.searchsorted(sorted_parents, sorted_parents, side="left")
+            occurrence[order] = np.arange(n) - group_start
+            reuse = occurrence < self.lookahead_degree
+        parts = []
+        rank, world = self.global_rank, self.trainer.world_size
+        reused_slots = np.flatnonzero(reuse)
+        mine = reused_slots[(parents[reused_slots] // self.api_batch_size) % world == rank]  # parents whose lookahead this rank made
+        if len(mine):
+            r, p = occurrence[mine], parents[mine]
+            parts.append(
+                (mine, APIOutput(images=self._lookahead_images[r, p], conditions={k: v[r, p] for k, v in self._lookahead_conditions.items()}))
+            )
+        fresh_slots = np.flatnonzero(~reuse)
+        if len(fresh_slots):
+            selected = pop.take(parents[fresh_slots])
+            with self._timed("api"), self._timed("api_variation"):
+                for i, sl in self._my_chunks(len(fresh_slots)):
+                    out = self._call_variation(selected, sl, iteration=iteration, generator=make_generator(self.seed, iteration, "variation", 0, i))
+                    parts.append((fresh_slots[sl], out))
+        return self._assemble(parts, n=n, name="population"), len(reused_slots)
 
     def _count_iteration_as_step(self) -> None:
         # No optimizer ever steps here, so Lightning's global_step would stay 0 and
@@ -401,9 +552,10 @@ class PrivateEvolution(pl.LightningModule):
         self._pending_metrics.update({k: float(v) for k, v in metrics.items()})
 
     def _publish_population(self, *, iteration: int) -> None:
-        for cb in self.trainer.callbacks:
-            if isinstance(cb, PopulationCallback):
-                cb.on_population(self.trainer, self, population=self.population, iteration=iteration)
+        with self._timed("callbacks"):
+            for cb in self.trainer.callbacks:
+                if isinstance(cb, PopulationCallback):
+                    cb.on_population(self.trainer, self, population=self.population, iteration=iteration)
         metrics = {"pe/iteration": float(iteration), "time/iteration_s": time.perf_counter() - self._iteration_start}
         metrics.update({f"time/{k}_s": v for k, v in self._timings.items()})
         self._timings.clear()
@@ -422,6 +574,17 @@ class PrivateEvolution(pl.LightningModule):
             return Path(self.output_dir)
         return Path(self.trainer.default_root_dir) / "pe_output"
 
+    def _check_output_dir_writable(self) -> None:
+        """Fail before any privacy is spent if the final population could not be written."""
+        out = self.resolved_output_dir
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".write-test-{self.global_rank}-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise PermissionError(f"output_dir {str(out)!r} is not writable: {err}") from err
+
     def on_train_end(self) -> None:
         self.final_population_dir = self.resolved_output_dir / "final"
         if self.trainer.is_global_zero:
@@ -431,6 +594,12 @@ class PrivateEvolution(pl.LightningModule):
                 f"{self.final_population_dir / 'population.npz'}"
                 + (f" and {self.final_population_dir / 'images'}/<class>/<index>.png" if self.save_png else "")
             )
+
+    def teardown(self, stage: str) -> None:
+        # Scratch files are working state: remove them (arrays still mapping them stay
+        # readable on POSIX until released).
+        if self._scratch is not None:
+            self._scratch.close()
 
     # ------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -453,12 +622,3 @@ class PrivateEvolution(pl.LightningModule):
         if self.noise_multiplier is None and state["noise_multiplier"] is not None:
             self.noise_multiplier = float(state["noise_multiplier"])
 
-
-def _concat_outputs(outs: list[APIOutput]) -> APIOutput:
-    if len(outs) == 1:
-        return outs[0]
-    keys = outs[0].conditions.keys()
-    return APIOutput(
-        images=np.concatenate([o.images for o in outs]),
-        conditions={k: np.concatenate([o.conditions[k] for o in outs]) for k in keys},
-    )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -25,14 +27,32 @@ __all__ = ["Population", "atomic_write", "atomic_directory"]
 _COND_PREFIX = "cond__"
 
 
+def _unwritable(path: Path, err: OSError) -> OSError:
+    """An ``OSError`` of the same kind as ``err`` whose message names ``path`` and its folder."""
+    reason = err.strerror or str(err)
+    msg = (
+        f"cannot write {str(path)!r}: its folder {str(path.parent)!r} could not be created or is not writable "
+        f"({reason}{': ' + repr(err.filename) if err.filename else ''}); choose a writable output folder"
+    )
+    return OSError(err.errno, msg) if err.errno is not None else OSError(msg)
+
+
 def atomic_write(path: str | os.PathLike, write_fn) -> Path:
     """Write a file atomically: ``write_fn(tmp_path)`` then rename over ``path``.
 
     A crash leaves either the old file or the new one, never a half-written file.
+
+    Raises:
+        OSError: (same kind as the underlying error) naming ``path`` when its folder cannot
+            be created or written to; whatever ``write_fn`` raises, after removing the
+            temporary file (an existing file at ``path`` is left untouched).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _unwritable(path, err) from err
     os.close(fd)
     try:
         write_fn(tmp)
@@ -48,10 +68,18 @@ def atomic_directory(path: str | os.PathLike, fill_fn) -> Path:
     """Create directory ``path`` atomically: ``fill_fn(tmp_dir)`` then rename it into place.
 
     An existing directory at ``path`` is replaced only after the new one is complete.
+
+    Raises:
+        OSError: naming ``path`` when its parent folder cannot be created or written to;
+            whatever ``fill_fn`` raises, after removing the temporary folder (an existing
+            directory at ``path`` is left untouched).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as err:
+        raise _unwritable(path, err) from err
     try:
         fill_fn(tmp)
         if path.exists():
@@ -96,6 +124,9 @@ class Population:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if self.labels.shape != (n,):
             raise ValueError(f"Population.labels must have shape ({n},), got {self.labels.shape}")
+        if n and self.labels.min() < 0:
+            bad = np.unique(self.labels[self.labels < 0])[:5].tolist()
+            raise ValueError(f"Population.labels must be class indices >= 0, got {bad}")
         if self.parents is None:
             self.parents = np.full(n, -1, dtype=np.int64)
         self.parents = np.asarray(self.parents, dtype=np.int64)
@@ -181,7 +212,7 @@ class Population:
                 labels = data["labels"]
                 parents = data["parents"] if "parents" in files else None
                 conditions = {f[len(_COND_PREFIX):]: data[f] for f in files if f.startswith(_COND_PREFIX)}
-        except (OSError, EOFError, ValueError) as err:
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:  # corrupt or truncated
             if isinstance(err, ValueError) and str(path) in str(err):
                 raise
             raise ValueError(f"{path}: not a readable population .npz file ({err})") from err
@@ -190,23 +221,54 @@ class Population:
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from err
 
+    def _check_class_names(self, class_names: Sequence[str] | None) -> None:
+        if class_names is not None and len(self) and int(self.labels.max()) >= len(class_names):
+            bad = np.unique(self.labels[self.labels >= len(class_names)])[:5].tolist()
+            raise ValueError(
+                f"Population labels {bad} are outside the class list [0, {len(class_names)}) of "
+                f"class_names={list(class_names)}"
+            )
+
+    def _write_pngs(self, folder: Path, class_names: Sequence[str] | None) -> None:
+        for i, (img, lab) in enumerate(zip(self.images, self.labels)):
+            name = class_names[lab] if class_names is not None else str(int(lab))
+            sub = folder / str(name)
+            sub.mkdir(exist_ok=True)
+            arr = img[..., 0] if img.shape[-1] == 1 else img
+            Image.fromarray(arr).save(sub / f"{i:06d}.png")
+
     def save_image_folder(self, path: str | os.PathLike, *, class_names: Sequence[str] | None = None) -> Path:
-        """Write an ImageFolder tree ``<class>/<index>.png`` atomically (index = position)."""
+        """Write an ImageFolder tree ``<class>/<index>.png`` atomically (index = position).
 
-        def fill(tmp: Path) -> None:
-            for i, (img, lab) in enumerate(zip(self.images, self.labels)):
-                name = class_names[lab] if class_names is not None else str(int(lab))
-                folder = tmp / str(name)
-                folder.mkdir(exist_ok=True)
-                arr = img[..., 0] if img.shape[-1] == 1 else img
-                Image.fromarray(arr).save(folder / f"{i:06d}.png")
-
-        return atomic_directory(path, fill)
+        Raises:
+            ValueError: a label has no entry in ``class_names``.
+            OSError: ``path``'s folder is not writable (named); an existing tree at
+                ``path`` is kept when writing fails.
+        """
+        self._check_class_names(class_names)
+        return atomic_directory(path, lambda tmp: self._write_pngs(tmp, class_names))
 
     def save(self, directory: str | os.PathLike, *, class_names: Sequence[str] | None = None, png: bool = True) -> Path:
-        """Write ``directory/population.npz`` and, if ``png``, ``directory/images/<class>/<i>.png``."""
+        """Write ``directory/population.npz`` and, if ``png``, ``directory/images/<class>/<i>.png``.
+
+        The PNGs are written first, into a temporary folder; ``population.npz`` is replaced
+        only after they all exist, and ``images/`` right after it. A failure part-way (disk
+        full, an unwritable folder, a bad class name) leaves a previous save in
+        ``directory`` untouched.
+
+        Raises:
+            ValueError: a label has no entry in ``class_names``.
+            OSError: ``directory`` cannot be created or written to (the message names it).
+        """
         directory = Path(directory)
-        self.save_npz(directory / "population.npz")
-        if png:
-            self.save_image_folder(directory / "images", class_names=class_names)
+        if not png:
+            self.save_npz(directory / "population.npz")
+            return directory
+        self._check_class_names(class_names)
+
+        def fill(tmp: Path) -> None:
+            self._write_pngs(tmp, class_names)
+            self.save_npz(directory / "population.npz")
+
+        atomic_directory(directory / "images", fill)
         return directory

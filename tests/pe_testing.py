@@ -40,3 +40,48 @@ def tiny_trainer(tmp_path, *, max_epochs: int = 2, callbacks=(), **kwargs) -> pl
     )
     defaults.update(kwargs)
     return pl.Trainer(callbacks=list(callbacks), **defaults)
+
+
+# ----------------------------------------------------------------------------------------
+# Callbacks used by tests that run the real CLI in subprocesses (PYTHONPATH=tests).
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+
+from pe_lightning.callbacks import PopulationCallback
+
+
+class VoteRecorder(PopulationCallback):
+    """Saves each iteration's combined votes (rank 0) to ``<directory>/votes_<t>.npy``.
+
+    Test instrumentation only: raw votes are private data and never leave a real run.
+    Runs before the module's ``on_train_epoch_end`` (Lightning calls callbacks first).
+    """
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.directory = directory
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        votes = pl_module.gather_assignments().cpu().numpy()  # collective: every rank calls it
+        if trainer.is_global_zero:
+            Path(self.directory).mkdir(parents=True, exist_ok=True)
+            np.save(Path(self.directory) / f"votes_{pl_module.iteration + 1}.npy", votes)
+
+
+class KillAt(PopulationCallback):
+    """SIGKILLs its own process in the middle of iteration ``iteration`` (after lookahead, at the first batch).
+
+    Only when the environment variable ``PE_TEST_KILL`` is ``"1"``, so a resumed run with the
+    same config survives.
+    """
+
+    def __init__(self, iteration: int) -> None:
+        super().__init__()
+        self.iteration = iteration
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if os.environ.get("PE_TEST_KILL") == "1" and pl_module.iteration + 1 == self.iteration:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -77,6 +77,15 @@ class ImageAPI(ABC):
                 prompt); others ignore them.
         """
 
+    def set_iteration(self, iteration: int) -> None:
+        """Tell the API which PE iteration the next calls belong to (0: the initial RANDOM).
+
+        :class:`~pe_lightning.PrivateEvolution` calls this before each iteration's API calls,
+        so APIs with per-iteration settings (e.g. a guidance-scale schedule) can pick theirs.
+        The default does nothing but remember it in ``self.iteration``.
+        """
+        self.iteration = int(iteration)
+
     def validate_degree(self, degree: float) -> None:
         """Raise ``ValueError`` if ``degree`` is not a valid variation degree for this API."""
         if not (np.isfinite(degree) and degree >= 0):

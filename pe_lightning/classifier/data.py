@@ -18,7 +18,6 @@ from typing import Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -71,8 +70,8 @@ def _read_image(path: Path) -> np.ndarray:
                 arr = np.asarray(im.convert("L"), dtype=np.uint8)[..., None]
             else:
                 arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable image ({err})") from err
+    except (OSError, ValueError, SyntaxError, EOFError) as err:  # PIL's errors for corrupt/truncated files
+        raise ValueError(f"{path}: not a readable image, corrupt or truncated ({type(err).__name__}: {err})") from err
     return arr
 
 
@@ -93,7 +92,8 @@ def load_image_tree(root: str | os.PathLike, *, class_names: Sequence[str]) -> P
 
     Raises:
         FileNotFoundError: ``root`` is not a folder.
-        ValueError: unknown class folders, no images, or images of different shapes.
+        ValueError: unknown class folders, no images, an unreadable (corrupt or truncated)
+            file, or images of different shapes or channel counts (the file is named).
     """
     root = Path(root)
     if not root.is_dir():
@@ -125,7 +125,10 @@ def load_image_tree(root: str | os.PathLike, *, class_names: Sequence[str]) -> P
         if shape is None:
             shape = arr.shape
         elif arr.shape != shape:
-            raise ValueError(f"{path}: image shape {arr.shape} (H, W, C) differs from {shape} of {entries[0][3]}")
+            raise ValueError(
+                f"{path}: image shape {arr.shape} (H, W, C) differs from {shape} of {entries[0][3]}; every image "
+                f"of a population must have one shape (expected {shape}, found {arr.shape})"
+            )
         images.append(arr)
     labels = np.array([e[1] for e in entries], dtype=np.int64)
     return Population(images=np.stack(images), labels=labels)
@@ -266,9 +269,11 @@ class SyntheticDataModule(pl.LightningDataModule):
             raise ValueError(f"{self.source}: the population is empty")
         missing = sorted(set(range(n_classes)) - set(np.unique(pop.labels).tolist()))
         if missing:
-            rank_zero_warn(
-                f"{self.source}: no synthetic samples for classes {[self.real.class_names[c] for c in missing]}; "
-                "the classifier cannot learn them"
+            raise ValueError(
+                f"{self.source}: no synthetic samples for classes {[self.real.class_names[c] for c in missing]} of "
+                f"{type(self.real).__name__} ({self.real.class_names}); the classifier could not learn them and "
+                "its test accuracy would not measure the population. Generate samples for every class "
+                "(PrivateEvolution num_samples_per_class >= 1 for each)"
             )
 
     def setup(self, stage: str | None = None) -> None:

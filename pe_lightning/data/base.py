@@ -40,7 +40,10 @@ def check_labels(labels: np.ndarray, *, num_classes: int, n: int, name: str) -> 
         raise ValueError(f"{name} must have shape ({n},), got {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)]
-        raise ValueError(f"{name} has labels outside the class list [0, {num_classes}): e.g. {bad[:5].tolist()}")
+        raise ValueError(
+            f"{name} has labels outside the class list [0, {num_classes}) (one label per class name): "
+            f"e.g. {np.unique(bad)[:5].tolist()}"
+        )
     return labels.astype(np.int64)
 
 
@@ -77,10 +80,11 @@ class PrivateImageDataModule(pl.LightningDataModule):
         names = [str(n) for n in names]
         if not names:
             raise ValueError(f"{type(self).__name__}: class_names is empty")
-        self.private_images = check_images(p_img, name="private images")
-        self.private_labels = check_labels(p_lab, num_classes=len(names), n=len(p_img), name="private labels")
-        self.test_images = check_images(t_img, name="test images")
-        self.test_labels = check_labels(t_lab, num_classes=len(names), n=len(t_img), name="test labels")
+        where = type(self).__name__
+        self.private_images = check_images(p_img, name=f"{where} private images")
+        self.private_labels = check_labels(p_lab, num_classes=len(names), n=len(p_img), name=f"{where} private labels")
+        self.test_images = check_images(t_img, name=f"{where} test images")
+        self.test_labels = check_labels(t_lab, num_classes=len(names), n=len(t_img), name=f"{where} test labels")
         if len(self.private_images) == 0:
             raise ValueError(f"{type(self).__name__}: the private split is empty")
         self.class_names = names

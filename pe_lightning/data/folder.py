@@ -152,8 +152,9 @@ class ImageFolderDataModule(PrivateImageDataModule):
                         h0, w0 = state["shape"][:2]
                         raise ValueError(
                             f"image {str(path)!r} is {arr.shape[1]}x{arr.shape[0]} (WxH) but "
-                            f"{str(state['first'])!r} is {w0}x{h0}; set image_size to resize all images "
-                            "to one size"
+                            f"{str(state['first'])!r} is {w0}x{h0}: expected shape {state['shape']} (H, W, C), "
+                            f"found {arr.shape}. Without image_size every image must have the same size; "
+                            "set image_size to resize all images to one size"
                         )
                 images.append(arr)
                 labels.append(label)

@@ -1,0 +1,124 @@
+"""Real processes: DDP on 2 CPU processes (gloo) vs 1, and SIGKILL + resume through the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def write_config(path: Path, *, out: Path, iterations: int = 3, epsilon: float = 2.0, callbacks=(), num_private: int = 151) -> Path:
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": iterations, "accelerator": "cpu", "devices": 1, "logger": False,
+            "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(out),
+            "callbacks": [
+                {"class_path": "pe_lightning.callbacks.PrivacyAccountant", "init_args": {"epsilon": epsilon, "delta": 1e-5}},
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                 "init_args": {"dirpath": str(out / "checkpoints"), "save_last": True, "every_n_epochs": 1}},
+                *callbacks,
+            ],
+        },
+        "model": {
+            "class_path": "pe_lightning.PrivateEvolution",
+            "init_args": {
+                "iterations": iterations, "num_samples_per_class": 9, "variation_degrees": 0.4, "lookahead_degree": 2,
+                "threshold": 0.5, "seed": 3, "api_batch_size": 20, "output_dir": str(out), "save_png": False,
+                "reuse_lookahead": True,
+                "api": {"class_path": "pe_lightning.apis.DrawText", "init_args": {"image_size": 28}},
+                "embedding": {"class_path": "pe_lightning.embeddings.PixelEmbedding", "init_args": {"size": 14}},
+            },
+        },
+        "data": {"class_path": "pe_lightning.data.MNISTDataModule", "init_args": {"num_private": num_private, "batch_size": 32}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(config: Path, *args: str, cwd: Path, kill: bool = False, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PE_TEST_KILL="1" if kill else "0", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "pe_lightning", "fit", "--config", str(config), *args],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    if check:
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    return proc
+
+
+def load_final(out: Path) -> dict[str, np.ndarray]:
+    with np.load(out / "final" / "population.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def ledger(out: Path) -> list[dict]:
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("PrivacyAccountant")]
+    return state["ledger"]
+
+
+def test_ddp_on_two_processes_gives_the_same_votes_and_population_as_one(tmp_path):
+    recorder = lambda d: {"class_path": "pe_testing.VoteRecorder", "init_args": {"directory": str(d)}}  # noqa: E731
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_cli(write_config(tmp_path / "one.yaml", out=one, callbacks=[recorder(one / "votes")]), cwd=tmp_path)
+    proc = run_cli(write_config(tmp_path / "two.yaml", out=two, callbacks=[recorder(two / "votes")]),
+                   "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path)
+    assert "world_size: 2" in proc.stdout + proc.stderr or "GLOBAL_RANK: 1" in proc.stdout + proc.stderr
+    for t in (1, 2, 3):  # 151 private samples: the DistributedSampler pads one duplicate; it must not vote twice
+        v1, v2 = np.load(one / "votes" / f"votes_{t}.npy"), np.load(two / "votes" / f"votes_{t}.npy")
+        assert v1.shape == (151, 1) and (v1 >= 0).all()
+        np.testing.assert_array_equal(v1, v2)
+    a, b = load_final(one), load_final(two)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert ledger(one) == ledger(two)
+
+
+def test_sigkill_mid_iteration_then_resume_matches_uninterrupted_run(tmp_path):
+    kill = {"class_path": "pe_testing.KillAt", "init_args": {"iteration": 3}}
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_cli(write_config(tmp_path / "full.yaml", out=full, iterations=4, callbacks=[kill]), cwd=tmp_path)
+    cfg = write_config(tmp_path / "cut.yaml", out=cut, iterations=4, callbacks=[kill])
+    killed = run_cli(cfg, cwd=tmp_path, kill=True, check=False)
+    assert killed.returncode == -9, (killed.stdout + killed.stderr)[-3000:]
+    assert not (cut / "final").exists()
+    assert len(ledger(cut)["noise_multipliers"]) == 2  # the checkpoint of iteration 2 is the last one
+    run_cli(cfg, "--ckpt_path=last", cwd=tmp_path)
+    a, b = load_final(full), load_final(cut)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert ledger(full) == ledger(cut)
+    assert not list((cut / ".scratch").glob("*/*")), "no scratch files left behind"
+
+    # Resuming the finished run spends nothing more and changes nothing.
+    before = ledger(cut)
+    proc = run_cli(cfg, "--ckpt_path=last", cwd=tmp_path)
+    assert "[PE] iteration" not in proc.stdout + proc.stderr  # no iteration ran
+    assert ledger(cut) == before
+    np.testing.assert_array_equal(load_final(cut)["images"], a["images"])
+
+    # More iterations on the same budget: refused, with a clear error; a new budget: allowed, total honest.
+    more = ["--trainer.max_epochs=6", "--model.init_args.iterations=6"]
+    refused = run_cli(cfg, "--ckpt_path=last", *more, cwd=tmp_path, check=False)
+    assert refused.returncode != 0 and "PrivacyBudgetExceededError" in refused.stderr and "set a new, larger budget" in refused.stderr
+    assert ledger(cut) == before
+    bigger = write_config(tmp_path / "bigger.yaml", out=cut, iterations=6, epsilon=3.0, callbacks=[kill])
+    run_cli(bigger, "--ckpt_path=last", cwd=tmp_path)
+    after = ledger(cut)["noise_multipliers"]
+    assert after[:4] == before["noise_multipliers"] and len(after) == 6
+    from pe_lightning.privacy import PrivacyLedger
+
+    total = PrivacyLedger(delta=1e-5)
+    for t, sigma in enumerate(after, start=1):
+        total.record(iteration=t, noise_multiplier=sigma)
+    assert total.epsilon == pytest.approx(3.0, rel=1e-6) and total.epsilon <= 3.0 * (1 + 1e-9)
