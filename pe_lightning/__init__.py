@@ -1,6 +1,6 @@
 """pe_lightning: Private Evolution (DP synthetic images via foundation-model APIs) on PyTorch Lightning."""
 
-from pe_lightning.apis import APIOutput, DrawText, ImageAPI
+from pe_lightning.apis import APIOutput, DiffusionUNetAPI, DiTAPI, DrawText, ImageAPI, StableDiffusionAPI
 from pe_lightning.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule, PrivateImageDataModule
 from pe_lightning.embeddings import Embedding, InceptionEmbedding, PixelEmbedding
 from pe_lightning.evolution import NotPrivateWarning, PrivateEvolution
@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 __all__ = [
     "APIOutput",
     "CIFAR10DataModule",
+    "DiTAPI",
+    "DiffusionUNetAPI",
     "DrawText",
     "Embedding",
     "ImageAPI",
@@ -23,6 +25,7 @@ __all__ = [
     "Population",
     "PrivateEvolution",
     "PrivateImageDataModule",
+    "StableDiffusionAPI",
     "callbacks",
     "privacy",
 ]

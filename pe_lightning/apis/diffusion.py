@@ -1,0 +1,798 @@
+"""Foundation-model APIs through diffusers: shared SDEdit helpers and :class:`DiffusionUNetAPI`.
+
+The diffusers APIs (:class:`DiffusionUNetAPI` here, :class:`~pe_lightning.apis.DiTAPI` and
+:class:`~pe_lightning.apis.StableDiffusionAPI`) share one recipe:
+
+* RANDOM_API samples from pure noise with the model's scheduler.
+* VARIATION_API is SDEdit (Meng et al., 2022), as diffusers' img2img pipelines do it: the
+  variation degree is a *strength* ``s`` in ``(0, 1]``. With ``K = num_inference_steps``,
+  the scheduler's ``K`` timesteps are set, the image (or its VAE latent) is noised to
+  timestep ``timesteps[K - int(K * s)]`` with ``scheduler.add_noise`` and the last
+  ``int(K * s)`` steps denoise it. A larger strength means more noise, a bigger change;
+  a strength with ``int(K * s) < 1`` leaves no denoising step and is rejected by
+  :meth:`validate_degree`.
+
+Conventions shared by all of them:
+
+* Constructor arguments are plain config values (strings, numbers, lists); weights load
+  lazily in :meth:`setup` with ``from_pretrained`` from a Hub id or a local folder. A model
+  that is not available offline is an ``OSError`` that names it and says how to
+  pre-download it.
+* The ``torch.Generator`` passed to each call is the only randomness. Initial noise is drawn
+  on the generator's device (the CPU for PE's generators) in float32 and then moved to the
+  model's device, so a given generator gives the same starting noise on any device.
+* Images in and out are uint8 NHWC numpy arrays at the private resolution ``image_size``
+  with ``channels`` channels. They are resized to the model resolution with antialiased
+  bicubic interpolation (and back); grayscale images are repeated to RGB for an RGB model,
+  and outputs are reduced to one channel by luminance (ITU-R BT.601 weights).
+* Large calls are split into batches of ``batch_size`` samples (one forward pass each;
+  classifier-free guidance doubles it).
+* On CUDA devices the models run under ``torch.autocast`` with the ``autocast`` dtype
+  (``None`` disables it); on the CPU autocast is off.
+
+``import pe_lightning`` does not import diffusers; it is imported on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import math
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pe_lightning.apis.base import APIOutput, ImageAPI
+
+__all__ = [
+    "DTYPES",
+    "SCHEDULERS",
+    "DiffusionUNetAPI",
+    "DiffusersAPI",
+    "autocast_context",
+    "check_strength",
+    "download_hint",
+    "from_images",
+    "load_pretrained",
+    "make_scheduler",
+    "randn",
+    "sdedit_sample",
+    "to_images",
+]
+
+#: ``torch_dtype`` / ``autocast`` names accepted in configs.
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+#: Scheduler names accepted by the ``scheduler`` arguments, and their diffusers classes.
+SCHEDULERS: dict[str, str] = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "dpmsolver": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_ancestral": "EulerAncestralDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+#: ITU-R BT.601 luminance weights (R, G, B), as PIL's ``convert("L")``.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+# ---------------------------------------------------------------------------- validation helpers
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_dtype_name(name: str, value: Any, *, allow_none: bool = False) -> str | None:
+    if value is None and allow_none:
+        return None
+    if value not in DTYPES:
+        allowed = sorted(DTYPES) + (["null"] if allow_none else [])
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return str(value)
+
+
+def _check_image_size(value: Any) -> tuple[int, int]:
+    size = (value, value) if _is_int(value) else value
+    try:
+        h, w = size  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be an int >= 8 or (height, width), got {value!r}") from None
+    if not (_is_int(h) and _is_int(w) and h >= 8 and w >= 8):
+        raise ValueError(f"image_size must be an int >= 8 or (height, width) of ints >= 8, got {value!r}")
+    return int(h), int(w)
+
+
+def _check_guidance(value: Any) -> float | list[float]:
+    """A guidance scale, or a per-iteration list of them (index 0: the initial RANDOM call)."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("guidance_scale must be a number or a non-empty list of numbers, got []")
+        return [_check_guidance(v) for v in value]  # type: ignore[misc]
+    if not _is_number(value) or not math.isfinite(float(value)) or float(value) < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (or a list of them), got {value!r}")
+    return float(value)
+
+
+def check_strength(degree: Any, num_inference_steps: int) -> float:
+    """Validate an SDEdit strength and return it as a float.
+
+    Args:
+        degree: the variation degree, a strength in ``(0, 1]``.
+        num_inference_steps: ``K``, the number of scheduler steps of a full sampling run.
+
+    Returns:
+        ``float(degree)``.
+
+    Raises:
+        ValueError: ``degree`` is not a finite number in ``(0, 1]``, or it leaves no
+            denoising step (``int(num_inference_steps * degree) < 1``).
+    """
+    if not _is_number(degree):
+        raise ValueError(f"variation degree must be a number (an SDEdit strength in (0, 1]), got {degree!r}")
+    strength = float(degree)
+    if not (math.isfinite(strength) and 0.0 < strength <= 1.0):
+        raise ValueError(f"variation degree must be an SDEdit strength in (0, 1], got {degree!r}")
+    if int(num_inference_steps * strength) < 1:
+        raise ValueError(
+            f"variation degree {degree!r} leaves no denoising step: int(num_inference_steps * degree) = "
+            f"int({num_inference_steps} * {strength}) = 0; use a degree >= {1 / num_inference_steps:.4g} "
+            f"or more num_inference_steps"
+        )
+    return strength
+
+
+def _check_class_subsets(name: str, value: Any) -> list[list[int]] | None:
+    """``None`` or one non-empty list of non-negative ints per private class."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{name} must be None or a non-empty list with one list of class ids per private class, got {value!r}")
+    out = []
+    for c, subset in enumerate(value):
+        if isinstance(subset, (str, bytes)) or not isinstance(subset, (list, tuple)) or not subset:
+            raise ValueError(f"{name}[{c}] must be a non-empty list of class ids, got {subset!r}")
+        if not all(_is_int(k) and k >= 0 for k in subset):
+            raise ValueError(f"{name}[{c}] must contain ints >= 0, got {subset!r}")
+        out.append([int(k) for k in subset])
+    return out
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _looks_like_path(model: str) -> bool:
+    return os.path.isabs(model) or model.startswith((".", "~")) or os.path.exists(model) or model.count("/") > 1 or "\\" in model
+
+
+def _dtype_kwarg() -> str:
+    """The ``from_pretrained`` keyword of the weight dtype: ``dtype`` in recent diffusers, ``torch_dtype`` before."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (present once torch_dtype was renamed)
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
+def download_hint(model: str, *, revision: str | None = None) -> str:
+    """How to make ``model`` available on an offline machine."""
+    rev = f" --revision {revision}" if revision else ""
+    return (
+        f"To use it offline, download it once on a machine with internet access: `hf download {model}{rev}` "
+        f"(`huggingface-cli download {model}` with older huggingface_hub) into the Hugging Face cache "
+        f"(HF_HOME, default ~/.cache/huggingface) and copy that cache to this machine (then set HF_HUB_OFFLINE=1 "
+        f"or local_files_only: true), or download it into a folder with `hf download {model}{rev} --local-dir "
+        f"<folder>` and pass that folder as the model."
+    )
+
+
+def load_pretrained(loader: Callable[..., Any], model: str, *, what: str, revision: str | None = None, **kwargs: Any) -> Any:
+    """Call ``loader(model, revision=..., **kwargs)`` (a ``from_pretrained``) with clear errors.
+
+    Args:
+        loader: e.g. ``UNet2DModel.from_pretrained``.
+        model: a Hugging Face Hub id or a local folder.
+        what: what is being loaded, for messages (e.g. ``"DiffusionUNetAPI UNet"``).
+        revision: Hub revision (branch, tag or commit); ``None`` for the default.
+        **kwargs: passed to ``loader``.
+
+    Returns:
+        What ``loader`` returns.
+
+    Raises:
+        FileNotFoundError: ``model`` looks like a local path but does not exist.
+        OSError: the model cannot be loaded (not cached offline, no network, missing file);
+            the message names the model and says how to pre-download it.
+    """
+    path = os.path.expanduser(model)
+    if _looks_like_path(model) and not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"{what}: model={model!r} looks like a local folder but it does not exist (or is not a folder). "
+            f"Pass an existing folder written by save_pretrained / `hf download --local-dir`, or a Hugging Face Hub id."
+        )
+    if os.path.isdir(path):
+        model = path
+    if revision is not None and not os.path.isdir(path):
+        kwargs["revision"] = revision
+    from diffusers.utils import logging as diffusers_logging
+
+    bars_were_enabled = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
+    try:
+        return loader(model, **kwargs)
+    except OSError as err:
+        if os.path.isdir(path):
+            raise OSError(f"{what}: cannot load the model from the local folder {model!r}: {err}") from err
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+        state = (
+            "HF_HUB_OFFLINE is set and the model is not fully in the local Hugging Face cache"
+            if offline or kwargs.get("local_files_only")
+            else "it could not be found locally or downloaded (no network, a wrong id, or a gated model that needs `hf auth login`)"
+        )
+        raise OSError(
+            f"{what}: cannot load model {model!r}: {state}. {download_hint(model, revision=revision)} "
+            f"Original error: {err}"
+        ) from err
+    finally:
+        if bars_were_enabled:
+            diffusers_logging.enable_progress_bar()
+
+
+def make_scheduler(name: str | None, base: Any | None, *, kwargs: dict[str, Any] | None = None) -> Any:
+    """Build a diffusers scheduler.
+
+    Args:
+        name: a key of :data:`SCHEDULERS`, or ``None`` to keep ``base``'s class.
+        base: a scheduler whose config is reused (e.g. the one shipped with the model),
+            or ``None`` for the class defaults.
+        kwargs: config entries that override ``base``'s (e.g. ``{"timestep_spacing": "trailing"}``).
+
+    Returns:
+        A new scheduler instance.
+    """
+    import diffusers
+
+    if name is None:
+        if base is None:
+            raise ValueError("make_scheduler: give a scheduler name or a base scheduler")
+        cls = type(base)
+    else:
+        cls = getattr(diffusers, SCHEDULERS[name])
+    config = dict(base.config) if base is not None else {}
+    config.update(kwargs or {})
+    return cls.from_config(config)
+
+
+# ---------------------------------------------------------------------------- images and noise
+
+
+def from_images(images: np.ndarray, *, size: tuple[int, int], channels: int, device: torch.device) -> torch.Tensor:
+    """uint8 NHWC images -> float32 NCHW in ``[-1, 1]`` at ``size`` with ``channels`` channels.
+
+    Args:
+        images: uint8 ``(N, H, W, C)`` with ``C`` in (1, 3).
+        size: model resolution ``(height, width)``; resized with antialiased bicubic
+            interpolation when different.
+        channels: model channels, 1 (luminance) or 3 (grayscale inputs are repeated).
+        device: where the tensor goes.
+
+    Returns:
+        float32 ``(N, channels, height, width)``.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    x = _match_channels(x, channels)
+    return _resize(x, size).clamp_(-1.0, 1.0)
+
+
+def to_images(x: torch.Tensor, *, size: tuple[int, int], channels: int) -> np.ndarray:
+    """float NCHW in ``[-1, 1]`` -> uint8 NHWC numpy at ``size`` with ``channels`` channels.
+
+    Args:
+        x: ``(N, C, H, W)`` with ``C`` in (1, 3), values nominally in ``[-1, 1]``.
+        size: output ``(height, width)`` (antialiased bicubic resize when different).
+        channels: 1 (luminance of RGB) or 3 (grayscale is repeated).
+
+    Returns:
+        uint8 ``(N, height, width, channels)``.
+    """
+    x = _resize(x.float().clamp(-1.0, 1.0), size)
+    x = _match_channels(x, channels)
+    x = ((x + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    if x.shape[1] == channels:
+        return x
+    if x.shape[1] == 1 and channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    if x.shape[1] == 3 and channels == 1:
+        weights = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x * weights).sum(dim=1, keepdim=True)
+    raise ValueError(f"cannot convert images with {x.shape[1]} channels to {channels} channels (1 and 3 are supported)")
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
+
+
+def randn(shape: Sequence[int], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """float32 standard normal noise drawn on the generator's device, then moved to ``device``."""
+    return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=torch.float32).to(device)
+
+
+def autocast_context(device: torch.device, dtype_name: str | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on CUDA devices with ``dtype_name``; a no-op otherwise."""
+    if device.type != "cuda" or dtype_name is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=DTYPES[dtype_name])
+
+
+def sdedit_sample(
+    *,
+    scheduler: Any,
+    model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    shape: Sequence[int],
+    num_inference_steps: int,
+    generator: torch.Generator,
+    device: torch.device,
+    init: torch.Tensor | None = None,
+    strength: float = 1.0,
+    eta: float = 0.0,
+) -> torch.Tensor:
+    """Sample from noise (``init=None``) or SDEdit ``init`` at ``strength``.
+
+    The timestep arithmetic is diffusers' img2img (``get_timesteps``): with
+    ``K = num_inference_steps`` and ``k = min(int(K * strength), K)``, denoising runs over
+    ``scheduler.timesteps[(K - k) * order:]`` starting from ``init`` noised to the first of
+    them.
+
+    Args:
+        scheduler: a diffusers scheduler (its state is reset here).
+        model_fn: ``(model_input, t) -> prediction`` in float32 with the shape of the sample
+            (e.g. epsilon), with classifier-free guidance already applied.
+        shape: ``(N, C, H, W)`` of the sample (pixels or latents).
+        num_inference_steps: ``K``.
+        generator: the only randomness (initial noise and stochastic scheduler steps).
+        device: where the sampling runs.
+        init: float32 ``shape`` clean sample to vary, or ``None`` to sample from noise.
+        strength: SDEdit strength in ``(0, 1]`` (ignored when ``init`` is ``None``).
+        eta: DDIM's eta (passed to schedulers whose ``step`` takes it).
+
+    Returns:
+        float32 ``shape`` denoised sample.
+    """
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    order = getattr(scheduler, "order", 1)
+    noise = randn(shape, generator, device)
+    if init is None:
+        timesteps = scheduler.timesteps
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        x = noise * scheduler.init_noise_sigma
+    else:
+        k = min(int(num_inference_steps * strength), num_inference_steps)
+        if k < 1:  # validate_degree prevents this; a guard for direct callers
+            raise ValueError(f"strength {strength} leaves no denoising step with num_inference_steps={num_inference_steps}")
+        t_start = num_inference_steps - k
+        timesteps = scheduler.timesteps[t_start * order:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(t_start * order)
+        x = scheduler.add_noise(init.float(), noise, timesteps[:1].repeat(shape[0]))
+    params = inspect.signature(scheduler.step).parameters
+    extra: dict[str, Any] = {}
+    if "generator" in params:
+        extra["generator"] = generator
+    if "eta" in params:
+        extra["eta"] = eta
+    for t in timesteps:
+        model_input = scheduler.scale_model_input(x, t)
+        pred = model_fn(model_input, t).float()
+        x = scheduler.step(pred, t, x, **extra).prev_sample.float()
+    return x
+
+
+# ---------------------------------------------------------------------------- shared base class
+
+
+class DiffusersAPI(ImageAPI):
+    """Shared arguments, validation and batching of the diffusers APIs (not used directly).
+
+    Args:
+        model: Hugging Face Hub id or local folder (``save_pretrained`` layout).
+        revision: Hub revision (branch, tag or commit hash); ignored for local folders.
+        torch_dtype: weight dtype, ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        autocast: autocast dtype on CUDA devices (``"float16"`` or ``"bfloat16"``), or
+            ``None`` to run in ``torch_dtype``; autocast is always off on the CPU.
+        local_files_only: never contact the Hub (as ``HF_HUB_OFFLINE=1`` does).
+        num_inference_steps: ``K``, scheduler steps of a full sampling run; a variation of
+            strength ``s`` runs ``int(K * s)`` of them.
+        image_size: private resolution, ``int`` or ``(height, width)``; inputs and outputs.
+        channels: private channels, 1 (grayscale) or 3 (RGB).
+        batch_size: samples per forward pass.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        revision: str | None,
+        torch_dtype: str,
+        autocast: str | None,
+        local_files_only: bool,
+        num_inference_steps: int,
+        image_size: int | tuple[int, int],
+        channels: int,
+        batch_size: int,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError(f"{name} model must be a Hugging Face Hub id or a local folder, got {model!r}")
+        if revision is not None and (not isinstance(revision, str) or not revision):
+            raise ValueError(f"{name} revision must be None or a non-empty string, got {revision!r}")
+        if not isinstance(local_files_only, bool):
+            raise ValueError(f"{name} local_files_only must be a bool, got {local_files_only!r}")
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ValueError(f"{name} channels must be 1 or 3, got {channels!r}")
+        self.model = model
+        self.revision = revision
+        self.torch_dtype = _check_dtype_name("torch_dtype", torch_dtype)
+        self.autocast = _check_dtype_name("autocast", autocast, allow_none=True)
+        if self.autocast == "float32":
+            self.autocast = None
+        self.local_files_only = local_files_only
+        self.num_inference_steps = _check_positive_int("num_inference_steps", num_inference_steps)
+        self.size = _check_image_size(image_size)
+        self.image_size = image_size if _is_int(image_size) else self.size
+        self.channels = int(channels)
+        self.image_shape = (self.size[0], self.size[1], self.channels)
+        self.batch_size = _check_positive_int("batch_size", batch_size)
+        self.device = torch.device("cpu")
+        self.class_names: list[str] | None = None
+        self.iteration = 0
+
+    # -- common pieces
+
+    def _setup_common(self, device: torch.device | str, class_names: Sequence[str] | None) -> None:
+        self.device = torch.device(device)
+        if class_names is not None:
+            names = [str(c) for c in class_names]
+            if not names:
+                raise ValueError("class_names must be non-empty")
+            self.class_names = names
+
+    def _load_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {_dtype_kwarg(): DTYPES[self.torch_dtype]}
+        if importlib.util.find_spec("accelerate") is None:
+            kwargs["low_cpu_mem_usage"] = False  # avoids diffusers' "accelerate was not found" warning
+        if self.local_files_only:
+            kwargs["local_files_only"] = True
+        return kwargs
+
+    def validate_degree(self, degree: float) -> None:
+        """Raise ``ValueError`` unless ``degree`` is a strength in ``(0, 1]`` with ``int(K * degree) >= 1``."""
+        check_strength(degree, self.num_inference_steps)
+
+    def _check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or (n is not None and labels.shape[0] != n):
+            raise ValueError(f"labels must have shape ({'N' if n is None else n},), got {labels.shape}")
+        if labels.size and not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+        labels = labels.astype(np.int64)
+        if labels.size and labels.min() < 0:
+            raise ValueError(f"labels must be >= 0, got min {labels.min()}")
+        if labels.size and self.class_names is not None and labels.max() >= len(self.class_names):
+            raise ValueError(f"labels must lie in [0, {len(self.class_names)}) (the class_names), got max {labels.max()}")
+        return labels
+
+    def _check_images(self, images: np.ndarray) -> np.ndarray:
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != self.image_shape:
+            raise ValueError(
+                f"images must be a uint8 array of shape (N, {', '.join(map(str, self.image_shape))}), got "
+                f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', None)}"
+            )
+        return images
+
+    def _require_setup(self, loaded: bool) -> None:
+        if not loaded:
+            raise RuntimeError(f"{type(self).__name__}: call setup(device=...) before random/variation (it loads the weights)")
+
+    def _batches(self, n: int):
+        for start in range(0, n, self.batch_size):
+            yield slice(start, min(start + self.batch_size, n))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return autocast_context(self.device, self.autocast)
+
+    # -- per-iteration guidance scale (DiT and Stable Diffusion)
+
+    def set_iteration(self, iteration: int) -> None:
+        """Record the PE iteration (0: the initial RANDOM) and check a per-iteration guidance schedule covers it.
+
+        Raises:
+            ValueError: ``guidance_scale`` is a list with no entry for ``iteration``.
+        """
+        if not _is_int(iteration) or iteration < 0:
+            raise ValueError(f"iteration must be an int >= 0, got {iteration!r}")
+        self.iteration = int(iteration)
+        if getattr(self, "guidance_scale", None) is not None:
+            self.current_guidance_scale()
+
+    def current_guidance_scale(self) -> float:
+        """The guidance scale of the current iteration (``guidance_scale[iteration]`` for a list)."""
+        scale = self.guidance_scale  # type: ignore[attr-defined]
+        if isinstance(scale, list):
+            if self.iteration >= len(scale):
+                raise ValueError(
+                    f"{type(self).__name__} guidance_scale has {len(scale)} entries (one per PE iteration, index 0 = "
+                    f"the initial RANDOM call) but iteration {self.iteration} was requested; give at least "
+                    f"iterations + 1 entries"
+                )
+            return float(scale[self.iteration])
+        return float(scale)
+
+
+# ---------------------------------------------------------------------------- UNet API
+
+
+def _draw_classes(
+    labels: np.ndarray, subsets: list[list[int]] | None, generator: torch.Generator, *, field: str
+) -> np.ndarray:
+    """One model class per sample, uniform within its private class's subset (identity when ``None``)."""
+    if subsets is None:
+        return labels.copy()
+    if labels.size and labels.max() >= len(subsets):
+        raise ValueError(
+            f"{field} has {len(subsets)} lists (one per private class) but a label {labels.max()} was given"
+        )
+    lengths = torch.tensor([len(s) for s in subsets], dtype=torch.float64)
+    u = torch.rand(labels.shape[0], generator=generator, device=generator.device, dtype=torch.float64).cpu()
+    pick = torch.floor(u * lengths[torch.from_numpy(labels)]).long().clamp_(min=0)
+    table = [np.asarray(s, dtype=np.int64) for s in subsets]
+    return np.array([table[c][i] for c, i in zip(labels.tolist(), pick.tolist())], dtype=np.int64).reshape(-1)
+
+
+class DiffusionUNetAPI(DiffusersAPI):
+    """Any diffusers ``UNet2DModel`` (pixel space) with a DDPM/DDIM-family scheduler.
+
+    RANDOM samples from noise; VARIATION is SDEdit with the degree as strength (see the
+    module docstring). Unconditional models ignore the private labels (PE votes per class);
+    class-conditional models (``class_conditional=True``, ``class_labels`` passed to the UNet)
+    get one model class per sample, kept in the API condition ``"model_class"`` (int64) so
+    that each sample keeps its class through its variations.
+
+    Example (YAML)::
+
+        api:
+          class_path: pe_lightning.apis.DiffusionUNetAPI
+          init_args: {model: google/ddpm-cifar10-32, subfolder: null, scheduler_subfolder: null, scheduler: ddim}
+
+    Args:
+        model: Hub id or local folder holding the UNet (and usually its scheduler config).
+        subfolder: folder of the UNet inside ``model`` (``"unet"`` in a pipeline layout as
+            written by ``DDPMPipeline.save_pretrained``); ``None`` if it sits at the root.
+        scheduler_subfolder: folder of ``scheduler_config.json`` inside ``model``; ``None``
+            for the root. Its config (betas, number of training steps, ...) is reused.
+        scheduler: scheduler class to sample with, a key of :data:`SCHEDULERS`
+            (``"ddim"``, ``"ddpm"``, ``"dpmsolver"``, ...), built from the loaded config.
+        scheduler_kwargs: config entries overriding the loaded ones.
+        num_inference_steps: ``K`` (see :class:`DiffusersAPI`).
+        eta: DDIM eta (0: deterministic DDIM steps).
+        class_conditional: pass ``class_labels`` to the UNet.
+        num_classes: number of model classes; defaults to the UNet's ``num_class_embeds``.
+        class_map: ``None`` (private class ``c`` -> model class ``c``) or one list of model
+            classes per private class, drawn uniformly by RANDOM.
+        revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size:
+            see :class:`DiffusersAPI`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        subfolder: str | None = "unet",
+        scheduler_subfolder: str | None = "scheduler",
+        scheduler: str = "ddim",
+        scheduler_kwargs: dict[str, Any] | None = None,
+        num_inference_steps: int = 50,
+        eta: float = 0.0,
+        class_conditional: bool = False,
+        num_classes: int | None = None,
+        class_map: list[list[int]] | None = None,
+        revision: str | None = None,
+        torch_dtype: str = "float32",
+        autocast: str | None = "float16",
+        local_files_only: bool = False,
+        image_size: int | tuple[int, int] = 32,
+        channels: int = 3,
+        batch_size: int = 256,
+    ) -> None:
+        super().__init__(
+            model=model, revision=revision, torch_dtype=torch_dtype, autocast=autocast,
+            local_files_only=local_files_only, num_inference_steps=num_inference_steps,
+            image_size=image_size, channels=channels, batch_size=batch_size,
+        )
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}")
+        if scheduler_kwargs is not None and not isinstance(scheduler_kwargs, dict):
+            raise ValueError(f"scheduler_kwargs must be None or a dict, got {scheduler_kwargs!r}")
+        for field_name, value in (("subfolder", subfolder), ("scheduler_subfolder", scheduler_subfolder)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{field_name} must be None or a folder name, got {value!r}")
+        if not _is_number(eta) or not (0.0 <= float(eta) <= 1.0):
+            raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+        if not isinstance(class_conditional, bool):
+            raise ValueError(f"class_conditional must be a bool, got {class_conditional!r}")
+        if num_classes is not None:
+            _check_positive_int("num_classes", num_classes)
+        self.class_map = _check_class_subsets("class_map", class_map)
+        if self.class_map is not None and not class_conditional:
+            raise ValueError("class_map is only used with class_conditional=True")
+        self.subfolder = subfolder or None
+        self.scheduler_subfolder = scheduler_subfolder or None
+        self.scheduler_name = scheduler
+        self.scheduler_kwargs = dict(scheduler_kwargs or {})
+        self.eta = float(eta)
+        self.class_conditional = class_conditional
+        self.num_classes = num_classes
+        self._unet: Any = None
+        self._scheduler: Any = None
+        self._loaded_key: tuple | None = None
+
+    def setup(self, *, device: torch.device | str = "cpu", class_names: Sequence[str] | None = None) -> None:
+        """Load the UNet and scheduler config (once) and move the UNet to ``device``.
+
+        Raises:
+            OSError / FileNotFoundError: the model is not available (see :func:`load_pretrained`).
+            ValueError: the model is not class-conditional but ``class_conditional=True``,
+                or ``class_map`` does not match ``class_names`` / ``num_classes``.
+        """
+        self._setup_common(device, class_names)
+        key = (self.model, self.subfolder, self.scheduler_subfolder, self.revision, self.torch_dtype)
+        if self._loaded_key != key:
+            from diffusers import DDPMScheduler, UNet2DModel
+
+            what = f"DiffusionUNetAPI(model={self.model!r}, subfolder={self.subfolder!r})"
+            unet = load_pretrained(
+                UNet2DModel.from_pretrained, self.model, what=what + " UNet", revision=self.revision,
+                subfolder=self.subfolder, **self._load_kwargs(),
+            )
+            config_kwargs = {"local_files_only": True} if self.local_files_only else {}
+            config = load_pretrained(
+                DDPMScheduler.load_config, self.model, what=what + " scheduler config", revision=self.revision,
+                subfolder=self.scheduler_subfolder, **config_kwargs,
+            )
+            base = DDPMScheduler.from_config(config)
+            self._scheduler = make_scheduler(self.scheduler_name, base, kwargs=self.scheduler_kwargs)
+            self._unet = unet.eval().requires_grad_(False)
+            self._loaded_key = key
+        self._unet.to(self.device)
+        cfg = self._unet.config
+        embeds = cfg.get("num_class_embeds")
+        if self.class_conditional:
+            if embeds is None and cfg.get("class_embed_type") is None:
+                raise ValueError(
+                    f"class_conditional=True but the UNet of {self.model!r} has no class embedding (num_class_embeds is None)"
+                )
+            limit = self.num_classes or embeds
+            if self.class_map is not None:
+                if self.class_names is not None and len(self.class_map) != len(self.class_names):
+                    raise ValueError(
+                        f"class_map has {len(self.class_map)} lists but there are {len(self.class_names)} private classes"
+                    )
+                bad = [k for s in self.class_map for k in s if limit is not None and k >= limit]
+                if bad:
+                    raise ValueError(f"class_map contains model classes {bad[:5]} outside [0, {limit})")
+            elif limit is not None and self.class_names is not None and len(self.class_names) > limit:
+                raise ValueError(
+                    f"class_conditional=True maps private class c to model class c, but there are "
+                    f"{len(self.class_names)} private classes and the model has {limit}; give class_map"
+                )
+        size = cfg.sample_size
+        self._model_size = (size, size) if _is_int(size) else (int(size[0]), int(size[1]))
+        self._model_channels = int(cfg.in_channels)
+
+    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+        """RANDOM_API: sample ``len(labels)`` images from noise.
+
+        Args:
+            labels: int64 ``(N,)`` private class of each sample (used by class-conditional models).
+            generator: the only source of randomness.
+
+        Returns:
+            uint8 ``(N, H, W, channels)`` images at ``image_size``; conditions
+            ``{"model_class": int64 (N,)}`` for class-conditional models, else empty.
+        """
+        self._require_setup(self._unet is not None)
+        labels = self._check_labels(labels)
+        classes = _draw_classes(labels, self.class_map, generator, field="class_map") if self.class_conditional else None
+        return self._run(labels.shape[0], classes, None, 1.0, generator)
+
+    def variation(
+        self,
+        *,
+        images: np.ndarray,
+        conditions: dict[str, np.ndarray],
+        labels: np.ndarray,
+        degree: float,
+        generator: torch.Generator,
+    ) -> APIOutput:
+        """VARIATION_API: SDEdit each image with strength ``degree``.
+
+        Args:
+            images: uint8 ``(N, H, W, channels)`` at ``image_size``.
+            conditions: ``{"model_class": int64 (N,)}`` for class-conditional models
+                (missing: derived from the labels as RANDOM would with the identity map).
+            labels: int64 ``(N,)`` class of each input.
+            degree: SDEdit strength in ``(0, 1]``.
+            generator: the only source of randomness.
+
+        Returns:
+            ``N`` images and their conditions, in input order.
+        """
+        strength = check_strength(degree, self.num_inference_steps)
+        self._require_setup(self._unet is not None)
+        images = self._check_images(images)
+        labels = self._check_labels(labels, images.shape[0])
+        classes = None
+        if self.class_conditional:
+            if "model_class" in conditions:
+                classes = np.asarray(conditions["model_class"])
+                if classes.shape != labels.shape or (classes.size and not np.issubdtype(classes.dtype, np.integer)):
+                    raise ValueError(f"conditions['model_class'] must be an int array of shape {labels.shape}, got {classes.shape}")
+                classes = classes.astype(np.int64)
+            elif self.class_map is None:
+                classes = labels.copy()
+            else:
+                raise ValueError("conditions['model_class'] is missing (class_conditional=True with a class_map)")
+        return self._run(images.shape[0], classes, images, strength, generator)
+
+    @torch.no_grad()
+    def _run(self, n: int, classes: np.ndarray | None, images: np.ndarray | None, strength: float,
+             generator: torch.Generator) -> APIOutput:
+        out = np.empty((n, *self.image_shape), np.uint8)
+        c = self._model_channels
+        unet = self._unet
+        for sl in self._batches(n):
+            m = sl.stop - sl.start
+            class_t = None if classes is None else torch.from_numpy(classes[sl]).to(self.device)
+
+            def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                with self._autocast():
+                    pred = unet(x.to(unet.dtype), t, class_labels=class_t).sample.float()
+                variance_type = self._scheduler.config.get("variance_type")
+                if pred.shape[1] == 2 * c and variance_type not in ("learned", "learned_range"):
+                    pred = pred[:, :c]  # drop a learned variance the scheduler does not use
+                return pred
+
+            init = None
+            if images is not None:
+                init = from_images(images[sl], size=self._model_size, channels=c, device=self.device)
+            x = sdedit_sample(
+                scheduler=self._scheduler, model_fn=model_fn, shape=(m, c, *self._model_size),
+                num_inference_steps=self.num_inference_steps, generator=generator, device=self.device,
+                init=init, strength=strength, eta=self.eta,
+            )
+            out[sl] = to_images(x, size=self.size, channels=self.channels)
+        conditions = {} if classes is None else {"model_class": classes.astype(np.int64)}
+        return APIOutput(images=out, conditions=conditions)

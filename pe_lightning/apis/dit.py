@@ -1,0 +1,258 @@
+"""DiT: ImageNet class-conditional latent diffusion transformer (Peebles & Xie, 2023) through diffusers.
+
+The model is loaded as diffusers' ``DiTPipeline`` loads it (a ``DiTTransformer2DModel``, an
+``AutoencoderKL`` and a scheduler), e.g. ``facebook/DiT-XL-2-256`` (256 x 256 images from
+32 x 32 x 4 latents). The sampling loop is DiTPipeline's, written out so that it can also
+start part of the way (SDEdit):
+
+* classifier-free guidance runs the transformer on the conditional and the null class
+  (index ``num_embeds_ada_norm``, 1000 for ImageNet) and mixes the two epsilons with
+  ``guidance_scale`` (no guidance when ``guidance_scale <= 1``);
+* a transformer with a learned sigma (``out_channels == 2 * in_channels``) has its sigma
+  half dropped, as DiTPipeline does.
+
+RANDOM draws one ImageNet class per sample (uniformly over all classes, or over a configured
+subset per private class) and keeps it in the API condition ``"imagenet_class"``; every
+variation of a sample keeps its class. VARIATION is SDEdit in latent space: the image is
+upsampled to the model resolution, encoded by the VAE (posterior mean, times the VAE's
+``scaling_factor``), noised to the strength's timestep and denoised, then decoded and
+downsampled to the private resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from pe_lightning.apis.base import APIOutput
+from pe_lightning.apis.diffusion import (
+    SCHEDULERS,
+    DiffusersAPI,
+    _check_class_subsets,
+    _check_guidance,
+    _draw_classes,
+    check_strength,
+    from_images,
+    load_pretrained,
+    make_scheduler,
+    sdedit_sample,
+    to_images,
+)
+
+__all__ = ["DiTAPI"]
+
+
+class DiTAPI(DiffusersAPI):
+    """ImageNet class-conditional DiT as a PE API (RANDOM: sample; VARIATION: latent SDEdit).
+
+    Example (YAML)::
+
+        api:
+          class_path: pe_lightning.apis.DiTAPI
+          init_args: {model: facebook/DiT-XL-2-256, image_size: 32, num_inference_steps: 25, guidance_scale: 1.5}
+
+    Args:
+        model: Hub id or local folder in DiTPipeline's layout (``transformer/``, ``vae/``,
+            ``scheduler/``, ``model_index.json``).
+        scheduler: ``None`` keeps the model's scheduler (DDIM for ``facebook/DiT-*``), or a
+            key of :data:`~pe_lightning.apis.diffusion.SCHEDULERS` built from its config.
+        scheduler_kwargs: scheduler config entries to override.
+        num_inference_steps: ``K``; a variation of strength ``s`` runs ``int(K * s)`` steps.
+        guidance_scale: classifier-free guidance scale (DiTPipeline's default is 4.0; the
+            DiT paper's best FID used 1.5), or one scale per PE iteration (index 0: the
+            initial RANDOM call; picked by :meth:`set_iteration`).
+        imagenet_classes: ``None`` (uniform over all classes) or one list of ImageNet class
+            ids per private class; RANDOM draws uniformly within the list of each sample's
+            private class.
+        eta: DDIM eta (0: deterministic DDIM steps).
+        revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size:
+            see :class:`~pe_lightning.apis.diffusion.DiffusersAPI`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "facebook/DiT-XL-2-256",
+        scheduler: str | None = None,
+        scheduler_kwargs: dict[str, Any] | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float | list[float] = 4.0,
+        imagenet_classes: list[list[int]] | None = None,
+        eta: float = 0.0,
+        revision: str | None = None,
+        torch_dtype: str = "float32",
+        autocast: str | None = "float16",
+        local_files_only: bool = False,
+        image_size: int | tuple[int, int] = 32,
+        channels: int = 3,
+        batch_size: int = 64,
+    ) -> None:
+        super().__init__(
+            model=model, revision=revision, torch_dtype=torch_dtype, autocast=autocast,
+            local_files_only=local_files_only, num_inference_steps=num_inference_steps,
+            image_size=image_size, channels=channels, batch_size=batch_size,
+        )
+        if scheduler is not None and scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be None (the model's own) or one of {sorted(SCHEDULERS)}, got {scheduler!r}")
+        if scheduler_kwargs is not None and not isinstance(scheduler_kwargs, dict):
+            raise ValueError(f"scheduler_kwargs must be None or a dict, got {scheduler_kwargs!r}")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+        self.scheduler_name = scheduler
+        self.scheduler_kwargs = dict(scheduler_kwargs or {})
+        self.guidance_scale = _check_guidance(guidance_scale)
+        self.imagenet_classes = _check_class_subsets("imagenet_classes", imagenet_classes)
+        self.eta = float(eta)
+        self._transformer: Any = None
+        self._vae: Any = None
+        self._scheduler: Any = None
+        self._loaded_key: tuple | None = None
+
+    def setup(self, *, device: torch.device | str = "cpu", class_names: Sequence[str] | None = None) -> None:
+        """Load the transformer, VAE and scheduler (once) and move them to ``device``.
+
+        Raises:
+            OSError / FileNotFoundError: the model is not available (the message names it
+                and says how to pre-download it).
+            ValueError: ``imagenet_classes`` does not have one list per private class, or
+                holds class ids outside the model's classes.
+        """
+        self._setup_common(device, class_names)
+        key = (self.model, self.revision, self.torch_dtype, self.scheduler_name, tuple(sorted(self.scheduler_kwargs.items())))
+        if self._loaded_key != key:
+            from diffusers import DiTPipeline
+
+            pipe = load_pretrained(
+                DiTPipeline.from_pretrained, self.model, what=f"DiTAPI(model={self.model!r})", revision=self.revision,
+                **self._load_kwargs(),
+            )
+            self._transformer = pipe.transformer.eval().requires_grad_(False)
+            self._vae = pipe.vae.eval().requires_grad_(False)
+            self._scheduler = make_scheduler(self.scheduler_name, pipe.scheduler, kwargs=self.scheduler_kwargs)
+            self._loaded_key = key
+        self._transformer.to(self.device)
+        self._vae.to(self.device)
+        tcfg = self._transformer.config
+        self.num_imagenet_classes = int(tcfg.num_embeds_ada_norm)
+        self._latent_channels = int(tcfg.in_channels)
+        self._latent_size = int(tcfg.sample_size)
+        self._vae_scale = 2 ** (len(self._vae.config.block_out_channels) - 1)
+        self._model_size = (self._latent_size * self._vae_scale,) * 2
+        if self.imagenet_classes is not None:
+            if self.class_names is not None and len(self.imagenet_classes) != len(self.class_names):
+                raise ValueError(
+                    f"imagenet_classes has {len(self.imagenet_classes)} lists but there are {len(self.class_names)} "
+                    f"private classes ({self.class_names}); give one list of ImageNet class ids per private class"
+                )
+            bad = sorted({k for s in self.imagenet_classes for k in s if k >= self.num_imagenet_classes})
+            if bad:
+                raise ValueError(f"imagenet_classes contains ids {bad[:5]} outside [0, {self.num_imagenet_classes})")
+
+    # ------------------------------------------------------------------ APIs
+
+    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+        """RANDOM_API: draw an ImageNet class per sample and sample an image of it from noise.
+
+        Args:
+            labels: int64 ``(N,)`` private class of each sample (selects its
+                ``imagenet_classes`` list, if configured).
+            generator: the only source of randomness.
+
+        Returns:
+            uint8 ``(N, H, W, channels)`` images at ``image_size`` and
+            ``{"imagenet_class": int64 (N,)}``.
+        """
+        self._require_setup(self._transformer is not None)
+        labels = self._check_labels(labels)
+        n = labels.shape[0]
+        if self.imagenet_classes is None:
+            classes = torch.randint(
+                self.num_imagenet_classes, (n,), generator=generator, device=generator.device
+            ).cpu().numpy().astype(np.int64)
+        else:
+            classes = _draw_classes(labels, self.imagenet_classes, generator, field="imagenet_classes")
+        return self._run(classes, None, 1.0, generator)
+
+    def variation(
+        self,
+        *,
+        images: np.ndarray,
+        conditions: dict[str, np.ndarray],
+        labels: np.ndarray,
+        degree: float,
+        generator: torch.Generator,
+    ) -> APIOutput:
+        """VARIATION_API: latent SDEdit of each image with strength ``degree``, same ImageNet class.
+
+        Args:
+            images: uint8 ``(N, H, W, channels)`` at ``image_size``.
+            conditions: must hold ``"imagenet_class"``, int ``(N,)`` (as returned by RANDOM).
+            labels: int64 ``(N,)`` private class of each input.
+            degree: SDEdit strength in ``(0, 1]``.
+            generator: the only source of randomness.
+
+        Returns:
+            ``N`` images and their (unchanged) ``imagenet_class`` conditions, in input order.
+        """
+        strength = check_strength(degree, self.num_inference_steps)
+        self._require_setup(self._transformer is not None)
+        images = self._check_images(images)
+        labels = self._check_labels(labels, images.shape[0])
+        if not isinstance(conditions, dict) or "imagenet_class" not in conditions:
+            raise ValueError("DiTAPI.variation needs conditions['imagenet_class'] (int64 (N,)), as returned by random()")
+        classes = np.asarray(conditions["imagenet_class"])
+        if classes.shape != labels.shape or (classes.size and not np.issubdtype(classes.dtype, np.integer)):
+            raise ValueError(
+                f"conditions['imagenet_class'] must be an int array of shape {labels.shape}, got {classes.dtype} {classes.shape}"
+            )
+        if classes.size and (classes.min() < 0 or classes.max() >= self.num_imagenet_classes):
+            raise ValueError(
+                f"conditions['imagenet_class'] must lie in [0, {self.num_imagenet_classes}), "
+                f"got min {classes.min()} max {classes.max()}"
+            )
+        return self._run(classes.astype(np.int64), images, strength, generator)
+
+    # ------------------------------------------------------------------ internals
+
+    @torch.no_grad()
+    def _run(self, classes: np.ndarray, images: np.ndarray | None, strength: float, generator: torch.Generator) -> APIOutput:
+        n = classes.shape[0]
+        out = np.empty((n, *self.image_shape), np.uint8)
+        transformer, vae = self._transformer, self._vae
+        c = self._latent_channels
+        scaling = float(vae.config.scaling_factor)
+        guidance = self.current_guidance_scale()
+        null_class = self.num_imagenet_classes
+        for sl in self._batches(n):
+            m = sl.stop - sl.start
+            cls = torch.from_numpy(classes[sl]).to(self.device)
+            # classifier-free guidance: the conditional half, then the null-class half
+            labels_in = torch.cat([cls, torch.full_like(cls, null_class)]) if guidance > 1 else cls
+
+            def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                x_in = torch.cat([x, x]) if guidance > 1 else x
+                ts = t.reshape(1).to(self.device).expand(x_in.shape[0])
+                with self._autocast():
+                    pred = transformer(x_in.to(transformer.dtype), timestep=ts, class_labels=labels_in).sample.float()
+                eps = pred[:, :c]  # a learned sigma (out_channels == 2 * in_channels) is dropped, as in DiTPipeline
+                if guidance > 1:
+                    cond, uncond = eps.chunk(2)
+                    eps = uncond + guidance * (cond - uncond)
+                return eps
+
+            init = None
+            if images is not None:
+                pixels = from_images(images[sl], size=self._model_size, channels=3, device=self.device)
+                with self._autocast():
+                    init = vae.encode(pixels.to(vae.dtype)).latent_dist.mode().float() * scaling
+            latents = sdedit_sample(
+                scheduler=self._scheduler, model_fn=model_fn, shape=(m, c, self._latent_size, self._latent_size),
+                num_inference_steps=self.num_inference_steps, generator=generator, device=self.device,
+                init=init, strength=strength, eta=self.eta,
+            )
+            with self._autocast():
+                decoded = vae.decode((latents / scaling).to(vae.dtype)).sample.float()
+            out[sl] = to_images(decoded, size=self.size, channels=self.channels)
+        return APIOutput(images=out, conditions={"imagenet_class": classes.astype(np.int64)})
