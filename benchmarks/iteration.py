@@ -25,16 +25,19 @@ import torch  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from pe_lightning import DrawText, MNISTDataModule, PixelEmbedding, PrivateEvolution  # noqa: E402
+from pe_lightning.callbacks import PopulationSnapshot  # noqa: E402
 
 
-def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, seed: int = 0) -> dict:
+def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, reuse: bool = False, snapshot: bool = False, seed: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model = PrivateEvolution(
             api=DrawText(), embedding=PixelEmbedding(), iterations=iterations, num_samples_per_class=num_per_class,
             variation_degrees=0.4, lookahead_degree=lookahead, threshold=1.0, noise_multiplier=5.0,
-            search_backend=backend, seed=seed, output_dir=tmp, save_png=False,
+            search_backend=backend, seed=seed, output_dir=tmp, save_png=False, reuse_lookahead=reuse,
+            embedding_cache_dir=os.path.join(tmp, "cache"),
         )
         trainer = pl.Trainer(
+            callbacks=[PopulationSnapshot(every_n_iterations=1)] if snapshot else [],
             max_epochs=iterations, accelerator="cpu", devices=1, logger=CSVLogger(tmp, name="bench"),
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp,
         )
@@ -50,14 +53,24 @@ def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, se
 
     it = mean("time/iteration_s")
     api, emb, vote = mean("time/api_s"), mean("time/embedding_s"), mean("time/voting_s")
+    selection, callbacks, gather = mean("time/selection_s"), mean("time/callbacks_s"), mean("time/gather_s")
+    overhead = it - api - emb - vote
     return {
-        "workload": f"MNIST 4,000 private, DrawText, N_syn={10 * num_per_class}, lookahead={lookahead}, pixel embedding, {backend}",
-        "renders_per_iteration": 10 * num_per_class * (lookahead + 1),
+        "workload": (
+            f"MNIST 4,000 private, DrawText, N_syn={10 * num_per_class}, lookahead={lookahead}, pixel embedding, {backend}"
+            + (", reuse_lookahead" if reuse else "") + (", PopulationSnapshot every iteration" if snapshot else "")
+        ),
+        "renders_per_iteration": round(10 * num_per_class * (lookahead + 1) - 10 * num_per_class * mean("pe/reused_lookahead_fraction")),
         "iteration_s": round(it, 3),
         "api_s": round(api, 3),
+        "api_lookahead_s": round(mean("time/api_lookahead_s"), 3),
+        "api_variation_s": round(mean("time/api_variation_s"), 3),
         "embedding_s": round(emb, 3),
         "voting_s": round(vote, 3),
-        "other_s": round(it - api - emb - vote, 3),
+        "selection_s": round(selection, 4),
+        "snapshot_and_callbacks_s": round(callbacks, 4),
+        "other_s": round(overhead, 3),
+        "overhead_pct": round(100 * overhead / it, 2),
         "fit_total_s": round(total, 2),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "threads": torch.get_num_threads(),
@@ -71,8 +84,11 @@ def main() -> None:
     parser.add_argument("--lookahead", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--backend", default="faiss", choices=["faiss", "torch"])
+    parser.add_argument("--reuse-lookahead", action="store_true", help="build children from the lookahead variations")
+    parser.add_argument("--snapshot", action="store_true", help="write a PopulationSnapshot every iteration (snapshot I/O)")
     args = parser.parse_args()
-    print(json.dumps(run(num_per_class=args.num_per_class, lookahead=args.lookahead, iterations=args.iterations, backend=args.backend)))
+    print(json.dumps(run(num_per_class=args.num_per_class, lookahead=args.lookahead, iterations=args.iterations,
+                         backend=args.backend, reuse=args.reuse_lookahead, snapshot=args.snapshot)))
 
 
 if __name__ == "__main__":

@@ -411,26 +411,39 @@ class PrivateEvolution(pl.LightningModule):
         if self.reuse_lookahead and k > 0:
             self._lookahead_images = self._scratch.allocate((k, *pop.images.shape), np.uint8, name="lookahead")
             self._lookahead_conditions = {}
-        parts = []
+        # Chunk embeddings go straight into one (N, D) array: no list of parts, no concatenation copy.
+        emb_full: np.ndarray | None = None
+        mine: list[slice] = []
         for i, sl in self._my_chunks(len(pop)):
             if k == 0:
-                parts.append((i, self._embed(np.ascontiguousarray(pop.images[sl])).numpy()))
-                continue
-            emb = None
-            for r in range(k):
-                with self._timed("api"), self._timed("api_lookahead"):
-                    out = self._call_variation(pop, sl, iteration=t, generator=make_generator(self.seed, t, "lookahead", r, i))
-                e = self._embed(out.images)
-                emb = e if emb is None else emb + e
-                if self._lookahead_images is not None:
-                    self._lookahead_images[r, sl] = out.images
-                    for key, v in out.conditions.items():
-                        if key not in self._lookahead_conditions:
-                            self._lookahead_conditions[key] = np.zeros((k, len(pop), *v.shape[1:]), dtype=v.dtype)
-                        self._lookahead_conditions[key][r, sl] = v
-            parts.append((i, (emb / k).numpy()))
-        gathered = sorted((p for rank_parts in self._gather(parts) for p in rank_parts), key=lambda p: p[0])
-        emb = torch.from_numpy(np.concatenate([e for _, e in gathered]))
+                emb = self._embed(np.ascontiguousarray(pop.images[sl]))
+            else:
+                emb = None
+                for r in range(k):
+                    with self._timed("api"), self._timed("api_lookahead"):
+                        out = self._call_variation(pop, sl, iteration=t, generator=make_generator(self.seed, t, "lookahead", r, i))
+                    e = self._embed(out.images)
+                    emb = e if emb is None else emb + e
+                    if self._lookahead_images is not None:
+                        self._lookahead_images[r, sl] = out.images
+                        for key, v in out.conditions.items():
+                            if key not in self._lookahead_conditions:
+                                self._lookahead_conditions[key] = np.zeros((k, len(pop), *v.shape[1:]), dtype=v.dtype)
+                            self._lookahead_conditions[key][r, sl] = v
+                    del out
+                emb = emb / k
+                ScratchSpace.evict(self._lookahead_images)
+            if emb_full is None:
+                emb_full = np.empty((len(pop), emb.shape[1]), dtype=np.float32)
+            emb_full[sl] = emb.numpy()
+            mine.append(sl)
+        if self.trainer.world_size > 1:
+            for rank_parts in self._gather([(sl.start, sl.stop, emb_full[sl]) for sl in mine]):
+                for start, stop, part in rank_parts:
+                    if emb_full is None:
+                        emb_full = np.empty((len(pop), part.shape[1]), dtype=np.float32)
+                    emb_full[start:stop] = part
+        emb = torch.from_numpy(emb_full)
         if not torch.isfinite(emb).all():
             raise ValueError("the embedding produced NaN/inf for some synthetic images")
         self._synthetic_embeddings = emb.to(self.device)
@@ -468,20 +481,22 @@ class PrivateEvolution(pl.LightningModule):
         t = self.iteration + 1
         pop = self.population
         assignments = self.gather_assignments()
-        histogram = vote_histogram(assignments.cpu(), num_synthetic=len(pop))
-        # Noise is drawn once, after the cross-rank combination, from a generator seeded by
-        # (seed, t): every rank draws the same numbers.
-        noisy = add_gaussian_noise(histogram, noise_multiplier=float(self.noise_multiplier), generator=make_generator(self.seed, t, "noise"))
-        del histogram  # only noisy quantities leave this function
-        weights = apply_threshold(noisy, threshold=self.threshold)
-        labels = torch.from_numpy(pop.labels)
-        parents = select_parents(
-            weights=weights,
-            labels=labels,
-            num_per_class=self.num_per_class,
-            generator=make_generator(self.seed, t, "selection"),
-            class_names=self.class_names,
-        ).numpy()
+        with self._timed("selection"):
+            histogram = vote_histogram(assignments.cpu(), num_synthetic=len(pop))
+            # Noise is drawn once, after the cross-rank combination, from a generator seeded by
+            # (seed, t): every rank draws the same numbers.
+            noisy = add_gaussian_noise(
+                histogram, noise_multiplier=float(self.noise_multiplier), generator=make_generator(self.seed, t, "noise")
+            )
+            del histogram  # only noisy quantities leave this block
+            weights = apply_threshold(noisy, threshold=self.threshold)
+            parents = select_parents(
+                weights=weights,
+                labels=torch.from_numpy(pop.labels),
+                num_per_class=self.num_per_class,
+                generator=make_generator(self.seed, t, "selection"),
+                class_names=self.class_names,
+            ).numpy()
         out, reused = self._children(pop, parents, iteration=t)
         old_images = pop.images
         self.population = Population(images=out.images, labels=pop.labels[parents], conditions=out.conditions, parents=parents)

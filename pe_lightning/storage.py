@@ -11,6 +11,7 @@ the :class:`ScratchSpace` is closed and a crash leaves nothing that a resume rea
 from __future__ import annotations
 
 import itertools
+import mmap
 import os
 import shutil
 import tempfile
@@ -48,6 +49,18 @@ class ScratchSpace:
             self._folder = Path(tempfile.mkdtemp(prefix="scratch-", dir=self.directory))
         path = self._folder / f"{next(self._counter):04d}-{name}.npy"
         return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    @staticmethod
+    def evict(array: np.ndarray | None) -> None:
+        """Write a memory-mapped array's dirty pages to its file and drop them from this
+        process's resident memory (they are read back from the page cache or the file when
+        next touched). No-op for in-memory arrays."""
+        mm = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
+        if mm is None:
+            return
+        array.flush()
+        if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
 
     @staticmethod
     def release(array: np.ndarray | None) -> None:
