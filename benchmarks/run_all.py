@@ -1,7 +1,15 @@
-"""`make bench`: runs each benchmark in its own process (so peak RSS is per run) and writes benchmarks/results.jsonl."""
+"""`make bench`: runs each benchmark in its own process (so peak RSS is per run) and writes benchmarks/results.jsonl.
+
+    python benchmarks/run_all.py            # the full set (several minutes on 2 cores)
+    python benchmarks/run_all.py --quick    # small sizes, a smoke test of every script; prints only
+
+Every script prints one JSON line per measurement; all of them are collected, in order, into
+``benchmarks/results.jsonl`` (replaced; ``--quick`` writes nothing unless ``--output`` is given).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -12,20 +20,59 @@ RUNS = [
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8"],   # the reference implementation's workload (2,000 x 9 renders)
     ["iteration.py", "--num-per-class", "1000", "--lookahead", "8"],  # N_syn = 10,000
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8", "--backend", "torch"],
+    # Nearest-neighbour voting alone, 10k and 50k private x synthetic x 2048-d, both backends.
+    ["voting.py", "--sizes", "10000", "50000", "--dim", "2048", "--backends", "faiss", "torch", "--no-append"],
+    # Lightning's overhead against a plain loop doing the same work (N_syn = 10,000).
+    ["plain_loop.py", "--num-per-class", "1000", "--lookahead", "8", "--iterations", "3", "--no-append"],
+    ["plain_loop.py", "--num-per-class", "1000", "--lookahead", "8", "--iterations", "3", "--reuse-lookahead", "--no-append"],
+]
+QUICK_RUNS = [
+    ["iteration.py", "--num-per-class", "50", "--lookahead", "2", "--iterations", "2"],
+    ["voting.py", "--sizes", "2000", "--dim", "256", "--backends", "faiss", "torch", "--no-append"],
+    ["plain_loop.py", "--num-per-class", "100", "--lookahead", "2", "--iterations", "2", "--repeats", "1", "--no-append"],
+    ["plain_loop.py", "--num-per-class", "100", "--lookahead", "2", "--iterations", "2", "--repeats", "1",
+     "--reuse-lookahead", "--no-append"],
 ]
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test); writes no results file by default")
+    parser.add_argument("--output", type=Path, default=None, help="results file (default: benchmarks/results.jsonl; none with --quick)")
+    args = parser.parse_args()
+    output = args.output if args.output is not None else (None if args.quick else HERE / "results.jsonl")
+
     results = []
-    for args in RUNS:
-        out = subprocess.run([sys.executable, str(HERE / args[0]), *args[1:]], capture_output=True, text=True, check=True)
-        line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
-        results.append(json.loads(line))
-        print(line, flush=True)
-    (HERE / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
-    print("\n| workload | s / iteration | API | embedding | voting | other | peak RSS GiB |\n|---|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['workload']} | {r['iteration_s']} | {r['api_s']} | {r['embedding_s']} | {r['voting_s']} | {r['other_s']} | {r['peak_rss_gib']} |")
+    for run in QUICK_RUNS if args.quick else RUNS:
+        out = subprocess.run([sys.executable, str(HERE / run[0]), *run[1:]], capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.stderr.write(out.stderr[-4000:])
+            raise SystemExit(f"benchmark failed: {' '.join(run)}")
+        for line in out.stdout.splitlines():
+            if line.startswith("{"):
+                results.append(json.loads(line))
+                print(line, flush=True)
+    if output is not None:
+        output.write_text("".join(json.dumps(r) + "\n" for r in results))
+
+    iterations = [r for r in results if "iteration_s" in r]
+    voting = [r for r in results if r.get("benchmark") == "voting"]
+    plain = [r for r in results if r.get("benchmark") == "plain_loop"]
+    if iterations:
+        print("\n| workload | s / iteration | API | embedding | voting | other | peak RSS GiB |\n|---|---|---|---|---|---|---|")
+        for r in iterations:
+            print(f"| {r['workload']} | {r['iteration_s']} | {r['api_s']} | {r['embedding_s']} | {r['voting_s']} | {r['other_s']} | {r['peak_rss_gib']} |")
+    if voting:
+        print("\n| voting: private x synthetic x dim | classes | backend | device | seconds | peak RSS delta MiB |\n|---|---|---|---|---|---|")
+        for r in voting:
+            print(f"| {r['private']:,} x {r['synthetic']:,} x {r['dim']} | {r['classes']} | {r['backend']} | {r['device']} | "
+                  f"{r['seconds']} | {r['peak_rss_delta_mib']} |")
+    if plain:
+        print("\n| plain-loop comparison | Lightning s / it | plain loop s / it | overhead | module other (of iteration) | same population |"
+              "\n|---|---|---|---|---|---|")
+        for r in plain:
+            print(f"| {r['workload']} | {r['lightning_s_per_iteration']} | {r['plain_s_per_iteration']} | {r['overhead_pct']} % | "
+                  f"{r['module_other_pct']} % | {r['same_final_population']} |")
 
 
 if __name__ == "__main__":

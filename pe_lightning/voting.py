@@ -64,32 +64,66 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def _torch_knn(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_size: int) -> torch.Tensor:
+#: Default bound on the torch backend's distance block: ``(rows, N)`` float32 scores.
+DEFAULT_MAX_CHUNK_BYTES = 256 * 2**20
+
+
+def _rows_per_chunk(num_keys: int, chunk_size: int, max_chunk_bytes: int) -> int:
+    """Queries per torch block: at most ``chunk_size``, and ``rows * num_keys * 4 <= max_chunk_bytes`` (>= 1 row)."""
+    return max(1, min(chunk_size, max_chunk_bytes // (4 * max(num_keys, 1))))
+
+
+def _torch_knn(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_size: int, max_chunk_bytes: int) -> torch.Tensor:
     keys = keys.to(queries.device)
-    key_sq = (keys * keys).sum(1)
+    rows = _rows_per_chunk(len(keys), chunk_size, max_chunk_bytes)
+    # ||x||^2 of the keys, a block at a time (``keys * keys`` at once would copy all keys).
+    key_sq = torch.cat([(block * block).sum(1) for block in keys.split(rows)])
+    key_sq = key_sq[None, :]
     out = []
-    for start in range(0, len(queries), chunk_size):
-        q = queries[start : start + chunk_size]
+    for start in range(0, len(queries), rows):
+        q = queries[start : start + rows]
         # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2; ||q||^2 is constant per row, so drop it.
-        dist = key_sq[None, :] - 2.0 * (q @ keys.T)
+        # One (rows, N) block per step: addmm writes ||x||^2 - 2 q.x without a second temporary.
+        dist = torch.addmm(key_sq, q, keys.T, alpha=-2.0)
         out.append(torch.topk(dist, k, dim=1, largest=False, sorted=True).indices)
+        del dist
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.int64, device=queries.device)
+
+
+_GPU_RESOURCES: dict[int, object] = {}
+
+
+def _faiss_gpu_resources(faiss, device_index: int):
+    """One ``StandardGpuResources`` per GPU and process (creating one reserves scratch memory)."""
+    if device_index not in _GPU_RESOURCES:
+        _GPU_RESOURCES[device_index] = faiss.StandardGpuResources()
+    return _GPU_RESOURCES[device_index]
 
 
 def _faiss_knn(queries: torch.Tensor, keys: torch.Tensor, k: int) -> torch.Tensor:
     faiss = _faiss()
-    dim = keys.shape[1]
-    index = faiss.IndexFlatL2(dim)
+    xq = np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32)
+    xb = np.ascontiguousarray(keys.detach().cpu().numpy(), dtype=np.float32)
     if keys.is_cuda and hasattr(faiss, "StandardGpuResources"):
-        res = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(res, keys.device.index or 0, index)
-    index.add(np.ascontiguousarray(keys.detach().cpu().numpy(), dtype=np.float32))
-    _, idx = index.search(np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32), k)
+        device_index = keys.device.index or 0
+        index = faiss.index_cpu_to_gpu(_faiss_gpu_resources(faiss, device_index), device_index, faiss.IndexFlatL2(keys.shape[1]))
+        index.add(xb)
+        _, idx = index.search(xq, k)
+    else:
+        # Exact brute-force search straight on the key array (the same kernel as
+        # IndexFlatL2.search, without copying the keys into an index first).
+        _, idx = faiss.knn(xq, xb, k)
     return torch.from_numpy(idx.astype(np.int64)).to(queries.device)
 
 
 def nearest_neighbors(
-    queries: torch.Tensor, keys: torch.Tensor, *, k: int = 1, backend: str = "auto", chunk_size: int = 4096
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    k: int = 1,
+    backend: str = "auto",
+    chunk_size: int = 4096,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
 ) -> torch.Tensor:
     """Exact L2 ``k``-nearest keys of each query.
 
@@ -97,10 +131,12 @@ def nearest_neighbors(
         queries: float ``(M, D)``.
         keys: float ``(N, D)`` with ``N >= k``.
         k: neighbours per query.
-        backend: ``'faiss'`` (flat index; GPU index when faiss-gpu and CUDA tensors),
-            ``'torch'`` (chunked matrix products; never materialises ``M x N`` at once
-            beyond ``chunk_size x N``), or ``'auto'``.
-        chunk_size: queries per torch chunk.
+        backend: ``'faiss'`` (exact brute force; a GPU flat index when faiss-gpu and CUDA
+            tensors), ``'torch'`` (blocked matrix products on the tensors' device), or ``'auto'``.
+        chunk_size: at most this many queries per torch block.
+        max_chunk_bytes: torch backend: each block of queries is also small enough that
+            its ``(rows, N)`` float32 distance block fits in this many bytes (at least one
+            row per block), so extra memory stays bounded (``M x N`` is never materialised).
 
     Returns:
         int64 ``(M, k)`` indices into ``keys``, nearest first.
@@ -110,11 +146,20 @@ def nearest_neighbors(
         raise ValueError(f"queries (M, D) and keys (N, D) must share D, got {tuple(queries.shape)} and {tuple(keys.shape)}")
     if not 1 <= k <= len(keys):
         raise ValueError(f"k must be in [1, number of keys={len(keys)}], got {k}")
+    if chunk_size < 1 or max_chunk_bytes < 1:
+        raise ValueError(f"chunk_size and max_chunk_bytes must be >= 1, got {chunk_size} and {max_chunk_bytes}")
     queries = queries.float()
     keys = keys.float()
     if backend == "faiss":
         return _faiss_knn(queries, keys, k)
-    return _torch_knn(queries, keys, k, chunk_size)
+    return _torch_knn(queries, keys, k, chunk_size, max_chunk_bytes)
+
+
+def _rows_of(indices: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor[indices]`` for ascending unique ``indices``; a view (no copy) when they form one contiguous range."""
+    if len(indices) and int(indices[-1]) - int(indices[0]) + 1 == len(indices):
+        return tensor[int(indices[0]) : int(indices[-1]) + 1]
+    return tensor[indices.to(tensor.device)]
 
 
 def assign_votes(
@@ -125,6 +170,7 @@ def assign_votes(
     synthetic_labels: torch.Tensor,
     k: int = 1,
     backend: str = "auto",
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
 ) -> torch.Tensor:
     """The synthetic samples each private sample votes for, within its class.
 
@@ -135,21 +181,26 @@ def assign_votes(
         synthetic_labels: int64 ``(N,)``.
         k: votes per private sample (``num_nearest_neighbors``).
         backend: see :func:`nearest_neighbors`.
+        max_chunk_bytes: bound on the torch backend's distance block, see :func:`nearest_neighbors`.
 
     Returns:
         int64 ``(M, k)`` global indices into the synthetic set.
     """
     out = torch.empty(len(private_embeddings), k, dtype=torch.int64, device=private_embeddings.device)
     for c in torch.unique(private_labels).tolist():
-        pmask = private_labels == c
+        priv_idx = torch.nonzero(private_labels == c).flatten()
         syn_idx = torch.nonzero(synthetic_labels.to(private_labels.device) == c).flatten()
         if len(syn_idx) < k:
             raise ValueError(
                 f"class {c} has {len(syn_idx)} synthetic samples but private samples of that class need "
                 f"num_nearest_neighbors={k} of them; give every class at least {k} synthetic samples"
             )
-        local = nearest_neighbors(private_embeddings[pmask], synthetic_embeddings[syn_idx.to(synthetic_embeddings.device)], k=k, backend=backend)
-        out[pmask] = syn_idx.to(out.device)[local.to(out.device)]
+        # A class stored contiguously (a population is grouped by class) is passed as a view.
+        local = nearest_neighbors(
+            _rows_of(priv_idx, private_embeddings), _rows_of(syn_idx, synthetic_embeddings), k=k, backend=backend,
+            max_chunk_bytes=max_chunk_bytes,
+        )
+        out[priv_idx.to(out.device)] = syn_idx.to(out.device)[local.to(out.device)]
     return out
 
 

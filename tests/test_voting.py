@@ -116,3 +116,44 @@ def test_selection_rejects_nan_weights():
 def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="search backend"):
         nearest_neighbors(torch.zeros(1, 2), torch.zeros(1, 2), backend="annoy")
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_torch_backend_in_small_blocks_equals_one_block(k, monkeypatch):
+    q, _, keys, _ = _data(m=500, n=300, d=32)
+    whole = nearest_neighbors(q, keys, k=k, backend="torch", chunk_size=10_000, max_chunk_bytes=2**40)
+    blocks = []
+    real_addmm = torch.addmm
+
+    def recording_addmm(*args, **kwargs):
+        out = real_addmm(*args, **kwargs)
+        blocks.append(out.numel() * out.element_size())
+        return out
+
+    monkeypatch.setattr(torch, "addmm", recording_addmm)
+    budget = 37 * len(keys) * 4  # 37 private rows per block: the last block is ragged
+    chunked = nearest_neighbors(q, keys, k=k, backend="torch", max_chunk_bytes=budget)
+    assert torch.equal(chunked, whole)
+    assert len(blocks) == math.ceil(len(q) / 37) and max(blocks) <= budget
+    # A budget below one row still makes progress, one query row at a time.
+    blocks.clear()
+    assert torch.equal(nearest_neighbors(q[:5], keys, k=k, backend="torch", max_chunk_bytes=1), whole[:5])
+    assert blocks == [len(keys) * 4] * 5
+    with pytest.raises(ValueError, match="max_chunk_bytes"):
+        nearest_neighbors(q, keys, backend="torch", max_chunk_bytes=0)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_votes_do_not_depend_on_how_classes_are_laid_out(backend):
+    # Synthetic samples grouped by class (contiguous slices, searched as views) or interleaved
+    # (gathered copies) give the same votes, and so do small torch blocks.
+    p, pl, s, sl = _data(m=400, n=150, classes=3)
+    order = torch.argsort(sl, stable=True)
+    grouped = assign_votes(private_embeddings=p, private_labels=pl, synthetic_embeddings=s[order],
+                           synthetic_labels=sl[order], backend=backend)
+    interleaved = assign_votes(private_embeddings=p, private_labels=pl, synthetic_embeddings=s, synthetic_labels=sl,
+                               backend=backend, max_chunk_bytes=64)
+    assert torch.equal(order[grouped], interleaved)
+    one_class = assign_votes(private_embeddings=p, private_labels=torch.zeros_like(pl), synthetic_embeddings=s,
+                             synthetic_labels=torch.zeros_like(sl), backend=backend)
+    assert torch.equal(one_class, nearest_neighbors(p, s, backend=backend))

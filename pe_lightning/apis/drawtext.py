@@ -16,7 +16,9 @@ the one-image-at-a-time PIL rendering of the reference implementation):
    a few blur levels. The tiles form one stacked atlas ``(fonts*texts*strokes*blurs, T, T)``.
 2. A batch is rendered by gathering each sample's tile (font, text, nearest stroke level,
    nearest blur level) and one bilinear ``grid_sample`` with per-sample affine maps
-   (scale, aspect, shear, rotation, translation) built by one batched matmul.
+   (scale, aspect, shear, rotation, translation) plus the elastic warp (a bicubic
+   upsampling of a ``G x G`` control grid). Both are linear in small per-sample
+   coefficients, so the whole sampling grid is one matmul with a basis built once.
 3. A tone curve (``tone_range``), the intensity and uint8 quantisation finish the images.
 
 All randomness comes from the ``torch.Generator`` passed to each call.
@@ -703,24 +705,48 @@ class DrawText(ImageAPI):
             out[start: start + gray.shape[0]] = gray[..., None]
         return out
 
+    def _warp_upsampling(self, res: int) -> torch.Tensor:
+        """``(G * G, res * res)`` matrix ``B`` with ``upsample(w).flatten() == w.flatten() @ B``.
+
+        ``upsample`` is the bicubic interpolation (``align_corners=True``) of a ``G x G``
+        control grid to ``res x res`` pixels. Interpolation is linear in its input, so
+        applying it to the ``G * G`` unit grids gives its matrix exactly (computed in float64).
+        """
+        g = self.warp_grid
+        unit = torch.eye(g * g, dtype=torch.float64).view(g * g, 1, g, g)
+        field = F.interpolate(unit, size=(res, res), mode="bicubic", align_corners=True)
+        return field.reshape(g * g, res * res)
+
     def _pixel_basis(self, res: int, device: torch.device) -> torch.Tensor:
-        """``(6, res * res * 2)`` matrix mapping flattened per-sample affines to grid coordinates."""
-        key = (res, str(device))
+        """Matrix mapping each sample's flattened coefficients to its ``grid_sample`` grid.
+
+        Without the warp: ``(6, res * res * 2)`` for the affine map ``A`` flattened as in
+        :meth:`_render_chunk`. With the warp: ``(6 + 2 * G * G, res * res * 2)``; the extra
+        rows take ``M[k, d] = sum_c warp[c, k] * A[c, d]`` (control point ``k``, grid axis
+        ``d``) to ``sum_k B[k, p] * M[k, d]``, the warp term of pixel ``p``
+        (``B`` from :meth:`_warp_upsampling`). Built once per ``(res, G, device)``.
+        """
+        warp = self.warp_scale > 0
+        key = (res, self.warp_grid if warp else 0, str(device))
         if getattr(self, "_basis_key", None) != key:
-            u = (torch.arange(res, dtype=torch.float32) * 2 + 1) / res - 1  # pixel centres in [-1, 1]
-            base = torch.stack((u.repeat(res), u.repeat_interleave(res), torch.ones(res * res)), dim=1)  # (P, 3)
-            basis = torch.einsum("pc,ij->cipj", base, torch.eye(2)).reshape(6, res * res * 2)
-            self._basis, self._basis_key = basis.to(device), key
+            u = (torch.arange(res, dtype=torch.float64) * 2 + 1) / res - 1  # pixel centres in [-1, 1]
+            base = torch.stack((u.repeat(res), u.repeat_interleave(res), torch.ones(res * res, dtype=torch.float64)),
+                               dim=1)  # (P, 3)
+            eye = torch.eye(2, dtype=torch.float64)
+            basis = torch.einsum("pc,ij->cipj", base, eye).reshape(6, res * res * 2)
+            if warp:
+                up = self._warp_upsampling(res)  # (G * G, P)
+                basis = torch.cat((basis, torch.einsum("kp,ij->kipj", up, eye).reshape(-1, res * res * 2)))
+            self._basis, self._basis_key = basis.float().contiguous().to(device), key
         return self._basis
 
-    def _render_chunk(self, p: dict[str, torch.Tensor], cache: dict) -> torch.Tensor:
-        """Render one chunk of conditions; returns uint8 ``(n, S, S)``."""
-        tiles, com, box, sigmas, tile = cache["tiles"], cache["com"], cache["box"], cache["sigmas"], cache["tile"]
+    def _tiles_and_affine(self, p: dict[str, torch.Tensor], cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Atlas tile index ``(n,)`` and flattened affine map ``(n, 6)`` of each sample of a chunk."""
+        com, box, sigmas, tile = cache["com"], cache["box"], cache["sigmas"], cache["tile"]
         levels, blurs = box.shape[1], sigmas.shape[0]
         n = p["font"].shape[0]
         dev = self.device
         size_out = self.image_size
-        res = size_out * self.supersample
 
         glyph = p["font"].long() * len(self.texts) + p["text"].long()
         lo, hi = self.ranges["stroke"]
@@ -760,16 +786,33 @@ class DrawText(ImageAPI):
         c0, c1 = b0 * (2 / tile) + (1 / tile - 1), b1 * (2 / tile) + (1 / tile - 1)
         # (n, 6): A_i flattened as [(x, 0), (x, 1), (y, 0), (y, 1), (1, 0), (1, 1)]
         affine = torch.stack((inv00 * k, inv10 * k, inv01 * k, inv11 * k, c0, c1), dim=1)
-        grid = torch.matmul(affine, self._pixel_basis(res, dev)).view(n, res, res, 2)
+        return index, affine
+
+    def _sampling_grid(self, affine: torch.Tensor, warp: torch.Tensor) -> torch.Tensor:
+        """``grid_sample`` grid ``(n, res, res, 2)`` from the affine maps ``(n, 6)`` and warps ``(n, 2, G, G)``."""
+        n = affine.shape[0]
+        res = self.image_size * self.supersample
         if self.warp_scale > 0:
-            # Elastic warp in output space: u -> u + w(u); the tile coordinate moves by w @ A[:2].
-            field = F.interpolate(p["warp"].float(), size=(res, res), mode="bicubic", align_corners=True)
-            grid = grid + torch.einsum("nchw,ncd->nhwd", field, affine[:, :4].view(n, 2, 2))
+            # Elastic warp in output space: u -> u + w(u), w the bicubic upsampling of the G x G
+            # control grid; the tile coordinate moves by w(u) @ A[:2]. Upsampling is linear, so
+            # w(u) @ A[:2] = sum_k B[k, u] (warp[:, k] @ A[:2]): (n, G*G, 2) coefficients that the
+            # same GEMM maps through the precomputed upsampling matrix B.
+            moved = torch.bmm(warp.float().flatten(2).transpose(1, 2), affine[:, :4].view(n, 2, 2))
+            affine = torch.cat((affine, moved.flatten(1)), dim=1)
+        return torch.matmul(affine, self._pixel_basis(res, affine.device)).view(n, res, res, 2)
+
+    def _render_chunk(self, p: dict[str, torch.Tensor], cache: dict) -> torch.Tensor:
+        """Render one chunk of conditions; returns uint8 ``(n, S, S)``."""
+        tiles = cache["tiles"]
+        n = p["font"].shape[0]
+        size_out = self.image_size
+        index, affine = self._tiles_and_affine(p, cache)
+        grid = self._sampling_grid(affine, p["warp"])
         img = F.grid_sample(tiles.index_select(0, index), grid, mode="bilinear", padding_mode="zeros",
                             align_corners=False)
         if self.supersample > 1:
             img = F.avg_pool2d(img, self.supersample)
         black, white = self.tone_range
         img = img.view(n, size_out, size_out).sub_(black).clamp_(0, white - black)
-        img = img * (p["intensity"].float().view(n, 1, 1) * (255 / (white - black)))
+        img = img.mul_(p["intensity"].float().view(n, 1, 1) * (255 / (white - black)))
         return img.round_().clamp_(0, 255).to(torch.uint8)
