@@ -20,6 +20,11 @@ RUNS = [
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8"],   # the reference implementation's workload (2,000 x 9 renders)
     ["iteration.py", "--num-per-class", "1000", "--lookahead", "8"],  # N_syn = 10,000
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8", "--backend", "torch"],
+    ["iteration.py", "--num-per-class", "1000", "--lookahead", "8", "--reuse-lookahead"],  # children from lookahead variations
+    ["iteration.py", "--num-per-class", "1000", "--lookahead", "8", "--snapshot"],  # + snapshot I/O every iteration
+    # Peak memory at N_syn = 50,000, 32x32 (1 and 3 channels), 2 iterations.
+    ["memory.py", "--channels", "1"],
+    ["memory.py", "--channels", "3"],
     # Nearest-neighbour voting alone, 10k and 50k private x synthetic x 2048-d, both backends.
     ["voting.py", "--sizes", "10000", "50000", "--dim", "2048", "--backends", "faiss", "torch", "--no-append"],
     # Lightning's overhead against a plain loop doing the same work (N_syn = 10,000).
@@ -28,6 +33,7 @@ RUNS = [
 ]
 QUICK_RUNS = [
     ["iteration.py", "--num-per-class", "50", "--lookahead", "2", "--iterations", "2"],
+    ["memory.py", "--num-per-class", "200", "--iterations", "1", "--lookahead", "2"],
     ["voting.py", "--sizes", "2000", "--dim", "256", "--backends", "faiss", "torch", "--no-append"],
     ["plain_loop.py", "--num-per-class", "100", "--lookahead", "2", "--iterations", "2", "--repeats", "1", "--no-append"],
     ["plain_loop.py", "--num-per-class", "100", "--lookahead", "2", "--iterations", "2", "--repeats", "1",
@@ -56,12 +62,17 @@ def main() -> None:
         output.write_text("".join(json.dumps(r) + "\n" for r in results))
 
     iterations = [r for r in results if "iteration_s" in r]
+    memory = [r for r in results if "iteration_s" not in r and "peak_rss_gib" in r]
     voting = [r for r in results if r.get("benchmark") == "voting"]
     plain = [r for r in results if r.get("benchmark") == "plain_loop"]
     if iterations:
         print("\n| workload | s / iteration | API | embedding | voting | other | peak RSS GiB |\n|---|---|---|---|---|---|---|")
         for r in iterations:
             print(f"| {r['workload']} | {r['iteration_s']} | {r['api_s']} | {r['embedding_s']} | {r['voting_s']} | {r['other_s']} | {r['peak_rss_gib']} |")
+    if memory:
+        print("\n| memory workload | fit s | peak RSS GiB |\n|---|---|---|")
+        for r in memory:
+            print(f"| {r['workload']} | {r['fit_total_s']} | {r['peak_rss_gib']} |")
     if voting:
         print("\n| voting: private x synthetic x dim | classes | backend | device | seconds | peak RSS delta MiB |\n|---|---|---|---|---|---|")
         for r in voting:

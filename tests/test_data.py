@@ -102,7 +102,7 @@ def test_mnist_validation(kwargs: dict, field: str) -> None:
 def test_train_dataloader_covers_each_index_once() -> None:
     dm = MNISTDataModule(num_private=100, batch_size=32)
     dm.setup()
-    batches = [b for (b,) in dm.train_dataloader()]
+    batches = list(dm.train_dataloader())
     assert all(b.dtype == torch.int64 for b in batches)
     assert [len(b) for b in batches] == [32, 32, 32, 4]
     assert torch.cat(batches).tolist() == list(range(100))
@@ -154,7 +154,7 @@ def test_folder_holdout_split(tmp_path: Path) -> None:
     again.setup()
     np.testing.assert_array_equal(again.private_images, dm.private_images)
     np.testing.assert_array_equal(again.test_labels, dm.test_labels)
-    assert torch.cat([b for (b,) in dm.train_dataloader()]).tolist() == list(range(9))
+    assert torch.cat(list(dm.train_dataloader())).tolist() == list(range(9))
 
 
 def test_folder_test_dir_resize_and_gray(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 __all__ = ["PrivateImageDataModule", "check_images", "check_labels"]
 
@@ -45,6 +45,28 @@ def check_labels(labels: np.ndarray, *, num_classes: int, n: int, name: str) -> 
             f"e.g. {np.unique(bad)[:5].tolist()}"
         )
     return labels.astype(np.int64)
+
+
+class IndexDataset(Dataset):
+    """The indices ``0 .. n - 1``; a batch is fetched as one int64 tensor (no per-item collate)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        if not 0 <= index < self.n:
+            raise IndexError(f"index {index} out of range [0, {self.n})")
+        return index
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return torch.as_tensor(indices, dtype=torch.int64)
+
+
+def _index_batch(batch) -> torch.Tensor:
+    return batch if isinstance(batch, torch.Tensor) else torch.as_tensor(batch, dtype=torch.int64)
 
 
 class PrivateImageDataModule(pl.LightningDataModule):
@@ -116,5 +138,4 @@ class PrivateImageDataModule(pl.LightningDataModule):
         """
         if self.private_images is None:
             raise RuntimeError("call setup() first")
-        ds = TensorDataset(torch.arange(len(self.private_images), dtype=torch.int64))
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False)
+        return DataLoader(IndexDataset(len(self.private_images)), batch_size=self.batch_size, shuffle=False, collate_fn=_index_batch)
