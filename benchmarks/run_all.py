@@ -17,6 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RUNS = [
+    ["api_throughput.py", "--n", "18000"],  # DrawText images/s (RANDOM, VARIATION)
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8"],   # the reference implementation's workload (2,000 x 9 renders)
     ["iteration.py", "--num-per-class", "1000", "--lookahead", "8"],  # N_syn = 10,000
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8", "--backend", "torch"],
@@ -32,6 +33,7 @@ RUNS = [
     ["plain_loop.py", "--num-per-class", "1000", "--lookahead", "8", "--iterations", "3", "--reuse-lookahead", "--no-append"],
 ]
 QUICK_RUNS = [
+    ["api_throughput.py", "--n", "2000", "--repeats", "1"],
     ["iteration.py", "--num-per-class", "50", "--lookahead", "2", "--iterations", "2"],
     ["memory.py", "--num-per-class", "200", "--iterations", "1", "--lookahead", "2"],
     ["voting.py", "--sizes", "2000", "--dim", "256", "--backends", "faiss", "torch", "--no-append"],
@@ -62,6 +64,7 @@ def main() -> None:
         output.write_text("".join(json.dumps(r) + "\n" for r in results))
 
     iterations = [r for r in results if "iteration_s" in r]
+    throughput = [r for r in results if r.get("benchmark") == "api_throughput"]
     memory = [r for r in results if "iteration_s" not in r and "peak_rss_gib" in r]
     voting = [r for r in results if r.get("benchmark") == "voting"]
     plain = [r for r in results if r.get("benchmark") == "plain_loop"]
@@ -69,6 +72,10 @@ def main() -> None:
         print("\n| workload | s / iteration | API | embedding | voting | other | peak RSS GiB |\n|---|---|---|---|---|---|---|")
         for r in iterations:
             print(f"| {r['workload']} | {r['iteration_s']} | {r['api_s']} | {r['embedding_s']} | {r['voting_s']} | {r['other_s']} | {r['peak_rss_gib']} |")
+    if throughput:
+        print("\n| API call | images | seconds | images / s |\n|---|---|---|---|")
+        for r in throughput:
+            print(f"| {r['api']} {r['call']} | {r['images']:,} | {r['seconds']} | {r['images_per_s']:,} |")
     if memory:
         print("\n| memory workload | fit s | peak RSS GiB |\n|---|---|---|")
         for r in memory:

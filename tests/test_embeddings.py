@@ -213,3 +213,14 @@ def test_inception_forward_shapes(random_inception_weights: str) -> None:
     emb.setup()  # idempotent: no reload
     assert emb.fingerprint == InceptionEmbedding(weights_path=random_inception_weights).fingerprint
     assert emb.fingerprint != InceptionEmbedding().fingerprint
+
+
+def test_to_device_keeps_cpu_tensors_and_values():
+    from pe_lightning.devices import to_device
+
+    x = torch.arange(6, dtype=torch.uint8).reshape(2, 3)
+    assert to_device(x, "cpu") is x
+    if torch.cuda.is_available():  # pinned, non-blocking path
+        y = to_device(x, "cuda")
+        torch.cuda.synchronize()
+        assert y.is_cuda and torch.equal(y.cpu(), x)

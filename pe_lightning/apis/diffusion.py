@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from pe_lightning.apis.base import APIOutput, ImageAPI
+from pe_lightning.devices import to_device
 
 __all__ = [
     "DTYPES",
@@ -295,7 +296,7 @@ def from_images(images: np.ndarray, *, size: tuple[int, int], channels: int, dev
     Returns:
         float32 ``(N, channels, height, width)``.
     """
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    x = to_device(torch.from_numpy(np.ascontiguousarray(images)), device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     x = _match_channels(x, channels)
     return _resize(x, size).clamp_(-1.0, 1.0)
 

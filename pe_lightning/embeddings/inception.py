@@ -13,6 +13,7 @@ import pickle
 import numpy as np
 import torch
 
+from pe_lightning.devices import to_device
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.embeddings.pixels import as_uint8_nhwc
 
@@ -131,7 +132,7 @@ class InceptionEmbedding(Embedding):
             self.setup(device=self.device)
         out = torch.empty((x.shape[0], self.dim), dtype=torch.float32)
         for start in range(0, x.shape[0], batch_size):
-            batch = x[start : start + batch_size].to(self.device).permute(0, 3, 1, 2)  # (B, C, H, W) uint8
+            batch = to_device(x[start : start + batch_size], self.device).permute(0, 3, 1, 2)  # (B, C, H, W) uint8
             if batch.shape[1] == 1:
                 batch = batch.expand(-1, 3, -1, -1)
             (features,) = self._net(batch.contiguous())

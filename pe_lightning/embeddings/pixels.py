@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pe_lightning.devices import to_device
 from pe_lightning.embeddings.base import Embedding
 
 __all__ = ["PixelEmbedding", "as_uint8_nhwc"]
@@ -113,7 +114,7 @@ class PixelEmbedding(Embedding):
 
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, H, W, C)`` on any device -> float32 ``(B, D)`` on the same device."""
-        x = batch.to(self.device).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)  # (B, C, H, W)
+        x = to_device(batch, self.device).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)  # (B, C, H, W)
         if self.grayscale and x.shape[1] == 3:
             luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
             x = (x * luma).sum(dim=1, keepdim=True)
