@@ -65,7 +65,7 @@ def main() -> None:
 
     iterations = [r for r in results if "iteration_s" in r]
     throughput = [r for r in results if r.get("benchmark") == "api_throughput"]
-    memory = [r for r in results if "iteration_s" not in r and "peak_rss_gib" in r]
+    memory = [r for r in results if "benchmark" not in r and "iteration_s" not in r and "fit_total_s" in r]
     voting = [r for r in results if r.get("benchmark") == "voting"]
     plain = [r for r in results if r.get("benchmark") == "plain_loop"]
     if iterations:

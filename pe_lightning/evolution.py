@@ -410,8 +410,11 @@ class PrivateEvolution(pl.LightningModule):
         pop = self.population
         k = self.lookahead_degree
         if self.reuse_lookahead and k > 0:
-            self._lookahead_images = self._scratch.allocate((k, *pop.images.shape), np.uint8, name="lookahead")
-            self._lookahead_conditions = {}
+            shape = (k, *pop.images.shape)
+            if self._lookahead_images is None or self._lookahead_images.shape != shape:
+                # Kept across iterations (same shape every iteration): no fresh pages to fault in.
+                self._lookahead_images = self._scratch.allocate(shape, np.uint8, name="lookahead")
+                self._lookahead_conditions = {}
         # Chunk embeddings go straight into one (N, D) array: no list of parts, no concatenation copy.
         emb_full: np.ndarray | None = None
         mine: list[slice] = []
@@ -424,15 +427,16 @@ class PrivateEvolution(pl.LightningModule):
                     with self._timed("api"), self._timed("api_lookahead"):
                         out = self._call_variation(pop, sl, iteration=t, generator=make_generator(self.seed, t, "lookahead", r, i))
                     e = self._embed(out.images)
-                    emb = e if emb is None else emb + e
+                    emb = e if emb is None else emb.add_(e)
                     if self._lookahead_images is not None:
                         self._lookahead_images[r, sl] = out.images
                         for key, v in out.conditions.items():
-                            if key not in self._lookahead_conditions:
+                            store = self._lookahead_conditions.get(key)
+                            if store is None or store.shape[2:] != v.shape[1:] or store.dtype != v.dtype:
                                 self._lookahead_conditions[key] = np.zeros((k, len(pop), *v.shape[1:]), dtype=v.dtype)
                             self._lookahead_conditions[key][r, sl] = v
                     del out
-                emb = emb / k
+                emb = emb.div_(k)
                 ScratchSpace.evict(self._lookahead_images)
             if emb_full is None:
                 emb_full = np.empty((len(pop), emb.shape[1]), dtype=np.float32)
@@ -445,8 +449,13 @@ class PrivateEvolution(pl.LightningModule):
                         emb_full = np.empty((len(pop), part.shape[1]), dtype=np.float32)
                     emb_full[start:stop] = part
         emb = torch.from_numpy(emb_full)
-        if not torch.isfinite(emb).all():
-            raise ValueError("the embedding produced NaN/inf for some synthetic images")
+        # One sum is NaN/inf whenever an entry is (the full check runs only then).
+        if not math.isfinite(float(emb.sum(dtype=torch.float64))) and not torch.isfinite(emb).all():
+            bad = torch.nonzero(~torch.isfinite(emb).all(dim=1)).flatten()
+            raise ValueError(
+                f"the embedding {type(self.embedding).__name__} produced NaN/inf for {len(bad)} synthetic images "
+                f"(iteration {t}, e.g. population indices {bad[:5].tolist()})"
+            )
         self._synthetic_embeddings = emb.to(self.device)
         self._synthetic_labels = torch.from_numpy(pop.labels).to(self.device)
         n_private = len(self._private_embeddings)
@@ -502,9 +511,6 @@ class PrivateEvolution(pl.LightningModule):
         old_images = pop.images
         self.population = Population(images=out.images, labels=pop.labels[parents], conditions=out.conditions, parents=parents)
         ScratchSpace.release(old_images)
-        ScratchSpace.release(self._lookahead_images)
-        self._lookahead_images = None
-        self._lookahead_conditions = {}
         self.iteration = t
         self._synthetic_embeddings = None
         self._assignments = None
@@ -614,6 +620,7 @@ class PrivateEvolution(pl.LightningModule):
     def teardown(self, stage: str) -> None:
         # Scratch files are working state: remove them (arrays still mapping them stay
         # readable on POSIX until released).
+        self._lookahead_images, self._lookahead_conditions = None, {}
         if self._scratch is not None:
             self._scratch.close()
 
