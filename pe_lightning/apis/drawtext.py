@@ -6,7 +6,8 @@ ratio, rotation, shear (slant), translation, blur and intensity. The RANDOM API 
 parameters uniformly from their ranges; the VARIATION API perturbs the *parameters* of
 existing samples (not their pixels) and renders them again.
 
-Rendering is batched and fast (~100,000 28x28 images per second on 2 CPU cores, ~50x
+Rendering is batched and fast (~93,000 RANDOM / ~67,000 VARIATION 28x28 images per second
+on 2 CPU cores, benchmarks/api_throughput.py; ~50x
 the one-image-at-a-time PIL rendering of the reference implementation):
 
 1. Once per fit, every ``(font, text)`` glyph is rendered with PIL at a high resolution,
