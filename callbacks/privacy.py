@@ -68,10 +68,11 @@ class PrivacyAccountant(PopulationCallback):
         after = self.ledger.epsilon_if(noise_multiplier=self.noise_multiplier, extra_iterations=remaining)
         if abs(after - self.epsilon) <= 1e-9 * self.epsilon:
             return
-        spent_inv_var = sum(0.0 if e["noise_multiplier"] == math.inf else e["noise_multiplier"] ** -2 for e in self.ledger.entries)
+        if not math.isfinite(self.ledger.mu):
+            return  # a noiseless iteration was recorded: on_train_epoch_start refuses the next one
         target_mu = 1.0 / calibrate_noise_multiplier(epsilon=self.epsilon, iterations=1, delta=self.delta)
-        left = target_mu**2 - spent_inv_var
-        if left <= 0 or not math.isfinite(self.ledger.epsilon):
+        left = target_mu**2 - self.ledger.mu**2  # GDP composes as mu^2 = sum of 1 / sigma_t^2
+        if left <= 0:
             return  # nothing left: on_train_epoch_start refuses the next iteration with a clear error
         self.noise_multiplier = math.sqrt(remaining / left) * (1 + 1e-12)
         pl_module.noise_multiplier = self.noise_multiplier

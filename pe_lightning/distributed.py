@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-import torch
 import torch.distributed as dist
 
 __all__ = ["chunk_slices", "my_chunks", "gather_objects", "rank_and_world"]
@@ -49,7 +48,5 @@ def gather_objects(obj: Any) -> list[Any]:
     if world == 1:
         return [obj]
     out: list[Any] = [None] * world
-    if dist.get_backend() == "nccl":  # all_gather_object pickles through CUDA tensors on NCCL
-        torch.cuda.set_device(torch.cuda.current_device())
     dist.all_gather_object(out, obj)
     return out

@@ -342,18 +342,43 @@ class PrivateEvolution(pl.LightningModule):
             if all(self._gather(cached is not None)):  # every rank hit: use it
                 rank_zero_info(f"[PE] private embeddings read from the cache {cache.path(key)}")
                 return torch.from_numpy(cached)
-        parts = [(i, self._embed(images[sl]).numpy()) for i, sl in self._my_chunks(len(images))]
-        gathered = sorted((p for rank_parts in self._gather(parts) for p in rank_parts), key=lambda p: p[0])
-        embeddings = np.concatenate([e for _, e in gathered]).astype(np.float32, copy=False)
-        if not np.isfinite(embeddings).all():
-            bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
-            raise ValueError(
-                f"the embedding {type(self.embedding).__name__} produced NaN/inf for {len(bad)} private images "
-                f"(e.g. private indices {bad[:5].tolist()})"
-            )
+        embeddings = self._sharded_rows(len(images), lambda i, sl: self._embed(images[sl]))
+        self._check_finite(embeddings, what="private images", where="private indices")
         if cache is not None and self.trainer.is_global_zero:
-            cache.save(key, embeddings)
-        return torch.from_numpy(embeddings)
+            cache.save(key, embeddings.numpy())
+        return embeddings
+
+    def _sharded_rows(self, n: int, rows_of_chunk) -> torch.Tensor:
+        """One float32 ``(n, D)`` tensor from ``rows_of_chunk(i, slice)`` computed for this rank's chunks.
+
+        Each chunk's rows go straight into one array (no list of parts, no concatenation
+        copy); under DDP the other ranks' chunks are gathered into it.
+        """
+        full: np.ndarray | None = None
+        mine: list[slice] = []
+        for i, sl in self._my_chunks(n):
+            rows = rows_of_chunk(i, sl)
+            if full is None:
+                full = np.empty((n, rows.shape[1]), dtype=np.float32)
+            full[sl] = rows.numpy()
+            mine.append(sl)
+        if self.trainer.world_size > 1:
+            for rank_parts in self._gather([(sl.start, sl.stop, full[sl]) for sl in mine]):
+                for start, stop, part in rank_parts:
+                    if full is None:
+                        full = np.empty((n, part.shape[1]), dtype=np.float32)
+                    full[start:stop] = part
+        return torch.from_numpy(full)
+
+    def _check_finite(self, embeddings: torch.Tensor, *, what: str, where: str) -> None:
+        """Raise naming the rows with NaN/inf (one float64 sum decides whether to look row by row)."""
+        if math.isfinite(float(embeddings.sum(dtype=torch.float64))) or torch.isfinite(embeddings).all():
+            return
+        bad = torch.nonzero(~torch.isfinite(embeddings).all(dim=1)).flatten()
+        raise ValueError(
+            f"the embedding {type(self.embedding).__name__} produced NaN/inf for {len(bad)} {what} "
+            f"(e.g. {where} {bad[:5].tolist()})"
+        )
 
     def _assemble(self, parts: list[tuple[np.ndarray, APIOutput]], *, n: int, name: str) -> APIOutput:
         """Gather ``(positions, output)`` parts from all ranks into one ``n``-sample output.
@@ -415,47 +440,29 @@ class PrivateEvolution(pl.LightningModule):
                 # Kept across iterations (same shape every iteration): no fresh pages to fault in.
                 self._lookahead_images = self._scratch.allocate(shape, np.uint8, name="lookahead")
                 self._lookahead_conditions = {}
-        # Chunk embeddings go straight into one (N, D) array: no list of parts, no concatenation copy.
-        emb_full: np.ndarray | None = None
-        mine: list[slice] = []
-        for i, sl in self._my_chunks(len(pop)):
+
+        def lookahead_embedding(i: int, sl: slice) -> torch.Tensor:
             if k == 0:
-                emb = self._embed(np.ascontiguousarray(pop.images[sl]))
-            else:
-                emb = None
-                for r in range(k):
-                    with self._timed("api"), self._timed("api_lookahead"):
-                        out = self._call_variation(pop, sl, iteration=t, generator=make_generator(self.seed, t, "lookahead", r, i))
-                    e = self._embed(out.images)
-                    emb = e if emb is None else emb.add_(e)
-                    if self._lookahead_images is not None:
-                        self._lookahead_images[r, sl] = out.images
-                        for key, v in out.conditions.items():
-                            store = self._lookahead_conditions.get(key)
-                            if store is None or store.shape[2:] != v.shape[1:] or store.dtype != v.dtype:
-                                self._lookahead_conditions[key] = np.zeros((k, len(pop), *v.shape[1:]), dtype=v.dtype)
-                            self._lookahead_conditions[key][r, sl] = v
-                    del out
-                emb = emb.div_(k)
-                ScratchSpace.evict(self._lookahead_images)
-            if emb_full is None:
-                emb_full = np.empty((len(pop), emb.shape[1]), dtype=np.float32)
-            emb_full[sl] = emb.numpy()
-            mine.append(sl)
-        if self.trainer.world_size > 1:
-            for rank_parts in self._gather([(sl.start, sl.stop, emb_full[sl]) for sl in mine]):
-                for start, stop, part in rank_parts:
-                    if emb_full is None:
-                        emb_full = np.empty((len(pop), part.shape[1]), dtype=np.float32)
-                    emb_full[start:stop] = part
-        emb = torch.from_numpy(emb_full)
-        # One sum is NaN/inf whenever an entry is (the full check runs only then).
-        if not math.isfinite(float(emb.sum(dtype=torch.float64))) and not torch.isfinite(emb).all():
-            bad = torch.nonzero(~torch.isfinite(emb).all(dim=1)).flatten()
-            raise ValueError(
-                f"the embedding {type(self.embedding).__name__} produced NaN/inf for {len(bad)} synthetic images "
-                f"(iteration {t}, e.g. population indices {bad[:5].tolist()})"
-            )
+                return self._embed(np.ascontiguousarray(pop.images[sl]))
+            emb = None
+            for r in range(k):
+                with self._timed("api"), self._timed("api_lookahead"):
+                    out = self._call_variation(pop, sl, iteration=t, generator=make_generator(self.seed, t, "lookahead", r, i))
+                e = self._embed(out.images)
+                emb = e if emb is None else emb.add_(e)
+                if self._lookahead_images is not None:
+                    self._lookahead_images[r, sl] = out.images
+                    for key, v in out.conditions.items():
+                        store = self._lookahead_conditions.get(key)
+                        if store is None or store.shape[2:] != v.shape[1:] or store.dtype != v.dtype:
+                            self._lookahead_conditions[key] = np.zeros((k, len(pop), *v.shape[1:]), dtype=v.dtype)
+                        self._lookahead_conditions[key][r, sl] = v
+                del out
+            ScratchSpace.evict(self._lookahead_images)
+            return emb.div_(k)
+
+        emb = self._sharded_rows(len(pop), lookahead_embedding)
+        self._check_finite(emb, what="synthetic images", where=f"iteration {t}, population indices")
         self._synthetic_embeddings = emb.to(self.device)
         self._synthetic_labels = torch.from_numpy(pop.labels).to(self.device)
         n_private = len(self._private_embeddings)
