@@ -45,8 +45,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pe_lightning import DrawText, MNISTDataModule, PixelEmbedding, PrivateEvolution  # noqa: E402
+from pe_lightning.apis.base import APIOutput  # noqa: E402
 from pe_lightning.distributed import chunk_slices  # noqa: E402
+from pe_lightning.lookahead_store import LookaheadStore  # noqa: E402
 from pe_lightning.seeding import make_generator  # noqa: E402
+from pe_lightning.storage import ScratchSpace  # noqa: E402
 from pe_lightning.voting import (  # noqa: E402
     add_gaussian_noise,
     apply_threshold,
@@ -157,6 +160,8 @@ def run_plain(args) -> dict:
     setup_s = time.perf_counter() - setup_start
 
     per_iter, per_iter_cpu, stages, fresh_renders = [], [], [], []
+    synthetic = None  # (N, D) embedding buffer, reused every iteration
+    scratch = ScratchSpace(directory=tempfile.gettempdir(), limit_bytes=None)  # never spills
     for t in range(1, args.iterations + 1):
         start, cpu_start = time.perf_counter(), time.process_time()
         timing = dict.fromkeys(STAGES, 0.0)
@@ -164,30 +169,29 @@ def run_plain(args) -> dict:
         degree = args.degree
         # Lookahead: k variations of every sample, embedded and averaged (chunk by chunk, as the module).
         keep = args.reuse_lookahead and k > 0
-        la_images = np.empty((k, *images.shape), np.uint8) if keep else None
-        la_conditions: dict[str, np.ndarray] = {}
-        parts = []
+        store = LookaheadStore(scratch=scratch, k=k, n=n, chunk_size=bs, image_shape=images.shape[1:]) if keep else None
         for i, sl in enumerate(chunk_slices(n, bs)):
+            s0 = time.perf_counter()
             if k == 0:
+                emb = embedding.embed(np.ascontiguousarray(images[sl]), batch_size=args.embedding_batch_size).float()
+            else:
+                emb = None
+                for r in range(k):
+                    s0 = time.perf_counter()
+                    out = _variation(api, images, conditions, labels, sl, degree, make_generator(seed, t, "lookahead", r, i))
+                    s1 = time.perf_counter()
+                    timing["api"] += s1 - s0
+                    e = embedding.embed(out.images, batch_size=args.embedding_batch_size).float()
+                    emb = e if emb is None else emb.add_(e)
+                    timing["embedding"] += time.perf_counter() - s1
+                    if keep:
+                        store.put(r, i, out)
                 s0 = time.perf_counter()
-                parts.append(embedding.embed(np.ascontiguousarray(images[sl]), batch_size=args.embedding_batch_size).float())
-                timing["embedding"] += time.perf_counter() - s0
-                continue
-            emb = None
-            for r in range(k):
-                s0 = time.perf_counter()
-                out = _variation(api, images, conditions, labels, sl, degree, make_generator(seed, t, "lookahead", r, i))
-                s1 = time.perf_counter()
-                e = embedding.embed(out.images, batch_size=args.embedding_batch_size).float()
-                timing["api"] += s1 - s0
-                timing["embedding"] += time.perf_counter() - s1
-                emb = e if emb is None else emb + e
-                if keep:
-                    la_images[r, sl] = out.images
-                    for key, v in out.conditions.items():
-                        la_conditions.setdefault(key, np.empty((k, n, *v.shape[1:]), v.dtype))[r, sl] = v
-            parts.append(emb / k)
-        synthetic = torch.cat(parts)
+                emb.div_(k)
+            timing["embedding"] += time.perf_counter() - s0
+            if synthetic is None or synthetic.shape != (n, emb.shape[1]):
+                synthetic = torch.empty((n, emb.shape[1]))
+            synthetic[sl] = emb
         # Voting, noise, threshold, selection.
         s0 = time.perf_counter()
         votes = assign_votes(private_embeddings=private, private_labels=private_labels, synthetic_embeddings=synthetic,
@@ -213,9 +217,10 @@ def run_plain(args) -> dict:
         new_conditions = {key: np.empty_like(v) for key, v in conditions.items()}
         slots = np.flatnonzero(reuse)
         if len(slots):
-            new_images[slots] = la_images[occurrence[slots], parents[slots]]
+            taken: APIOutput = store.take(occurrence[slots], parents[slots])
+            new_images[slots] = taken.images
             for key in new_conditions:
-                new_conditions[key][slots] = la_conditions[key][occurrence[slots], parents[slots]]
+                new_conditions[key][slots] = taken.conditions[key]
         fresh = np.flatnonzero(~reuse)
         if len(fresh):
             src = parents[fresh]

@@ -39,6 +39,7 @@ from pe_lightning.data.base import PrivateImageDataModule
 from pe_lightning.distributed import gather_objects, my_chunks
 from pe_lightning.embedding_cache import EmbeddingCache
 from pe_lightning.embeddings.base import Embedding
+from pe_lightning.lookahead_store import LookaheadStore
 from pe_lightning.population import Population
 from pe_lightning.seeding import make_generator
 from pe_lightning.storage import ScratchSpace
@@ -204,8 +205,8 @@ class PrivateEvolution(pl.LightningModule):
         self._synthetic_embeddings: torch.Tensor | None = None
         self._synthetic_labels: torch.Tensor | None = None
         self._assignments: torch.Tensor | None = None
-        self._lookahead_images: np.ndarray | None = None  # (k, N, H, W, C), this rank's chunks filled
-        self._lookahead_conditions: dict[str, np.ndarray] = {}
+        self._lookahead: LookaheadStore | None = None  # this rank's lookahead variations (reuse only)
+        self._embedding_buffer: np.ndarray | None = None  # (N, D) float32, reused every iteration
         self._scratch: ScratchSpace | None = None
         self._pending_metrics: dict[str, float] = {}
         self._iteration_start = 0.0
@@ -348,31 +349,45 @@ class PrivateEvolution(pl.LightningModule):
             cache.save(key, embeddings.numpy())
         return embeddings
 
-    def _sharded_rows(self, n: int, rows_of_chunk) -> torch.Tensor:
+    def _sharded_rows(self, n: int, rows_of_chunk, *, buffer: bool = False) -> torch.Tensor:
         """One float32 ``(n, D)`` tensor from ``rows_of_chunk(i, slice)`` computed for this rank's chunks.
 
         Each chunk's rows go straight into one array (no list of parts, no concatenation
-        copy); under DDP the other ranks' chunks are gathered into it.
+        copy); under DDP the other ranks' chunks are gathered into it. With ``buffer`` the
+        array is the module's per-iteration embedding buffer, allocated once and reused
+        (the result is only valid until the next call with ``buffer``).
         """
         full: np.ndarray | None = None
+
+        def allocate(dim: int) -> np.ndarray:
+            if not buffer:
+                return np.empty((n, dim), dtype=np.float32)
+            if self._embedding_buffer is None or self._embedding_buffer.shape != (n, dim):
+                self._embedding_buffer = np.empty((n, dim), dtype=np.float32)
+            return self._embedding_buffer
+
         mine: list[slice] = []
         for i, sl in self._my_chunks(n):
             rows = rows_of_chunk(i, sl)
             if full is None:
-                full = np.empty((n, rows.shape[1]), dtype=np.float32)
+                full = allocate(rows.shape[1])
             full[sl] = rows.numpy()
             mine.append(sl)
         if self.trainer.world_size > 1:
             for rank_parts in self._gather([(sl.start, sl.stop, full[sl]) for sl in mine]):
                 for start, stop, part in rank_parts:
                     if full is None:
-                        full = np.empty((n, part.shape[1]), dtype=np.float32)
+                        full = allocate(part.shape[1])
                     full[start:stop] = part
         return torch.from_numpy(full)
 
     def _check_finite(self, embeddings: torch.Tensor, *, what: str, where: str) -> None:
-        """Raise naming the rows with NaN/inf (one float64 sum decides whether to look row by row)."""
-        if math.isfinite(float(embeddings.sum(dtype=torch.float64))) or torch.isfinite(embeddings).all():
+        """Raise naming the rows with NaN/inf.
+
+        One float32 sum decides whether to look row by row: NaN/inf anywhere makes it
+        non-finite; a finite-but-huge sum that overflows only costs the exact check.
+        """
+        if math.isfinite(float(embeddings.sum())) or torch.isfinite(embeddings).all():
             return
         bad = torch.nonzero(~torch.isfinite(embeddings).all(dim=1)).flatten()
         raise ValueError(
@@ -434,12 +449,12 @@ class PrivateEvolution(pl.LightningModule):
         self.api.set_iteration(t)
         pop = self.population
         k = self.lookahead_degree
+        store = self._lookahead
         if self.reuse_lookahead and k > 0:
-            shape = (k, *pop.images.shape)
-            if self._lookahead_images is None or self._lookahead_images.shape != shape:
-                # Kept across iterations (same shape every iteration): no fresh pages to fault in.
-                self._lookahead_images = self._scratch.allocate(shape, np.uint8, name="lookahead")
-                self._lookahead_conditions = {}
+            shape = dict(k=k, n=len(pop), chunk_size=self.api_batch_size, image_shape=pop.images.shape[1:])
+            if store is None or not store.matches(**shape):
+                # A spilled store keeps its file across iterations (same shape every iteration).
+                store = self._lookahead = LookaheadStore(scratch=self._scratch, **shape)
 
         def lookahead_embedding(i: int, sl: slice) -> torch.Tensor:
             if k == 0:
@@ -448,20 +463,19 @@ class PrivateEvolution(pl.LightningModule):
             for r in range(k):
                 with self._timed("api"), self._timed("api_lookahead"):
                     out = self._call_variation(pop, sl, iteration=t, generator=make_generator(self.seed, t, "lookahead", r, i))
-                e = self._embed(out.images)
-                emb = e if emb is None else emb.add_(e)
-                if self._lookahead_images is not None:
-                    self._lookahead_images[r, sl] = out.images
-                    for key, v in out.conditions.items():
-                        store = self._lookahead_conditions.get(key)
-                        if store is None or store.shape[2:] != v.shape[1:] or store.dtype != v.dtype:
-                            self._lookahead_conditions[key] = np.zeros((k, len(pop), *v.shape[1:]), dtype=v.dtype)
-                        self._lookahead_conditions[key][r, sl] = v
+                # The synthetic embedding is the mean of the k variations' embeddings.
+                with self._timed("embedding"):
+                    e = self.embedding.embed(out.images, batch_size=self.embedding_batch_size).float()
+                    emb = e if emb is None else emb.add_(e)
+                if store is not None:
+                    store.put(r, i, out)
                 del out
-            ScratchSpace.evict(self._lookahead_images)
-            return emb.div_(k)
+            if store is not None:
+                store.evict()
+            with self._timed("embedding"):
+                return emb.div_(k)
 
-        emb = self._sharded_rows(len(pop), lookahead_embedding)
+        emb = self._sharded_rows(len(pop), lookahead_embedding, buffer=True)
         self._check_finite(emb, what="synthetic images", where=f"iteration {t}, population indices")
         self._synthetic_embeddings = emb.to(self.device)
         self._synthetic_labels = torch.from_numpy(pop.labels).to(self.device)
@@ -515,6 +529,8 @@ class PrivateEvolution(pl.LightningModule):
                 class_names=self.class_names,
             ).numpy()
         out, reused = self._children(pop, parents, iteration=t)
+        if self._lookahead is not None:
+            self._lookahead.clear()  # in-memory variations are not needed any more
         old_images = pop.images
         self.population = Population(images=out.images, labels=pop.labels[parents], conditions=out.conditions, parents=parents)
         ScratchSpace.release(old_images)
@@ -543,7 +559,8 @@ class PrivateEvolution(pl.LightningModule):
         n = len(parents)
         reuse = np.zeros(n, dtype=bool)
         occurrence = np.zeros(n, dtype=np.int64)
-        if self._lookahead_images is not None:
+        store = self._lookahead
+        if store is not None:
             # The m-th selection of a parent (in slot order) takes its m-th lookahead variation.
             order = np.argsort(parents, kind="stable")
             sorted_parents = parents[order]
@@ -555,10 +572,7 @@ class PrivateEvolution(pl.LightningModule):
         reused_slots = np.flatnonzero(reuse)
         mine = reused_slots[(parents[reused_slots] // self.api_batch_size) % world == rank]  # parents whose lookahead this rank made
         if len(mine):
-            r, p = occurrence[mine], parents[mine]
-            parts.append(
-                (mine, APIOutput(images=self._lookahead_images[r, p], conditions={k: v[r, p] for k, v in self._lookahead_conditions.items()}))
-            )
+            parts.append((mine, store.take(occurrence[mine], parents[mine])))
         fresh_slots = np.flatnonzero(~reuse)
         if len(fresh_slots):
             selected = pop.take(parents[fresh_slots])
@@ -627,7 +641,7 @@ class PrivateEvolution(pl.LightningModule):
     def teardown(self, stage: str) -> None:
         # Scratch files are working state: remove them (arrays still mapping them stay
         # readable on POSIX until released).
-        self._lookahead_images, self._lookahead_conditions = None, {}
+        self._lookahead, self._embedding_buffer = None, None
         if self._scratch is not None:
             self._scratch.close()
 

@@ -104,3 +104,59 @@ def test_spilled_to_disk_run_equals_in_memory_run_and_cleans_up(tmp_path):
 def test_spill_to_disk_mb_is_validated():
     with pytest.raises(ValueError, match="spill_to_disk_mb"):
         tiny_model(spill_to_disk_mb=-1)
+
+
+def _variations(k: int, n: int, chunk: int, seed: int = 0):
+    """Random (r, chunk) -> APIOutput with images (m, 4, 4, 1) and two conditions."""
+    from pe_lightning.apis.base import APIOutput
+
+    rng = np.random.default_rng(seed)
+    outs = {}
+    for r in range(k):
+        for i, start in enumerate(range(0, n, chunk)):
+            m = min(chunk, n - start)
+            outs[r, i] = APIOutput(
+                images=rng.integers(0, 256, (m, 4, 4, 1), dtype=np.uint8),
+                conditions={"font": rng.integers(0, 9, m), "warp": rng.normal(size=(m, 2, 2)).astype(np.float32)},
+            )
+    return outs
+
+
+@pytest.mark.parametrize("limit", [None, 0], ids=["in-memory", "spilled"])
+def test_lookahead_store_take_returns_the_requested_variations(tmp_path, limit):
+    from pe_lightning.lookahead_store import LookaheadStore
+    from pe_lightning.storage import ScratchSpace
+
+    k, n, chunk = 3, 23, 5
+    outs = _variations(k, n, chunk)
+    scratch = ScratchSpace(directory=tmp_path, limit_bytes=limit)
+    store = LookaheadStore(scratch=scratch, k=k, n=n, chunk_size=chunk, image_shape=(4, 4, 1))
+    assert store.spilled == (limit == 0)
+    for (r, i), out in outs.items():
+        store.put(r, i, out)
+    store.evict()
+    rng = np.random.default_rng(1)
+    r, p = rng.integers(0, k, 40), rng.integers(0, n, 40)
+    got = store.take(r, p)
+    for j in range(40):
+        src = outs[int(r[j]), int(p[j]) // chunk]
+        np.testing.assert_array_equal(got.images[j], src.images[p[j] % chunk])
+        assert got.conditions["font"][j] == src.conditions["font"][p[j] % chunk]
+        np.testing.assert_array_equal(got.conditions["warp"][j], src.conditions["warp"][p[j] % chunk])
+    assert store.take(r[:0], p[:0]).images.shape == (0, 4, 4, 1)
+    scratch.close()
+
+
+def test_lookahead_store_rejects_wrong_shapes_and_names_missing_chunks(tmp_path):
+    from pe_lightning.apis.base import APIOutput
+    from pe_lightning.lookahead_store import LookaheadStore
+    from pe_lightning.storage import ScratchSpace
+
+    store = LookaheadStore(scratch=ScratchSpace(directory=tmp_path, limit_bytes=None), k=2, n=10, chunk_size=4, image_shape=(4, 4, 1))
+    with pytest.raises(ValueError, match=r"variation 1 of chunk 2 .*expected \(2, 4, 4, 1\)"):
+        store.put(1, 2, APIOutput(images=np.zeros((4, 4, 4, 1), np.uint8)))
+    store.put(0, 0, APIOutput(images=np.zeros((4, 4, 4, 1), np.uint8)))
+    with pytest.raises(KeyError, match="variation 1 of chunk 0"):
+        store.take(np.array([0, 1]), np.array([1, 2]))
+    with pytest.raises(ValueError, match="k, n and chunk_size"):
+        LookaheadStore(scratch=ScratchSpace(directory=tmp_path, limit_bytes=None), k=0, n=10, chunk_size=4, image_shape=(4, 4, 1))
