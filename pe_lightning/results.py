@@ -238,11 +238,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--pe-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--clf-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--reuse-lookahead", action="store_true", help="PE with reuse_lookahead=True (children from lookahead variations)")
+    parser.add_argument("--reuse-lookahead", choices=["true", "false"], default=None,
+                        help="override the demo config's reuse_lookahead (true there): 'false' makes fresh variations for "
+                             "every child, the reference implementation's behaviour")
     parser.add_argument("--quick", action="store_true", help="smoke run: eps 1, one seed, 200 private, 5 per class, 1 epoch")
     args = parser.parse_args(argv)
     kwargs = dict(out=args.out, epsilons=args.epsilons, pe_seeds=args.pe_seeds, clf_seeds=args.clf_seeds, epochs=args.epochs,
-                  overrides={"reuse_lookahead": True} if args.reuse_lookahead else {})
+                  overrides={} if args.reuse_lookahead is None else {"reuse_lookahead": args.reuse_lookahead == "true"})
     if args.quick:
         kwargs.update(epsilons=[1.0], pe_seeds=[0], clf_seeds=[0], epochs=1, num_private=200,
                       overrides={**kwargs["overrides"], "iterations": 2, "variation_degrees": [0.5, 0.3], "num_samples_per_class": 5, "lookahead_degree": 2},

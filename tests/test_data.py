@@ -294,3 +294,18 @@ def test_cifar10_subsets_with_fake_dataset(tmp_path: Path, monkeypatch: pytest.M
 def test_cifar10_validation(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         CIFAR10DataModule(**kwargs)
+
+
+def test_stratified_split_rounds_half_up_holds_a_minimum_and_keeps_one_per_class() -> None:
+    from pe_lightning.data.splits import stratified_split
+
+    labels = np.repeat([0, 1, 2], [25, 3, 1])
+    kept, held = stratified_split(labels, 0.1, seed=0, min_per_class=1)
+    # 2.5 -> 3 held out of class 0; class 1 holds out its minimum of 1; class 2 keeps its only sample.
+    assert np.bincount(labels[held], minlength=3).tolist() == [3, 1, 0]
+    assert np.array_equal(np.sort(np.concatenate([kept, held])), np.arange(len(labels)))
+    assert np.array_equal(held, stratified_split(labels, 0.1, seed=0, min_per_class=1)[1])
+    assert len(stratified_split(labels, 0.0, seed=0)[1]) == 0
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="held-out fraction"):
+            stratified_split(labels, bad, seed=0)

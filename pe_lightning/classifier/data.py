@@ -18,61 +18,17 @@ from typing import Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from pe_lightning.data.base import PrivateImageDataModule
+from pe_lightning.data.image_files import read_image
+from pe_lightning.data.splits import stratified_split
 from pe_lightning.population import Population
 
 __all__ = ["SyntheticDataModule", "load_image_tree", "stratified_split"]
 
 _IMAGE_SUFFIXES = (".png",)
 _IN_MEMORY = "<in-memory Population>"
-
-
-def stratified_split(labels: np.ndarray, val_fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic stratified train/validation split.
-
-    Each class with ``n_c`` samples puts ``round(val_fraction * n_c)`` of them (at most
-    ``n_c - 1``, so every class keeps a training sample) into validation, chosen by a
-    permutation from a ``torch.Generator`` seeded with ``seed``.
-
-    Args:
-        labels: int ``(N,)`` class labels.
-        val_fraction: fraction in ``[0, 1)`` held out for validation.
-        seed: seed of the generator.
-
-    Returns:
-        ``(train_indices, val_indices)``, int64, each sorted ascending, disjoint, covering
-        ``range(N)``.
-    """
-    labels = np.asarray(labels)
-    gen = torch.Generator().manual_seed(int(seed))
-    val = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        k = min(int(np.floor(val_fraction * len(members) + 0.5)), len(members) - 1)
-        if k > 0:
-            perm = torch.randperm(len(members), generator=gen).numpy()
-            val.append(members[perm[:k]])
-    val_idx = np.sort(np.concatenate(val)).astype(np.int64) if val else np.zeros(0, dtype=np.int64)
-    train_mask = np.ones(len(labels), dtype=bool)
-    train_mask[val_idx] = False
-    return np.flatnonzero(train_mask).astype(np.int64), val_idx
-
-
-def _read_image(path: Path) -> np.ndarray:
-    """A PNG as uint8 ``(H, W, C)``: grayscale -> 1 channel, colour -> 3 channels (alpha dropped)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("L", "1", "I", "I;16", "F"):
-                arr = np.asarray(im.convert("L"), dtype=np.uint8)[..., None]
-            else:
-                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, EOFError) as err:  # PIL's errors for corrupt/truncated files
-        raise ValueError(f"{path}: not a readable image, corrupt or truncated ({type(err).__name__}: {err})") from err
-    return arr
 
 
 def load_image_tree(root: str | os.PathLike, *, class_names: Sequence[str]) -> Population:
@@ -121,7 +77,7 @@ def load_image_tree(root: str | os.PathLike, *, class_names: Sequence[str]) -> P
     images = []
     shape = None
     for _, _, _, path in entries:
-        arr = _read_image(path)
+        arr = read_image(path)
         if shape is None:
             shape = arr.shape
         elif arr.shape != shape:

@@ -14,7 +14,7 @@ import numpy as np
 from torchvision.datasets import CIFAR10
 
 from pe_lightning.data.base import PrivateImageDataModule
-from pe_lightning.data.mnist import stratified_subset
+from pe_lightning.data.splits import stratified_subset
 
 __all__ = ["CIFAR10DataModule"]
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-from PIL import Image
 
 from pe_lightning.data.base import PrivateImageDataModule
+from pe_lightning.data.image_files import read_image
+from pe_lightning.data.splits import stratified_split
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule"]
 
@@ -66,22 +66,6 @@ def _list_classes(root: Path, *, field: str) -> dict[str, list[Path]]:
     return classes
 
 
-def _read_image(path: Path, *, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """Read one file as a uint8 ``(H, W, C)`` array; errors name the file."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = img.convert(mode)
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BICUBIC)
-            arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for corrupt/truncated files
-        raise ValueError(f"cannot read image file {str(path)!r}: {err}") from err
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    return arr
-
-
 class ImageFolderDataModule(PrivateImageDataModule):
     """Private (and test) images from ``ImageFolder``-style folders.
 
@@ -91,7 +75,7 @@ class ImageFolderDataModule(PrivateImageDataModule):
             ``None``, a deterministic stratified fraction ``test_fraction`` of each class of
             ``private_dir`` is held out as the test split (and does not vote).
         test_fraction: fraction in ``(0, 1)`` held out per class when ``test_dir`` is None;
-            each class holds out ``max(1, round(test_fraction * n_c))`` images and keeps at
+            each class holds out ``max(1, test_fraction * n_c rounded half up)`` images and keeps at
             least one private image (a class with a single image is an error).
         image_size: resize every image to ``image_size x image_size`` pixels (bicubic,
             antialiased), or to ``(height, width)``. ``None`` keeps the size, and then every
@@ -144,7 +128,7 @@ class ImageFolderDataModule(PrivateImageDataModule):
         images, labels = [], []
         for label, name in enumerate(names):
             for path in classes[name]:
-                arr = _read_image(path, mode=mode, size=self._size)
+                arr = read_image(path, mode=mode, size=self._size)
                 if self._size is None:
                     if state.get("shape") is None:
                         state["shape"], state["first"] = arr.shape, path
@@ -162,18 +146,16 @@ class ImageFolderDataModule(PrivateImageDataModule):
 
     def _holdout(self, labels: np.ndarray, names: list[str]) -> np.ndarray:
         """Boolean mask of held-out test rows: per class, a seeded random choice."""
-        gen = torch.Generator().manual_seed(int(self.split_seed))
-        mask = np.zeros(len(labels), dtype=bool)
         for c, name in enumerate(names):
-            members = np.flatnonzero(labels == c)
-            if len(members) < 2:
+            n_c = int((labels == c).sum())
+            if n_c < 2:
                 raise ValueError(
-                    f"class {name!r} in private_dir has {len(members)} image; at least 2 are needed to hold "
+                    f"class {name!r} in private_dir has {n_c} image; at least 2 are needed to hold "
                     "out a test image (or give test_dir)"
                 )
-            k = min(max(1, int(round(self.test_fraction * len(members)))), len(members) - 1)
-            perm = torch.randperm(len(members), generator=gen).numpy()
-            mask[members[perm[:k]]] = True
+        _, held = stratified_split(labels, self.test_fraction, seed=self.split_seed, min_per_class=1)
+        mask = np.zeros(len(labels), dtype=bool)
+        mask[held] = True
         return mask
 
     def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]:

@@ -15,50 +15,11 @@ import functools
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from pe_lightning.data.base import PrivateImageDataModule
+from pe_lightning.data.splits import stratified_subset
 
 __all__ = ["MNISTDataModule", "stratified_subset"]
-
-
-def stratified_subset(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
-    """Deterministic stratified subsample of ``n`` indices.
-
-    Each class gets ``floor(n * n_c / N)`` samples; the remaining slots go to the classes
-    with the largest fractional parts (ties: lower class index first). Within a class the
-    samples are drawn by a permutation from a ``torch.Generator`` seeded with ``seed``
-    (never a global RNG).
-
-    Args:
-        labels: int ``(N,)`` class labels.
-        n: number of indices to keep, ``1 <= n <= N``.
-        seed: seed of the generator.
-
-    Returns:
-        int64 ``(n,)`` indices into ``labels``, sorted ascending (original order kept).
-    """
-    labels = np.asarray(labels)
-    total = len(labels)
-    if not 1 <= n <= total:
-        raise ValueError(f"subset size must be in [1, {total}], got {n}")
-    if n == total:
-        return np.arange(total, dtype=np.int64)
-    classes, counts = np.unique(labels, return_counts=True)
-    exact = n * counts / total
-    alloc = np.floor(exact).astype(np.int64)
-    remainder = n - int(alloc.sum())
-    if remainder:
-        order = sorted(range(len(classes)), key=lambda i: (-(exact[i] - alloc[i]), i))
-        for i in order[:remainder]:
-            alloc[i] += 1
-    gen = torch.Generator().manual_seed(int(seed))
-    keep = []
-    for cls, k in zip(classes, alloc):
-        members = np.flatnonzero(labels == cls)
-        perm = torch.randperm(len(members), generator=gen).numpy()
-        keep.append(members[perm[:k]])
-    return np.sort(np.concatenate(keep)).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=1)
