@@ -122,3 +122,30 @@ def test_sigkill_mid_iteration_then_resume_matches_uninterrupted_run(tmp_path):
     for t, sigma in enumerate(after, start=1):
         total.record(iteration=t, noise_multiplier=sigma)
     assert total.epsilon == pytest.approx(3.0, rel=1e-6) and total.epsilon <= 3.0 * (1 + 1e-9)
+
+
+def _logged(output: str, key: str) -> list[float]:
+    """Values of ``key`` in the ``[PE] iteration ...`` lines, in order."""
+    import re
+
+    return [float(m) for m in re.findall(rf"\[PE\] iteration .*?{re.escape(key)}=([0-9.eE+-]+)", output)]
+
+
+def test_fid_and_downstream_callbacks_under_ddp_match_one_process(tmp_path):
+    callbacks = [
+        {"class_path": "pe_lightning.callbacks.FIDCallback",
+         "init_args": {"feature": {"class_path": "pe_lightning.embeddings.PixelEmbedding"}, "name": "pixel"}},
+        {"class_path": "pe_lightning.callbacks.DownstreamEvaluation", "init_args": {"max_epochs": 1, "val_fraction": 0.0}},
+    ]
+    one, two = tmp_path / "one", tmp_path / "two"
+    out1 = run_cli(write_config(tmp_path / "one.yaml", out=one, iterations=2, callbacks=callbacks), cwd=tmp_path)
+    out2 = run_cli(write_config(tmp_path / "two.yaml", out=two, iterations=2, callbacks=callbacks),
+                   "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path)
+    text1, text2 = out1.stdout + out1.stderr, out2.stdout + out2.stderr
+    fid1, fid2 = _logged(text1, "fid/pixel"), _logged(text2, "fid/pixel")
+    assert len(fid1) == 3 and len(fid2) == 3  # iterations 0, 1, 2
+    # Each rank adds its share of the feature sums; the all-reduced FID is the 1-process one.
+    np.testing.assert_allclose(fid2, fid1, rtol=1e-4)
+    acc1, acc2 = _logged(text1, "downstream/test_acc"), _logged(text2, "downstream/test_acc")
+    assert len(acc1) == 1 and len(acc2) == 1 and 0.0 <= acc1[0] <= 1.0
+    assert acc2 == acc1  # the same classifier, trained from the same seed on the same final population
