@@ -13,6 +13,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,7 +37,7 @@ QUICK_RUNS = [
     ["api_throughput.py", "--n", "2000", "--repeats", "1"],
     ["iteration.py", "--num-per-class", "50", "--lookahead", "2", "--iterations", "2"],
     ["memory.py", "--num-per-class", "200", "--iterations", "1", "--lookahead", "2"],
-    ["voting.py", "--sizes", "2000", "--dim", "256", "--backends", "faiss", "torch", "--no-append"],
+    ["voting.py", "--sizes", "2000", "--dim", "256", "--classes", "10", "--backends", "faiss", "torch", "--no-append"],
     ["plain_loop.py", "--num-per-class", "100", "--lookahead", "2", "--iterations", "2", "--repeats", "1", "--no-append"],
     ["plain_loop.py", "--num-per-class", "100", "--lookahead", "2", "--iterations", "2", "--repeats", "1",
      "--reuse-lookahead", "--no-append"],
@@ -52,7 +53,9 @@ def main() -> None:
 
     results = []
     for run in QUICK_RUNS if args.quick else RUNS:
+        start = time.perf_counter()
         out = subprocess.run([sys.executable, str(HERE / run[0]), *run[1:]], capture_output=True, text=True)
+        sys.stderr.write(f"# {' '.join(run)}: {time.perf_counter() - start:.0f} s\n")
         if out.returncode != 0:
             sys.stderr.write(out.stderr[-4000:])
             raise SystemExit(f"benchmark failed: {' '.join(run)}")
@@ -62,7 +65,11 @@ def main() -> None:
                 print(line, flush=True)
     if output is not None:
         output.write_text("".join(json.dumps(r) + "\n" for r in results))
+    print_tables(results)
 
+
+def print_tables(results: list[dict]) -> None:
+    """Markdown tables of the results (the README's Benchmarks section is written from them)."""
     iterations = [r for r in results if "iteration_s" in r]
     throughput = [r for r in results if r.get("benchmark") == "api_throughput"]
     memory = [r for r in results if "benchmark" not in r and "iteration_s" not in r and "fit_total_s" in r]

@@ -1,0 +1,61 @@
+"""The benchmark scripts run end to end at small sizes (their numbers are not checked here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    return proc
+
+
+def test_gpu_check_smoke_run_on_cpu_records_every_part(tmp_path):
+    out = tmp_path / "gpu.jsonl"
+    _run(str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick", "--out", str(out), cwd=tmp_path)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    kinds = [r["benchmark"] for r in rows]
+    assert kinds.count("voting") == 2 and {r["backend"] for r in rows if r["benchmark"] == "voting"} == {"faiss", "torch"}
+    (pe,) = [r for r in rows if r["benchmark"] == "gpu_pe_iteration"]
+    assert pe["iteration_s"] > 0 and pe["api_s"] > 0 and 0 <= pe["reused_lookahead_fraction"] <= 1
+    assert sorted(r["call"] for r in rows if r["benchmark"] == "gpu_api_throughput") == ["random", "variation"]
+    assert not any("error" in r for r in rows)
+
+
+def test_make_bench_quick_runs_every_benchmark(tmp_path, monkeypatch, capsys):
+    """Each of ``run_all.py --quick``'s scripts, run in this process (no import cost per script);
+    voting.py, which starts its own worker processes, is covered by the gpu_check test."""
+    import runpy
+
+    bench = ROOT / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    monkeypatch.chdir(tmp_path)
+    run_all = runpy.run_path(str(bench / "run_all.py"))
+    results = []
+    for script, *args in run_all["QUICK_RUNS"]:
+        if script == "voting.py":
+            continue
+        monkeypatch.setattr(sys, "argv", [script, *args])
+        runpy.run_path(str(bench / script), run_name="__main__")
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        assert lines, f"{script} printed no result"
+        results += [json.loads(line) for line in lines]
+    assert {r.get("benchmark") for r in results} >= {"api_throughput", "plain_loop"}
+    iteration = [r for r in results if "overhead_pct" in r and "iteration_s" in r]
+    assert iteration and all(r["iteration_s"] > 0 for r in iteration)
+    plain = [r for r in results if r.get("benchmark") == "plain_loop"]
+    assert len(plain) == 2 and all(r["same_final_population"] for r in plain)
+    run_all["print_tables"](results)
+    tables = capsys.readouterr().out
+    assert "| plain-loop comparison |" in tables and "| API call |" in tables and "| memory workload |" in tables
