@@ -71,6 +71,17 @@ def _schedule(name: str, value: float | Sequence[float], iterations: int) -> lis
     return values
 
 
+def _as_slice(indices: torch.Tensor) -> slice | None:
+    """``slice(a, b)`` when ``indices`` is exactly ``a, a + 1, ..., b - 1``, else ``None``."""
+    n = indices.numel()
+    if indices.ndim != 1 or n == 0:
+        return None
+    first, last = int(indices[0]), int(indices[-1])
+    if last - first + 1 != n or (n > 1 and not bool((indices[1:] - indices[:-1] == 1).all())):
+        return None
+    return slice(first, last + 1)
+
+
 class PrivateEvolution(pl.LightningModule):
     """Private Evolution as a LightningModule.
 
@@ -484,12 +495,14 @@ class PrivateEvolution(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> None:
         (indices,) = batch if isinstance(batch, (list, tuple)) else (batch,)
-        indices = indices.to(self.device)
         # One row per private index: a sample seen twice overwrites its own vote, never adds.
+        rows = _as_slice(indices)  # in-order batches (one process) are views, not copies
+        if rows is None:
+            rows = indices.to(self.device)
         with self._timed("voting"):
-            self._assignments[indices] = assign_votes(
-                private_embeddings=self._private_embeddings[indices],
-                private_labels=self._private_labels[indices],
+            self._assignments[rows] = assign_votes(
+                private_embeddings=self._private_embeddings[rows],
+                private_labels=self._private_labels[rows],
                 synthetic_embeddings=self._synthetic_embeddings,
                 synthetic_labels=self._synthetic_labels,
                 k=self.num_nearest_neighbors,

@@ -269,3 +269,12 @@ def test_resuming_with_a_larger_budget_records_both_noise_levels_honestly(tmp_pa
     assert second.ledger.epsilon == pytest.approx(privacy.gdp_epsilon(mu=mu, delta=1e-5))
     assert second.ledger.epsilon == pytest.approx(2.0, rel=1e-6)
     assert second.ledger.epsilon <= 2.0 * (1 + 1e-9)
+
+
+def test_in_order_index_batches_are_read_as_slices_and_others_are_not():
+    from pe_lightning.evolution import _as_slice
+
+    assert _as_slice(torch.arange(5, 12)) == slice(5, 12)
+    assert _as_slice(torch.tensor([7])) == slice(7, 8)
+    for not_a_run in ([3, 5, 7], [4, 3, 2], [1, 2, 2, 3], [0, 2, 1, 3], []):
+        assert _as_slice(torch.tensor(not_a_run, dtype=torch.int64)) is None, not_a_run
