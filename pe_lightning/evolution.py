@@ -475,8 +475,8 @@ class PrivateEvolution(pl.LightningModule):
                 with self._timed("api"), self._timed("api_lookahead"):
                     out = self._call_variation(pop, sl, iteration=t, generator=make_generator(self.seed, t, "lookahead", r, i))
                 # The synthetic embedding is the mean of the k variations' embeddings.
+                e = self._embed(out.images)
                 with self._timed("embedding"):
-                    e = self.embedding.embed(out.images, batch_size=self.embedding_batch_size).float()
                     emb = e if emb is None else emb.add_(e)
                 if store is not None:
                     store.put(r, i, out)

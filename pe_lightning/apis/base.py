@@ -34,6 +34,10 @@ class APIOutput:
         images: uint8 array of shape ``(N, H, W, C)``.
         conditions: per-sample API conditions; each value is an array whose first
             dimension is ``N`` (e.g. ``{"font": int64 (N,), "rotation": float32 (N,)}``).
+
+    The arrays belong to the caller once returned: PE keeps lookahead outputs as they are
+    (without copying) for ``reuse_lookahead``, so an API must not write into an array it
+    has returned (e.g. by reusing one output buffer across calls).
     """
 
     images: np.ndarray
