@@ -60,46 +60,13 @@ def build_unet(folder: Path, *, image_size: int) -> str:
     return str(folder)
 
 
-def api_throughput(api, *, n: int, batch: int, class_names: list[str], device: str) -> list[dict]:
-    """Images per second of RANDOM and VARIATION (``n`` images in ``batch`` chunks, after a warm-up)."""
-    import numpy as np
-    import torch
-
-    from pe_lightning.seeding import make_generator
-
-    labels = np.arange(n, dtype=np.int64) % len(class_names)
-    chunks = [slice(s, min(s + batch, n)) for s in range(0, n, batch)]
-
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    api.random(labels=labels[:2], generator=make_generator(0, 0, "warm-up"))
-    sync()
-    start = time.perf_counter()
-    outs = [api.random(labels=labels[sl], generator=make_generator(0, 0, "random", i)) for i, sl in enumerate(chunks)]
-    sync()
-    random_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for i, (sl, out) in enumerate(zip(chunks, outs)):
-        api.variation(images=out.images, conditions=out.conditions, labels=labels[sl], degree=0.5,
-                      generator=make_generator(0, 1, "variation", i))
-    sync()
-    variation_s = time.perf_counter() - start
-    return [
-        {"call": "random", "images": n, "batch": batch, "seconds": round(random_s, 3), "images_per_s": round(n / random_s, 1)},
-        {"call": "variation", "images": n, "batch": batch, "seconds": round(variation_s, 3),
-         "images_per_s": round(n / variation_s, 1)},
-    ]
-
-
 def pe_iteration(*, device: str, quick: bool) -> list[dict]:
     """One short PE run with the diffusion API; the breakdown of its iterations and the API throughput."""
     os.environ.setdefault("WANDB_MODE", "disabled")
-    import csv
-
     import lightning.pytorch as pl
     import torch
+    from api_throughput import measure  # benchmarks/ (this script's folder) is on sys.path
+    from iteration import mean_iteration_metrics
     from lightning.pytorch.loggers import CSVLogger
 
     from pe_lightning import MNISTDataModule, PixelEmbedding, PrivateEvolution
@@ -128,15 +95,13 @@ def pe_iteration(*, device: str, quick: bool) -> list[dict]:
         trainer.fit(model, datamodule=dm)
         fit_s = time.perf_counter() - start
         cuda_peak = round(torch.cuda.max_memory_allocated() / 2**20, 1) if accelerator == "gpu" else None
-        with open(next(Path(tmp).rglob("metrics.csv"))) as f:  # one row per iteration; iteration 0 is set-up
-            rows = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)
-                    if r.get("pe/iteration") and float(r["pe/iteration"]) >= 1]
-        throughput = api_throughput(api, n=8 * batch if not quick else 2 * batch, batch=batch,
-                                    class_names=model.class_names, device=device)
+        metrics = mean_iteration_metrics(tmp)
+        sync = torch.cuda.synchronize if accelerator == "gpu" else (lambda: None)
+        throughput = measure(api, n=8 * batch if not quick else 2 * batch, batch=batch, class_names=model.class_names,
+                             repeats=1, degree=0.5, sync=sync)
 
     def mean(key: str) -> float:
-        vals = [r.get(key, 0.0) for r in rows]
-        return round(sum(vals) / len(vals), 4) if vals else 0.0
+        return round(metrics.get(key, 0.0), 4)
 
     it = mean("time/iteration_s")
     stages = {k: mean(f"time/{k}_s") for k in ("api", "api_lookahead", "api_variation", "embedding", "voting", "selection")}

@@ -28,6 +28,18 @@ from pe_lightning import DrawText, MNISTDataModule, PixelEmbedding, PrivateEvolu
 from pe_lightning.callbacks import PopulationSnapshot  # noqa: E402
 
 
+def mean_iteration_metrics(folder: str | os.PathLike) -> dict[str, float]:
+    """Mean of each metric over iterations 1.. in the ``metrics.csv`` a ``CSVLogger`` wrote under ``folder``.
+
+    Iteration 0 (the RANDOM population: set-up) is left out; a metric missing from an
+    iteration's row is left out of that metric's mean.
+    """
+    with open(next(Path(folder).rglob("metrics.csv"))) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("pe/iteration") and float(r["pe/iteration"]) >= 1]
+    keys = {k for r in rows for k, v in r.items() if v}
+    return {k: sum(float(r[k]) for r in rows if r.get(k)) / sum(1 for r in rows if r.get(k)) for k in keys}
+
+
 def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, reuse: bool = False, snapshot: bool = False, seed: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model = PrivateEvolution(
@@ -44,12 +56,10 @@ def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, re
         start = time.perf_counter()
         trainer.fit(model, datamodule=MNISTDataModule())
         total = time.perf_counter() - start
-        rows = list(csv.DictReader(open(next(Path(tmp).rglob("metrics.csv")))))
-    per_iter = [r for r in rows if r.get("pe/iteration") and float(r["pe/iteration"]) >= 1]
+        metrics = mean_iteration_metrics(tmp)
 
     def mean(key: str) -> float:
-        vals = [float(r[key]) for r in per_iter if r.get(key)]
-        return sum(vals) / len(vals) if vals else 0.0
+        return metrics.get(key, 0.0)
 
     it = mean("time/iteration_s")
     api, emb, vote = mean("time/api_s"), mean("time/embedding_s"), mean("time/voting_s")
