@@ -54,13 +54,9 @@ from pe_lightning.distributed import chunk_slices  # noqa: E402
 from pe_lightning.lookahead_store import LookaheadStore  # noqa: E402
 from pe_lightning.seeding import make_generator  # noqa: E402
 from pe_lightning.storage import ScratchSpace  # noqa: E402
-from pe_lightning.voting import (  # noqa: E402
-    add_gaussian_noise,
-    apply_threshold,
-    assign_votes,
-    select_parents,
-    vote_histogram,
-)
+from pe_lightning.noise import NoiseKey  # noqa: E402
+from pe_lightning.release import release_votes  # noqa: E402
+from pe_lightning.voting import assign_votes, select_parents  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("api", "embedding", "voting")
@@ -100,6 +96,7 @@ def run_lightning(args, tmp: str) -> dict:
         api=DrawText(image_size=28), embedding=PixelEmbedding(), iterations=args.iterations,
         num_samples_per_class=args.num_per_class, variation_degrees=args.degree, lookahead_degree=args.lookahead,
         threshold=args.threshold, noise_multiplier=args.noise_multiplier, search_backend=args.backend, seed=args.seed,
+        noise="seeded",  # both sides draw the same (public, benchmark-only) noise, so their populations can be compared
         api_batch_size=args.api_batch_size, embedding_batch_size=args.embedding_batch_size, output_dir=tmp,
         save_png=False,
     )
@@ -201,9 +198,8 @@ def run_plain(args) -> dict:
         votes = assign_votes(private_embeddings=private, private_labels=private_labels, synthetic_embeddings=synthetic,
                              synthetic_labels=torch.from_numpy(labels), k=1, backend=args.backend)
         timing["voting"] += time.perf_counter() - s0
-        histogram = vote_histogram(votes, num_synthetic=n)
-        noisy = add_gaussian_noise(histogram, noise_multiplier=args.noise_multiplier, generator=make_generator(seed, t, "noise"))
-        weights = apply_threshold(noisy, threshold=args.threshold)
+        weights = release_votes(votes, num_synthetic=n, noise_multiplier=args.noise_multiplier, threshold=args.threshold,
+                                key=NoiseKey.from_seed(seed), iteration=t).weights
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             parents = select_parents(weights=weights, labels=torch.from_numpy(labels), num_per_class=num_per_class,

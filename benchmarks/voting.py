@@ -50,7 +50,7 @@ def worker(*, size: int, dim: int, classes: int, backend: str, device: str, repe
     import numpy as np
     import torch
 
-    from pe_lightning.voting import assign_votes
+    from pe_lightning.voting import assign_votes, resolve_backend
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -99,20 +99,22 @@ def worker(*, size: int, dim: int, classes: int, backend: str, device: str, repe
         faiss_version, faiss_gpu = faiss.__version__, hasattr(faiss, "StandardGpuResources")
     except ImportError:
         pass
-    on_gpu = dev.type == "cuda" and (backend == "torch" or bool(faiss_gpu))
+    resolved = resolve_backend(backend, dev)  # what 'auto' picks for tensors on this device
+    on_gpu = dev.type == "cuda" and (resolved == "torch" or bool(faiss_gpu))
     flops = 2.0 * size * (size / classes) * dim  # the distance GEMMs of all classes
     times_sorted = sorted(times)
     result = {
         "benchmark": "voting",
         "workload": (
             f"voting: {size:,} private x {size:,} synthetic x {dim}-d float32, {classes} class{'es' if classes > 1 else ''}, "
-            f"k=1, {backend} on {'GPU' if on_gpu else 'CPU'}"
+            f"k=1, {backend if backend == resolved else f'{backend} ({resolved})'} on {'GPU' if on_gpu else 'CPU'}"
         ),
         "private": size,
         "synthetic": size,
         "dim": dim,
         "classes": classes,
         "backend": backend,
+        "resolved": resolved,
         "device": str(dev) if on_gpu else "cpu",
         "seconds": round(times_sorted[0], 4),
         "seconds_median": round(times_sorted[len(times) // 2], 4),
@@ -150,7 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000], help="private = synthetic count")
     parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--backends", nargs="+", default=["faiss", "torch"], choices=["faiss", "torch"])
+    parser.add_argument("--backends", nargs="+", default=["faiss", "torch"], choices=["faiss", "torch", "auto"])
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 1], help="class counts to run (votes within class)")
     parser.add_argument("--one-class-max-size", type=int, default=10_000,
                         help="run the 1-class variant only for sizes up to this (it is 10x the 10-class work)")

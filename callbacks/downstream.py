@@ -50,6 +50,8 @@ class DownstreamEvaluation(PopulationCallback):
             arguments (``input_range``, ``ema_decay``, ``network_kwargs``, ...).
     """
 
+    evaluates_saved_runs = True  # python -m pe_lightning test evaluates a saved population with it
+
     def __init__(
         self,
         *,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import lightning.pytorch as pl
 import numpy as np
@@ -12,6 +11,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from pe_lightning.callbacks.base import PopulationCallback
+from pe_lightning.callbacks.real_split import real_images
 from pe_lightning.embeddings.base import Embedding
 
 __all__ = ["FIDCallback", "EmbeddingFeature"]
@@ -56,6 +56,8 @@ class FIDCallback(PopulationCallback):
         batch_size: images per feature forward pass.
     """
 
+    evaluates_saved_runs = True  # python -m pe_lightning test evaluates a saved population with it
+
     def __init__(
         self,
         *,
@@ -85,18 +87,7 @@ class FIDCallback(PopulationCallback):
         self.last_value: float | None = None
 
     def _real_images(self, trainer: pl.Trainer) -> np.ndarray:
-        dm = trainer.datamodule
-        if self.real_split == "private":
-            warnings.warn(
-                f"{self.key} is computed against the PRIVATE images; it is NOT covered by the DP guarantee",
-                UserWarning,
-                stacklevel=2,
-            )
-            images = dm.private_images
-        else:
-            images = dm.test_images
-        if images is None or len(images) < 2:
-            raise ValueError(f"FIDCallback: the data module's {self.real_split} split needs at least 2 images")
+        images = real_images(trainer, split=self.real_split, key=f"FIDCallback {self.key}")
         return images[: self.max_real] if self.max_real else images
 
     def _update(self, images: np.ndarray, *, real: bool, trainer: pl.Trainer, device: torch.device) -> None:
@@ -113,6 +104,9 @@ class FIDCallback(PopulationCallback):
         module = EmbeddingFeature(self.feature, num_features=dim, batch_size=self.batch_size)
         self.metric = FrechetInceptionDistance(feature=module, reset_real_features=False).to(pl_module.device)
         self._update(real, real=True, trainer=trainer, device=pl_module.device)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.on_fit_start(trainer, pl_module)  # evaluating a saved run: the same reference statistics
 
     def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
         last = iteration == pl_module.iterations

@@ -30,6 +30,12 @@ class PrivacyAccountant(PopulationCallback):
     spends nothing more); resumed with a new ``epsilon``, the remaining iterations are
     calibrated so that the total over all iterations, spent and remaining, meets it.
 
+    The ledger also records, per iteration, the noise mode the module used (``secret``
+    or ``seeded``) and the public id of its noise key (:mod:`pe_lightning.noise`), taken
+    from the module's ``noise_record``. A checkpoint written without this callback is
+    accounted from that record on resume, so no iteration's spend goes unrecorded; a
+    checkpoint whose ledger disagrees with the module's record is refused.
+
     Args:
         epsilon: target epsilon (> 0; ``inf`` means no noise, which is NOT private).
         delta: target delta in (0, 1).
@@ -45,6 +51,7 @@ class PrivacyAccountant(PopulationCallback):
         self.delta = float(delta)
         self.noise_multiplier: float | None = None
         self.ledger = PrivacyLedger(delta=self.delta)
+        self.noise_sources: list[dict[str, Any]] = []  # per recorded iteration: noise mode and public key id
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -62,6 +69,7 @@ class PrivacyAccountant(PopulationCallback):
         # same budget keeps its sigma (the remaining iterations fit exactly). With a new
         # budget the remaining iterations get the smallest sigma for which the total over
         # all T iterations (spent + remaining) stays within it.
+        self._account_restored_iterations(pl_module)
         spent, remaining = len(self.ledger), pl_module.iterations - len(self.ledger)
         if spent == 0 or remaining <= 0:
             return
@@ -77,6 +85,29 @@ class PrivacyAccountant(PopulationCallback):
         self.noise_multiplier = math.sqrt(remaining / left) * (1 + 1e-12)
         pl_module.noise_multiplier = self.noise_multiplier
 
+    def _account_restored_iterations(self, pl_module: pl.LightningModule) -> None:
+        """Make the ledger cover every iteration the module already ran (resume).
+
+        Iterations recorded by the module but not by this ledger (a checkpoint written
+        without this callback) are recorded now, with the sigma the module used. A ledger
+        that disagrees with the module's record is refused rather than trusted.
+        """
+        record = list(getattr(pl_module, "noise_record", []))
+        if len(self.ledger) > len(record):
+            raise ValueError(
+                f"the checkpoint's PrivacyAccountant ledger has {len(self.ledger)} iterations but the module ran "
+                f"{len(record)}: the checkpoint is inconsistent; refusing to resume"
+            )
+        for entry, sigma in zip(record, (e["noise_multiplier"] for e in self.ledger.entries)):
+            if abs(float(entry["noise_multiplier"]) - float(sigma)) > 1e-12 * max(1.0, float(sigma)):
+                raise ValueError(
+                    f"iteration {entry['iteration']}: the ledger records sigma={sigma} but the module used "
+                    f"{entry['noise_multiplier']}; refusing to resume from an inconsistent checkpoint"
+                )
+        for entry in record[len(self.ledger):]:
+            self.ledger.record(iteration=int(entry["iteration"]), noise_multiplier=float(entry["noise_multiplier"]))
+        self.noise_sources = [{"iteration": r["iteration"], "noise_mode": r["noise_mode"], "key_id": r["key_id"]} for r in record]
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         after = self.ledger.epsilon_if(noise_multiplier=self.noise_multiplier)
         if after > self.epsilon * (1 + 1e-9):
@@ -89,7 +120,9 @@ class PrivacyAccountant(PopulationCallback):
 
     def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
         if iteration > 0:  # record the sigma the module actually used for this iteration's histogram
-            self.ledger.record(iteration=iteration, noise_multiplier=float(pl_module.noise_multiplier))
+            used = pl_module.noise_record[-1]
+            self.ledger.record(iteration=iteration, noise_multiplier=float(used["noise_multiplier"]))
+            self.noise_sources.append({"iteration": iteration, "noise_mode": used["noise_mode"], "key_id": used["key_id"]})
         eps = self.ledger.epsilon
         pl_module.log_iteration_metrics(
             {
@@ -105,9 +138,16 @@ class PrivacyAccountant(PopulationCallback):
             "delta": self.delta,
             "noise_multiplier": self.noise_multiplier,
             "ledger": self.ledger.state_dict(),
+            "noise_sources": [dict(n) for n in self.noise_sources],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if float(state_dict["delta"]) != self.delta:
             raise ValueError(f"checkpoint was accounted at delta={state_dict['delta']}, this callback has delta={self.delta}")
         self.ledger.load_state_dict(state_dict["ledger"])
+        self.noise_sources = [dict(n) for n in state_dict.get("noise_sources", [])]
+
+    @property
+    def noise_modes(self) -> list[str]:
+        """The distinct noise modes of the recorded iterations (``secret``, ``seeded``)."""
+        return sorted({n["noise_mode"] for n in self.noise_sources})

@@ -1,6 +1,6 @@
 """pe_lightning: Private Evolution (DP synthetic images via foundation-model APIs) on PyTorch Lightning."""
 
-from pe_lightning.apis import APIOutput, DiffusionUNetAPI, DiTAPI, DrawText, ImageAPI, StableDiffusionAPI
+from pe_lightning.apis import APIOutput, DiffusionUNetAPI, DiTAPI, DrawText, ImageAPI, ImprovedDiffusionAPI, StableDiffusionAPI
 from pe_lightning.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule, PrivateImageDataModule
 from pe_lightning.embeddings import Embedding, InceptionEmbedding, PixelEmbedding
 from pe_lightning.evolution import NotPrivateWarning, PrivateEvolution
@@ -18,6 +18,7 @@ __all__ = [
     "Embedding",
     "ImageAPI",
     "ImageFolderDataModule",
+    "ImprovedDiffusionAPI",
     "InceptionEmbedding",
     "MNISTDataModule",
     "NotPrivateWarning",

@@ -1,4 +1,4 @@
-from pe_lightning.cli import main
+from pe_lightning.cli import console_main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(console_main())

@@ -1,30 +1,106 @@
 """``python -m pe_lightning fit --config configs/X.yaml``: LightningCLI over every pe_lightning module.
 
 The model and data module are chosen by ``class_path`` in the config, so the PE module,
-the downstream classifier and user modules share one entry point.
+the downstream classifier and user modules share one entry point. For a PE model the CLI
+also derives what a config should not have to repeat (:mod:`pe_lightning.run_config`):
+``trainer.max_epochs`` from ``iterations``, and every output path from
+``trainer.default_root_dir``; it shows the PE progress display instead of Lightning's
+per-batch bar and model summary, and ends with the run summary.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+import sys
+from typing import Any, Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
 import pe_lightning  # noqa: F401  - registers the classes for class_path resolution
+from pe_lightning.checkpoints import check_checkpoint, resolve_last
+from pe_lightning.errors import TRACEBACK_ENV, TRACEBACK_FLAG, is_user_error, report, traceback_requested
+from pe_lightning.quiet import silence_start_up_notices
+from pe_lightning.run_config import fill_output_paths, link_iterations
 
-__all__ = ["main", "PECLI"]
+__all__ = ["main", "console_main", "PECLI", "PROG"]
+
+PROG = "python -m pe_lightning"
+_SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
 
 
 class PECLI(LightningCLI):
-    """LightningCLI with pe_lightning's defaults (config saved next to the logs, overwritten)."""
+    """LightningCLI with pe_lightning's defaults (see the module docstring)."""
+
+    def parse_arguments(self, parser, args) -> None:  # noqa: D102 - LightningCLI hook
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and ckpt not in _SPECIAL_CKPT_PATHS and not str(ckpt).startswith("registry"):
+            check_checkpoint(ckpt)  # before Lightning reads its hyperparameters
+
+    def before_instantiate_classes(self) -> None:  # noqa: D102 - LightningCLI hook
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        link_iterations(config)
+        fill_output_paths(config)
+
+    def instantiate_trainer(self, **kwargs: Any):  # noqa: D102 - LightningCLI hook
+        from pe_lightning.evolution import PrivateEvolution
+
+        if isinstance(self.model, PrivateEvolution):
+            kwargs = {**_pe_trainer_defaults(self._get(self.config_init, "trainer", default={})), **kwargs}
+        return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:  # noqa: D102 - LightningCLI hook
+        if self.config_init[self.subcommand].get("ckpt_path") == "last":
+            last = resolve_last([getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks])
+            if last is not None:
+                check_checkpoint(last)
+
+
+def _pe_trainer_defaults(trainer_config: dict) -> dict[str, Any]:
+    """No model summary (PE has no parameters), the PE progress display, the run summary, no batch logging notice."""
+    from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
+
+    from pe_lightning.callbacks import PEProgressBar, RunSummary
+
+    callbacks = list(trainer_config.get("callbacks") or [])
+    if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(PEProgressBar())
+    if not any(isinstance(c, RunSummary) for c in callbacks):
+        callbacks.append(RunSummary())
+    defaults: dict[str, Any] = {"callbacks": callbacks}
+    if trainer_config.get("enable_model_summary") is None:
+        defaults["enable_model_summary"] = False
+    if trainer_config.get("log_every_n_steps") is None:  # the module logs each iteration itself
+        defaults["log_every_n_steps"] = 1
+    return defaults
 
 
 def main(args: Sequence[str] | None = None, *, run: bool = True) -> PECLI:
-    """Run the CLI. ``args`` as on the command line (default ``sys.argv[1:]``)."""
+    """Run the CLI. ``args`` as on the command line (default ``sys.argv[1:]``); errors are raised."""
     os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` later
+    silence_start_up_notices()
     return PECLI(
         args=list(args) if args is not None else None,
         run=run,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": PROG, "description": "Private Evolution (DP synthetic images) on PyTorch Lightning"},
     )
+
+
+def console_main() -> int:
+    """The command line: like :func:`main`, but a user error is one message and a non-zero exit.
+
+    ``--traceback`` (removed before parsing) or ``PE_LIGHTNING_TRACEBACK=1`` shows the
+    traceback instead; it is passed on to processes the run starts (DDP).
+    """
+    if TRACEBACK_FLAG in sys.argv[1:]:
+        sys.argv = [a for a in sys.argv if a != TRACEBACK_FLAG]
+        os.environ[TRACEBACK_ENV] = "1"
+    try:
+        main()
+    except Exception as err:  # noqa: BLE001 - reported, or re-raised with its traceback
+        if traceback_requested() or not is_user_error(err):
+            raise
+        return report(err, prog=PROG)
+    return 0

@@ -7,29 +7,33 @@ Per iteration ``t`` (epoch ``t - 1``):
 * ``training_step``: each batch of private sample indices votes for the nearest
   synthetic sample of its class; the vote is stored per private index.
 * ``on_train_epoch_end``: votes are gathered across ranks, the histogram (L2
-  sensitivity 1) gets Gaussian noise with std ``noise_multiplier`` from a generator
-  seeded by ``(seed, t)`` (identical on every rank), is thresholded, parents are
-  drawn ∝ the noisy counts within each class, and their variations are the new
-  population. Only the histogram touches private data; the rest is post-processing.
+  sensitivity 1) gets Gaussian noise with std ``noise_multiplier`` keyed by the run's
+  secret noise key (:mod:`pe_lightning.noise`; identical on every rank), is
+  thresholded, parents are drawn ∝ the noisy counts within each class, and their
+  variations are the new population. Only the histogram touches private data; the rest
+  is post-processing (:mod:`pe_lightning.release`).
 
 The population is checkpoint state; each completed iteration also counts as one
-optimizer-free *step*, so ``ModelCheckpoint`` saves and ``max_steps`` stops as usual.
+optimizer-free *step*, so ``ModelCheckpoint`` saves and ``max_steps`` stops as usual. The
+RANDOM population is checkpointed too (before iteration 1), so a failure in the first
+iteration never loses the sampling.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import secrets
 import time
 import warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
@@ -40,19 +44,16 @@ from pe_lightning.distributed import gather_objects, my_chunks
 from pe_lightning.embedding_cache import EmbeddingCache
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.lookahead_store import LookaheadStore
+from pe_lightning.noise import NOISE_MODES, NoiseKey, NoiseKeyStore, seeded_noise_warning
 from pe_lightning.population import Population
+from pe_lightning.private_dir import resolve_private_dir
+from pe_lightning.release import combine_assignments, release_votes
+from pe_lightning.schedules import Schedule, resolve_schedule
 from pe_lightning.seeding import make_generator
 from pe_lightning.storage import ScratchSpace
-from pe_lightning.voting import (
-    add_gaussian_noise,
-    apply_threshold,
-    assign_votes,
-    resolve_backend,
-    select_parents,
-    vote_histogram,
-)
+from pe_lightning.voting import SELECTION_MODES, assign_votes, check_distance, resolve_backend, select_parents
 
-__all__ = ["PrivateEvolution", "NotPrivateWarning"]
+__all__ = ["PrivateEvolution", "NotPrivateWarning", "NoiseKeyLostWarning"]
 
 # Nothing is trained by gradient: Lightning's "no optimizer" notice is expected, not a problem.
 warnings.filterwarnings("ignore", message=r".*configure_optimizers.* returned `None`", category=UserWarning)
@@ -62,13 +63,8 @@ class NotPrivateWarning(UserWarning):
     """The run uses ``noise_multiplier=0``: its output has no privacy guarantee."""
 
 
-def _schedule(name: str, value: float | Sequence[float], iterations: int) -> list[float]:
-    if isinstance(value, (int, float)):
-        return [float(value)] * iterations
-    values = [float(v) for v in value]
-    if len(values) != iterations:
-        raise ValueError(f"{name} must have one entry per iteration (iterations={iterations}), got {len(values)} entries")
-    return values
+class NoiseKeyLostWarning(UserWarning):
+    """A resumed run could not read its noise key: it goes on with a fresh (still secret) key."""
 
 
 def _as_slice(indices: torch.Tensor) -> slice | None:
@@ -90,9 +86,12 @@ class PrivateEvolution(pl.LightningModule):
         embedding: embedding used for voting (private and synthetic).
         iterations: ``T``, the number of PE iterations (= ``trainer.max_epochs``).
         num_samples_per_class: synthetic samples per class, an int (uniform) or one per
-            class. Public configuration: it must not come from private data.
-        variation_degrees: the variation degree of each iteration (a list of length
-            ``T``) or one value for all; ranges are checked by ``api.validate_degree``.
+            class (default 200). Public configuration: it must not come from private data.
+        variation_degrees: the variation degree of each iteration: one value for all, a
+            list of length ``T``, or ``{start: a, end: b}`` / ``{points: [...]}``
+            interpolated over the ``T`` iterations (:mod:`pe_lightning.schedules`, so that
+            changing ``iterations`` needs no other change); ranges are checked by
+            ``api.validate_degree``.
         lookahead_degree: ``k``, variations averaged per synthetic embedding (0: none).
         threshold: ``H``, subtracted from the noisy counts (then clipped at 0).
         num_nearest_neighbors: votes per private sample, each weighing ``1/sqrt(k')``
@@ -101,14 +100,54 @@ class PrivateEvolution(pl.LightningModule):
             "set by calibration" (the ``PrivacyAccountant`` callback); the run refuses
             to start while it is ``None``. ``0`` means *not private* and is warned about.
         search_backend: ``'auto'``, ``'faiss'`` or ``'torch'``.
+        distance: the nearest-neighbour criterion of the votes: ``"l2"`` (the paper),
+            ``"cosine"`` or ``"ip"`` (inner product). Each private sample still casts
+            ``num_nearest_neighbors`` votes, so the sensitivity is unchanged.
+        selection: how parents are chosen from the thresholded noisy counts of each class:
+            ``"sample"`` (with replacement, ∝ the counts; the paper) or ``"rank"`` (the
+            largest counts, each parent once). Post-processing of the noisy histogram.
+        variations_per_parent: children (variations) of each selected parent. Public
+            configuration (post-processing).
+        keep_selected: the selected parents stay in the next population beside their
+            children (the reference library's ``keep_selected``). Post-processing.
+            With these two, each class of ``n_c`` samples selects
+            ``n_c / (variations_per_parent + keep_selected)`` parents (must divide).
+        num_samples_schedule: synthetic samples per class at iterations ``0 .. T``
+            (``T + 1`` entries; iteration 0 is the RANDOM population), or
+            ``{start: a, end: b}`` interpolated over them (rounded), instead of a constant
+            ``num_samples_per_class`` (set one of the two). Public
+            configuration: e.g. a large RANDOM population and fewer, higher-count bins
+            later, like the reference's ``num_samples_schedule``.
+        privacy_unit: ``"sample"`` (default: neighbours differ by one private image) or
+            ``"client"`` (by one client with all its images; the data module must give
+            ``private_clients``): each client's votes are scaled so its vote vector has L2
+            norm 1, so the histogram keeps sensitivity 1 per client.
         counts_from_private_labels: opt-in: split the total synthetic count across
             classes ∝ the *private* label counts. This leaks the label distribution
             outside the DP guarantee and is warned about.
-        seed: seeds every random stream (via :func:`pe_lightning.seeding.make_generator`).
+        seed: seeds every random stream except the DP noise (via
+            :func:`pe_lightning.seeding.make_generator`): RANDOM, lookahead, selection and
+            variation are public or post-processing. The seed is public (it is in the
+            config, the checkpoint and the logs).
+        noise: where the DP Gaussian noise comes from. ``"secret"`` (default): a 256-bit
+            key from the operating system's CSPRNG, created at the run's first start and
+            kept on the private side (``noise_key_file``), never in the output root,
+            checkpoints, hyperparameters or logs; a resumed run reads it back, so
+            kill-and-resume stays identical. ``"seeded"``: derived from ``seed`` for
+            bit-reproducible tests and artefacts; the output is then private ONLY while
+            the seed stays secret (warned loudly, recorded in the ledger).
+        noise_key_file: the secret key's file (default:
+            ``<private_dir>/noise_keys/<run id>.key``). Give the same file to two runs to
+            draw the same noise (e.g. to compare 1 and 2 processes). Must not be inside
+            the output root.
+        private_dir: the private-side folder for the noise keys and the private-embedding
+            cache (default: :func:`pe_lightning.private_dir.default_private_dir`, i.e.
+            ``$PE_LIGHTNING_PRIVATE_DIR`` or ``$XDG_CACHE_HOME/pe_lightning``), outside
+            the output root that users share.
         api_batch_size: images per API call.
         embedding_batch_size: images per embedding forward pass.
         output_dir: where the final population is written (default:
-            ``<trainer.default_root_dir>/pe_output``). Checked for writability at set-up,
+            ``trainer.default_root_dir``, the output root). Checked for writability at set-up,
             before any privacy is spent.
         save_png: also write the final population as a PNG tree.
         reuse_lookahead: build the next population from the lookahead variations already
@@ -123,8 +162,12 @@ class PrivateEvolution(pl.LightningModule):
             private data's and the embedding's fingerprints, so a later run on the same
             data with the same embedding skips embedding them.
         embedding_cache_dir: folder of that cache (default:
-            ``<trainer.default_root_dir>/embedding_cache``). It holds data derived from the
-            private images: keep it where the private data may live.
+            ``<private_dir>/embedding_cache``). It holds data derived from the private
+            images (with pixel embeddings, the images themselves): keep it where the
+            private data may live, never in the output root.
+        population_path: a saved ``population.npz`` to evaluate with
+            ``python -m pe_lightning test`` (instead of ``--ckpt_path`` of a PE checkpoint);
+            not used by ``fit``.
         spill_to_disk_mb: arrays larger than this (population images, lookahead
             variations) are memory-mapped files under ``<output_dir>/.scratch`` instead of
             RAM; ``None`` keeps everything in memory.
@@ -136,15 +179,24 @@ class PrivateEvolution(pl.LightningModule):
         api: ImageAPI,
         embedding: Embedding,
         iterations: int,
-        num_samples_per_class: int | list[int] = 200,
-        variation_degrees: float | list[float] = 0.5,
+        num_samples_per_class: int | list[int] | None = None,
+        variation_degrees: Schedule = 0.5,
         lookahead_degree: int = 8,
         threshold: float = 0.0,
         num_nearest_neighbors: int = 1,
         noise_multiplier: float | None = None,
         search_backend: str = "auto",
+        distance: str = "l2",
+        selection: str = "sample",
+        variations_per_parent: int = 1,
+        keep_selected: bool = False,
+        num_samples_schedule: list[int] | dict[str, float] | None = None,
+        privacy_unit: str = "sample",
         counts_from_private_labels: bool = False,
         seed: int = 0,
+        noise: str = "secret",
+        noise_key_file: str | None = None,
+        private_dir: str | None = None,
         api_batch_size: int = 4096,
         embedding_batch_size: int = 2048,
         output_dir: str | None = None,
@@ -153,6 +205,7 @@ class PrivateEvolution(pl.LightningModule):
         cache_private_embeddings: bool = True,
         embedding_cache_dir: str | None = None,
         spill_to_disk_mb: float | None = 1024.0,
+        population_path: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(api, ImageAPI):
@@ -161,13 +214,16 @@ class PrivateEvolution(pl.LightningModule):
             raise TypeError(f"embedding must be an Embedding, got {type(embedding).__name__}")
         if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
             raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-        self.variation_degrees = _schedule("variation_degrees", variation_degrees, iterations)
+        self.variation_degrees = resolve_schedule("variation_degrees", variation_degrees, iterations=iterations)
         for t, d in enumerate(self.variation_degrees, start=1):
             try:
                 api.validate_degree(d)
             except ValueError as err:
                 raise ValueError(f"variation_degrees[{t - 1}] (iteration {t}): {err}") from err
-        counts = [num_samples_per_class] if isinstance(num_samples_per_class, int) else list(num_samples_per_class)
+        if num_samples_per_class is not None and num_samples_schedule is not None:
+            raise ValueError("set num_samples_per_class or num_samples_schedule, not both")
+        per_class = 200 if num_samples_per_class is None else num_samples_per_class
+        counts = [per_class] if isinstance(per_class, int) else list(per_class)
         if not counts or any((not isinstance(c, int)) or c < 1 for c in counts):
             raise ValueError(f"num_samples_per_class must be an int >= 1 or a list of ints >= 1, got {num_samples_per_class!r}")
         if lookahead_degree < 0:
@@ -183,6 +239,18 @@ class PrivateEvolution(pl.LightningModule):
         if spill_to_disk_mb is not None and not (math.isfinite(spill_to_disk_mb) and spill_to_disk_mb >= 0):
             raise ValueError(f"spill_to_disk_mb must be None or a finite number >= 0, got {spill_to_disk_mb}")
         resolve_backend(search_backend)
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+        check_distance(distance)
+        if selection not in SELECTION_MODES:
+            raise ValueError(f"selection must be one of {SELECTION_MODES}, got {selection!r}")
+        if not isinstance(variations_per_parent, int) or isinstance(variations_per_parent, bool) or variations_per_parent < 0:
+            raise ValueError(f"variations_per_parent must be an integer >= 0, got {variations_per_parent!r}")
+        if variations_per_parent == 0 and not keep_selected:
+            raise ValueError("variations_per_parent=0 needs keep_selected=True, or the next population would be empty")
+        if privacy_unit not in ("sample", "client"):
+            raise ValueError(f"privacy_unit must be 'sample' or 'client', got {privacy_unit!r}")
+        self._size_schedule = self._resolve_size_schedule(num_samples_schedule, iterations)
 
         self.save_hyperparameters(ignore=["api", "embedding"])
         self.automatic_optimization = False
@@ -195,8 +263,16 @@ class PrivateEvolution(pl.LightningModule):
         self.num_nearest_neighbors = num_nearest_neighbors
         self.noise_multiplier = noise_multiplier
         self.search_backend = search_backend
+        self.distance = distance
+        self.selection = selection
+        self.variations_per_parent = variations_per_parent
+        self.keep_selected = bool(keep_selected)
+        self.privacy_unit = privacy_unit
         self.counts_from_private_labels = counts_from_private_labels
         self.seed = seed
+        self.noise = noise
+        self.noise_key_file = noise_key_file
+        self.private_dir = private_dir
         self.api_batch_size = api_batch_size
         self.embedding_batch_size = embedding_batch_size
         self.output_dir = output_dir
@@ -205,14 +281,20 @@ class PrivateEvolution(pl.LightningModule):
         self.cache_private_embeddings = cache_private_embeddings
         self.embedding_cache_dir = embedding_cache_dir
         self.spill_to_disk_mb = spill_to_disk_mb
+        self.population_path = population_path
 
         self.population: Population | None = None
         self.iteration = 0  # number of completed PE iterations
         self.class_names: list[str] = []
         self.num_per_class: list[int] = []
         self.final_population_dir: Path | None = None
+        self.run_id: str | None = None  # public, random; names the run's key file
+        self.noise_record: list[dict] = []  # per iteration: sigma used, noise mode, public key id
+        self._noise_key: NoiseKey | None = None
         self._private_embeddings: torch.Tensor | None = None
         self._private_labels: torch.Tensor | None = None
+        self._private_clients: torch.Tensor | None = None
+        self.sizes_per_iteration: list[list[int]] = []  # per class, at iterations 0 .. T
         self._synthetic_embeddings: torch.Tensor | None = None
         self._synthetic_labels: torch.Tensor | None = None
         self._assignments: torch.Tensor | None = None
@@ -222,6 +304,26 @@ class PrivateEvolution(pl.LightningModule):
         self._pending_metrics: dict[str, float] = {}
         self._iteration_start = 0.0
         self._timings: dict[str, float] = defaultdict(float)
+
+    @staticmethod
+    def _resolve_size_schedule(schedule, iterations: int) -> list[int] | None:
+        if schedule is None:
+            return None
+        if isinstance(schedule, (list, tuple)) and len(schedule) != iterations + 1:
+            raise ValueError(
+                f"num_samples_schedule must have one entry per iteration 0 .. T (T + 1 = {iterations + 1} entries; "
+                f"iteration 0 is the RANDOM population), got {len(schedule)}"
+            )
+        values = resolve_schedule("num_samples_schedule", schedule, iterations=iterations + 1)
+        sizes = [int(round(v)) for v in values]
+        if any(n < 1 for n in sizes):
+            raise ValueError(f"num_samples_schedule entries must be >= 1, got {sizes}")
+        return sizes
+
+    def _parents_per_class(self, iteration: int) -> list[int]:
+        """Parents to select per class in ``iteration`` (1-based): the next sizes / (variations + kept)."""
+        fold = self.variations_per_parent + int(self.keep_selected)
+        return [n // fold for n in self.sizes_per_iteration[iteration]]
 
     # ------------------------------------------------------------------ set-up
     def configure_optimizers(self):  # noqa: D102 - nothing is trained by gradient
@@ -246,6 +348,9 @@ class PrivateEvolution(pl.LightningModule):
         return dm
 
     def setup(self, stage: str) -> None:
+        if stage == "test":
+            self._setup_evaluation()
+            return
         if stage != "fit":
             return
         trainer = self.trainer
@@ -285,12 +390,32 @@ class PrivateEvolution(pl.LightningModule):
                 counts[c] += 1
             counts = [max(int(c), 1) for c in counts]
         self.num_per_class = [int(c) for c in counts]
+        if self._size_schedule is not None:
+            if self.counts_from_private_labels:
+                raise ValueError("num_samples_schedule and counts_from_private_labels cannot be combined")
+            self.sizes_per_iteration = [[n] * num_classes for n in self._size_schedule]
+        else:
+            self.sizes_per_iteration = [list(self.num_per_class) for _ in range(self.iterations + 1)]
+        self.num_per_class = list(self.sizes_per_iteration[0])
         self._check_output_dir_writable()
-        for name, n in zip(self.class_names, self.num_per_class):
-            if n < self.num_nearest_neighbors:
-                raise ValueError(
-                    f"class {name!r} gets {n} synthetic samples, fewer than num_nearest_neighbors={self.num_nearest_neighbors}"
-                )
+        fold = self.variations_per_parent + int(self.keep_selected)
+        for t, sizes in enumerate(self.sizes_per_iteration):
+            for name, n in zip(self.class_names, sizes):
+                if n < self.num_nearest_neighbors:
+                    raise ValueError(
+                        f"class {name!r} gets {n} synthetic samples at iteration {t}, fewer than "
+                        f"num_nearest_neighbors={self.num_nearest_neighbors}"
+                    )
+                if t > 0 and n % fold:
+                    raise ValueError(
+                        f"class {name!r} has {n} synthetic samples at iteration {t}, not a multiple of "
+                        f"variations_per_parent + keep_selected = {fold}: each selected parent makes {fold} samples"
+                    )
+        if self.privacy_unit == "client" and getattr(dm, "private_clients", None) is None:
+            raise ValueError(
+                f"privacy_unit='client' needs client ids, but {type(dm).__name__} gives no private_clients "
+                "(image folders: clients='subfolder' or a CSV; npz: a 'clients' array)"
+            )
 
     def on_fit_start(self) -> None:
         if self.noise_multiplier is None:
@@ -303,6 +428,7 @@ class PrivateEvolution(pl.LightningModule):
             msg = "noise_multiplier=0: this run is NOT differentially private; its synthetic data may reveal private images."
             warnings.warn(msg, NotPrivateWarning, stacklevel=2)
             rank_zero_info("!" * 80 + "\n" + msg + "\n" + "!" * 80)
+        self._setup_noise_key()  # before any heavy work: a key file in the wrong place fails fast
         self._iteration_start = time.perf_counter()
         dm = self._datamodule()
         limit = None if self.spill_to_disk_mb is None else int(self.spill_to_disk_mb * 2**20)
@@ -312,13 +438,132 @@ class PrivateEvolution(pl.LightningModule):
         # Each private image is embedded once per run (or read from the on-disk cache).
         self._private_embeddings = self._private_embedding(dm).to(self.device)
         self._private_labels = torch.from_numpy(dm.private_labels).to(self.device)
+        if self.privacy_unit == "client":
+            self._private_clients = torch.from_numpy(dm.private_clients)
         if self.population is None:
             labels = np.repeat(np.arange(len(self.num_per_class), dtype=np.int64), self.num_per_class)
             self.population = self._random(labels)
             self.iteration = 0
             self._publish_population(iteration=0)
+            self._checkpoint_random_population()
         else:  # resumed from a checkpoint: the set-up time belongs to no iteration
             self._timings.clear()
+
+    # ------------------------------------------------------------ evaluating a saved run
+    def _setup_evaluation(self) -> None:
+        dm = self._datamodule()
+        dm.setup("test")
+        self.class_names = list(dm.class_names)
+        if self.population_path:
+            self.population = Population.load_npz(self.population_path)
+            self.iteration = self.iterations  # a saved final population
+        if self.population is not None:
+            self.population._check_class_names(self.class_names)
+
+    def test_step(self, batch, batch_idx: int) -> None:  # noqa: D102 - nothing to do per batch
+        return None
+
+    def on_test_start(self) -> None:
+        """Evaluate the restored population with the metric callbacks (FID, precision/recall, downstream).
+
+        Nothing private is voted on and no privacy is spent: the population is the saved
+        (already private) output. Callbacks that change a run (the accountant, grids,
+        snapshots) are not called.
+        """
+        if self.population is None:
+            raise RuntimeError(
+                "nothing to evaluate: give a PE checkpoint (--ckpt_path <...>/last.ckpt) or a saved population "
+                "(--model.init_args.population_path <...>/population.npz)"
+            )
+        evaluators = [cb for cb in self.trainer.callbacks if isinstance(cb, PopulationCallback) and cb.evaluates_saved_runs]
+        if not evaluators:
+            rank_zero_warn("python -m pe_lightning test: no metric callback (FIDCallback, PrecisionRecall, DownstreamEvaluation) to evaluate with")
+        for cb in evaluators:
+            cb.on_population(self.trainer, self, population=self.population, iteration=self.iteration)
+        metrics = dict(self._pending_metrics)
+        self._pending_metrics = {}
+        for logger in self.trainer.loggers:
+            logger.log_metrics(metrics, step=self.iteration)
+        self.trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        parts = [f"{k}={v:.4g}" for k, v in metrics.items()]
+        rank_zero_info(f"[PE] evaluation of the population of iteration {self.iteration} ({len(self.population)} images) | " + " | ".join(parts))
+
+    # ------------------------------------------------------------ the noise key
+    @property
+    def resolved_private_dir(self) -> Path:
+        """``private_dir``, or the per-user default outside the output root."""
+        return resolve_private_dir(self.private_dir)
+
+    def _noise_key_path(self) -> Path:
+        if self.noise_key_file:
+            return Path(self.noise_key_file).expanduser()
+        return NoiseKeyStore(self.resolved_private_dir / "noise_keys").path(self.run_id)
+
+    def _setup_noise_key(self) -> None:
+        """The run id (public) and the noise key: created on rank 0 at the first start, read back on resume.
+
+        Rank 0 decides and broadcasts, so every rank draws the same noise even when the
+        key file exists only on rank 0's machine.
+        """
+        strategy = self.trainer.strategy
+        self.run_id = strategy.broadcast(self.run_id or secrets.token_hex(8), src=0)
+        if self.noise == "seeded":
+            self._noise_key = NoiseKey.from_seed(self.seed)
+            msg = seeded_noise_warning(self.seed)
+            rank_zero_info("!" * 80 + "\n" + msg + "\n" + "!" * 80)
+            return
+        secret = None
+        if self.trainer.is_global_zero:
+            path = self._noise_key_path()
+            self._check_private_side(path, what="noise_key_file")
+            key = NoiseKeyStore.load_file(path)
+            expected = next((r["key_id"] for r in reversed(self.noise_record) if r["noise_mode"] == "secret"), None)
+            if key is None:
+                key = NoiseKey.generate()
+                NoiseKeyStore.save_file(path, key)
+                if expected is not None:
+                    rank_zero_warn(
+                        f"the noise key of run {self.run_id} ({path}) is missing: continuing with a fresh secret key "
+                        f"({key.key_id}). The output stays private, but this run is no longer bit-reproducible "
+                        "(an uninterrupted run would have drawn other noise); the ledger records the new key.",
+                        category=NoiseKeyLostWarning,
+                    )
+                else:
+                    rank_zero_info(f"[PE] new secret noise key {key.key_id} written to {path} (keep it private)")
+            elif expected is not None and key.key_id != expected:
+                rank_zero_warn(
+                    f"{path} holds noise key {key.key_id}, not the key {expected} this run used so far: the output "
+                    "stays private but is no longer bit-reproducible; the ledger records the new key.",
+                    category=NoiseKeyLostWarning,
+                )
+            secret = key.secret
+        self._noise_key = NoiseKey(secret=strategy.broadcast(secret, src=0), mode="secret")
+
+    def _check_private_side(self, path: Path, *, what: str) -> None:
+        """Refuse a secret or private-derived file inside the output root (what users share)."""
+        resolved = path.resolve()
+        for root in {Path(self.trainer.default_root_dir).resolve(), self.resolved_output_dir.resolve()}:
+            if resolved == root or root in resolved.parents:
+                raise ValueError(
+                    f"{what} {str(path)!r} is inside the output root {str(root)!r}, which holds what is safe to share; "
+                    "keep it on the private side (see private_dir)"
+                )
+
+    def _checkpoint_random_population(self) -> None:
+        """Save the RANDOM population (iteration 0) where ``ModelCheckpoint`` keeps its ``last`` file.
+
+        Sampling it can take millions of model evaluations; a failure in iteration 1 then
+        resumes from here (``--ckpt_path last``) instead of sampling again.
+        """
+        for cb in self.trainer.checkpoint_callbacks:
+            if not (isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath):
+                continue
+            path = cb.format_checkpoint_name({}, cb.CHECKPOINT_NAME_LAST)
+            # Claimed as the callback's own "last" file, so its next save replaces it
+            # instead of writing last-v1.ckpt beside it.
+            cb.last_model_path = path
+            self.trainer.save_checkpoint(path, weights_only=False)
+            rank_zero_info(f"[PE] RANDOM population (iteration 0) checkpointed to {path}")
 
     # -------------------------------------------------------------- API helpers
     @contextmanager
@@ -338,6 +583,22 @@ class PrivateEvolution(pl.LightningModule):
         """This rank's ``(chunk index, slice)`` of ``range(n)``; chunks do not depend on the world size."""
         return my_chunks(n, self.api_batch_size, rank=self.global_rank, world_size=self.trainer.world_size)
 
+    def _report_stage(self, stage: str, done: int, total: int) -> None:
+        """Tell every :class:`PopulationCallback` how far ``stage`` of this iteration is (``on_stage``)."""
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, PopulationCallback):
+                cb.on_stage(self.trainer, self, stage=stage, done=done, total=total)
+
+    def _reported_chunks(self, stage: str, n: int):
+        """:meth:`_my_chunks`, reporting this rank's rows of ``stage`` done after each chunk."""
+        chunks = list(self._my_chunks(n))
+        total, done = sum(sl.stop - sl.start for _, sl in chunks), 0
+        self._report_stage(stage, 0, total)
+        for i, sl in chunks:
+            yield i, sl
+            done += sl.stop - sl.start
+            self._report_stage(stage, done, total)
+
     def _gather(self, obj):
         with self._timed("gather"):
             return gather_objects(obj)
@@ -347,26 +608,28 @@ class PrivateEvolution(pl.LightningModule):
         images = dm.private_images
         cache = key = None
         if self.cache_private_embeddings:
-            folder = self.embedding_cache_dir or Path(self.trainer.default_root_dir) / "embedding_cache"
+            folder = Path(self.embedding_cache_dir) if self.embedding_cache_dir else self.resolved_private_dir / "embedding_cache"
             cache = EmbeddingCache(folder)
+            rank_zero_info(f"[PE] private-embedding cache (derived from private images; keep private): {folder}")
             key = EmbeddingCache.key(data_fingerprint=dm.fingerprint, embedding_fingerprint=self.embedding.fingerprint)
             cached = cache.load(key, num_rows=len(images))
             if all(self._gather(cached is not None)):  # every rank hit: use it
                 rank_zero_info(f"[PE] private embeddings read from the cache {cache.path(key)}")
                 return torch.from_numpy(cached)
-        embeddings = self._sharded_rows(len(images), lambda i, sl: self._embed(images[sl]))
+        embeddings = self._sharded_rows(len(images), lambda i, sl: self._embed(images[sl]), stage="private embedding")
         self._check_finite(embeddings, what="private images", where="private indices")
         if cache is not None and self.trainer.is_global_zero:
             cache.save(key, embeddings.numpy())
         return embeddings
 
-    def _sharded_rows(self, n: int, rows_of_chunk, *, buffer: bool = False) -> torch.Tensor:
+    def _sharded_rows(self, n: int, rows_of_chunk, *, buffer: bool = False, stage: str) -> torch.Tensor:
         """One float32 ``(n, D)`` tensor from ``rows_of_chunk(i, slice)`` computed for this rank's chunks.
 
         Each chunk's rows go straight into one array (no list of parts, no concatenation
         copy); under DDP the other ranks' chunks are gathered into it. With ``buffer`` the
         array is the module's per-iteration embedding buffer, allocated once and reused
-        (the result is only valid until the next call with ``buffer``).
+        (the result is only valid until the next call with ``buffer``). ``stage`` names the
+        work in the progress reports (:meth:`_report_stage`).
         """
         full: np.ndarray | None = None
 
@@ -378,7 +641,7 @@ class PrivateEvolution(pl.LightningModule):
             return self._embedding_buffer
 
         mine: list[slice] = []
-        for i, sl in self._my_chunks(n):
+        for i, sl in self._reported_chunks(stage, n):
             rows = rows_of_chunk(i, sl)
             if full is None:
                 full = allocate(rows.shape[1])
@@ -436,7 +699,7 @@ class PrivateEvolution(pl.LightningModule):
         self.api.set_iteration(0)
         parts = []
         with self._timed("api"), self._timed("api_random"):
-            for i, sl in self._my_chunks(len(labels)):
+            for i, sl in self._reported_chunks("random", len(labels)):
                 out = self.api.random(labels=labels[sl], generator=make_generator(self.seed, 0, "random", i))
                 parts.append((np.arange(sl.start, sl.stop), out))
         out = self._assemble(parts, n=len(labels), name="population")
@@ -486,7 +749,7 @@ class PrivateEvolution(pl.LightningModule):
             with self._timed("embedding"):
                 return emb.div_(k)
 
-        emb = self._sharded_rows(len(pop), lookahead_embedding, buffer=True)
+        emb = self._sharded_rows(len(pop), lookahead_embedding, buffer=True, stage="lookahead")
         self._check_finite(emb, what="synthetic images", where=f"iteration {t}, population indices")
         self._synthetic_embeddings = emb.to(self.device)
         self._synthetic_labels = torch.from_numpy(pop.labels).to(self.device)
@@ -507,45 +770,54 @@ class PrivateEvolution(pl.LightningModule):
                 synthetic_labels=self._synthetic_labels,
                 k=self.num_nearest_neighbors,
                 backend=self.search_backend,
+                distance=self.distance,
             )
+        self._report_stage("voting", batch_idx + 1, self.trainer.num_training_batches)
         return None
 
     def gather_assignments(self) -> torch.Tensor:
-        """Votes of all private samples, combined across ranks (max of -1 and the index)."""
-        assignments = self._assignments
+        """Votes of all private samples, combined across ranks (:func:`~pe_lightning.release.combine_assignments`)."""
+        parts = [self._assignments]
         if self.trainer.world_size > 1:
-            gathered = self.all_gather(assignments)
-            assignments = gathered.max(dim=0).values
-        missing = int((assignments < 0).any(dim=1).sum())
-        if missing:
-            raise RuntimeError(f"{missing} private samples did not vote in iteration {self.iteration + 1}")
-        return assignments
+            parts = list(self.all_gather(self._assignments).unbind(0))
+        try:
+            return combine_assignments(parts)
+        except RuntimeError as err:
+            raise RuntimeError(f"{err} in iteration {self.iteration + 1}") from None
 
     def on_train_epoch_end(self) -> None:
         t = self.iteration + 1
         pop = self.population
         assignments = self.gather_assignments()
         with self._timed("selection"):
-            histogram = vote_histogram(assignments.cpu(), num_synthetic=len(pop))
-            # Noise is drawn once, after the cross-rank combination, from a generator seeded by
-            # (seed, t): every rank draws the same numbers.
-            noisy = add_gaussian_noise(
-                histogram, noise_multiplier=float(self.noise_multiplier), generator=make_generator(self.seed, t, "noise")
+            # Noise is drawn once, after the cross-rank combination, keyed by the run's noise
+            # key and t: every rank draws the same numbers. Only noisy quantities come back.
+            sigma = float(self.noise_multiplier)
+            released = release_votes(
+                assignments.cpu(), num_synthetic=len(pop), noise_multiplier=sigma, threshold=self.threshold,
+                key=self._noise_key, iteration=t, clients=self._private_clients,
             )
-            del histogram  # only noisy quantities leave this block
-            weights = apply_threshold(noisy, threshold=self.threshold)
+            noisy, weights = released.noisy_counts, released.weights
+            self.noise_record.append(
+                {"iteration": t, "noise_multiplier": sigma, "noise_mode": self._noise_key.mode, "key_id": self._noise_key.key_id}
+            )
             parents = select_parents(
                 weights=weights,
                 labels=torch.from_numpy(pop.labels),
-                num_per_class=self.num_per_class,
+                num_per_class=self._parents_per_class(t),
                 generator=make_generator(self.seed, t, "selection"),
                 class_names=self.class_names,
+                mode=self.selection,
             ).numpy()
-        out, reused = self._children(pop, parents, iteration=t)
+        child_parents = np.repeat(parents, self.variations_per_parent)  # grouped by class, like parents
+        if len(child_parents):
+            out, reused = self._children(pop, child_parents, iteration=t)
+        else:  # variations_per_parent=0 with keep_selected: the next population is the selected parents
+            out, reused = APIOutput(images=pop.images[:0].copy(), conditions={k: v[:0] for k, v in pop.conditions.items()}), 0
         if self._lookahead is not None:
             self._lookahead.clear()  # in-memory variations are not needed any more
         old_images = pop.images
-        self.population = Population(images=out.images, labels=pop.labels[parents], conditions=out.conditions, parents=parents)
+        self.population = self._next_population(pop, out, child_parents, parents)
         ScratchSpace.release(old_images)
         self.iteration = t
         self._synthetic_embeddings = None
@@ -557,10 +829,21 @@ class PrivateEvolution(pl.LightningModule):
                 "pe/noisy_count_max": float(noisy.max()),
                 "pe/nonzero_after_threshold": float((weights > 0).sum()),
                 "pe/variation_degree": self.variation_degrees[t - 1],
-                "pe/reused_lookahead_fraction": reused / len(parents),
+                "pe/reused_lookahead_fraction": reused / max(len(child_parents), 1),
             }
         )
         self._publish_population(iteration=t)
+
+    def _next_population(self, pop: Population, children: APIOutput, child_parents: np.ndarray, parents: np.ndarray) -> Population:
+        """The children, plus the selected parents themselves with ``keep_selected``, grouped by class."""
+        if not self.keep_selected:
+            return Population(images=children.images, labels=pop.labels[child_parents], conditions=children.conditions, parents=child_parents)
+        kept = pop.take(parents)
+        all_parents = np.concatenate([child_parents, parents])
+        order = np.argsort(pop.labels[all_parents], kind="stable")  # per class: children first, then the kept parents
+        images = np.concatenate([children.images, kept.images])[order]
+        conditions = {k: np.concatenate([v, kept.conditions[k]])[order] for k, v in children.conditions.items()}
+        return Population(images=images, labels=pop.labels[all_parents][order], conditions=conditions, parents=all_parents[order])
 
     def _children(self, pop: Population, parents: np.ndarray, *, iteration: int) -> tuple[APIOutput, int]:
         """One variation of each selected parent: reused lookahead variations, fresh ones otherwise.
@@ -590,7 +873,7 @@ class PrivateEvolution(pl.LightningModule):
         if len(fresh_slots):
             selected = pop.take(parents[fresh_slots])
             with self._timed("api"), self._timed("api_variation"):
-                for i, sl in self._my_chunks(len(fresh_slots)):
+                for i, sl in self._reported_chunks("variation", len(fresh_slots)):
                     out = self._call_variation(selected, sl, iteration=iteration, generator=make_generator(self.seed, iteration, "variation", 0, i))
                     parts.append((fresh_slots[sl], out))
         return self._assemble(parts, n=n, name="population"), len(reused_slots)
@@ -609,9 +892,10 @@ class PrivateEvolution(pl.LightningModule):
 
     def _publish_population(self, *, iteration: int) -> None:
         with self._timed("callbacks"):
-            for cb in self.trainer.callbacks:
-                if isinstance(cb, PopulationCallback):
-                    cb.on_population(self.trainer, self, population=self.population, iteration=iteration)
+            callbacks = [cb for cb in self.trainer.callbacks if isinstance(cb, PopulationCallback)]
+            for done, cb in enumerate(callbacks):
+                self._report_stage("callbacks", done, len(callbacks))
+                cb.on_population(self.trainer, self, population=self.population, iteration=iteration)
         metrics = {"pe/iteration": float(iteration), "time/iteration_s": time.perf_counter() - self._iteration_start}
         metrics.update({f"time/{k}_s": v for k, v in self._timings.items()})
         self._timings.clear()
@@ -625,10 +909,10 @@ class PrivateEvolution(pl.LightningModule):
 
     @property
     def resolved_output_dir(self) -> Path:
-        """``output_dir``, or ``<trainer.default_root_dir>/pe_output`` when unset."""
+        """``output_dir``, or the output root ``trainer.default_root_dir`` when unset."""
         if self.output_dir:
             return Path(self.output_dir)
-        return Path(self.trainer.default_root_dir) / "pe_output"
+        return Path(self.trainer.default_root_dir)
 
     def _check_output_dir_writable(self) -> None:
         """Fail before any privacy is spent if the final population could not be written."""
@@ -650,6 +934,12 @@ class PrivateEvolution(pl.LightningModule):
                 f"{self.final_population_dir / 'population.npz'}"
                 + (f" and {self.final_population_dir / 'images'}/<class>/<index>.png" if self.save_png else "")
             )
+            modes = sorted({r["noise_mode"] for r in self.noise_record})
+            keys = sorted({r["key_id"] for r in self.noise_record})
+            rank_zero_info(
+                f"[PE] DP noise: {'+'.join(modes) or 'none'} (key id {', '.join(keys) or '-'})"
+                + (" -- SEEDED: private only while the seed stays secret" if "seeded" in modes else "")
+            )
 
     def teardown(self, stage: str) -> None:
         # Scratch files are working state: remove them (arrays still mapping them stay
@@ -663,9 +953,10 @@ class PrivateEvolution(pl.LightningModule):
         checkpoint["private_evolution"] = {
             "population": self.population.state_dict() if self.population is not None else None,
             "iteration": self.iteration,
-            "noise_multiplier": self.noise_multiplier,
             "num_per_class": list(self.num_per_class),
             "class_names": list(self.class_names),
+            "run_id": self.run_id,  # public: names the key file; the key itself is never checkpointed
+            "noise_record": [dict(r) for r in self.noise_record],
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -674,8 +965,14 @@ class PrivateEvolution(pl.LightningModule):
             raise ValueError("checkpoint has no 'private_evolution' state: it was not written by PrivateEvolution")
         self.population = Population.from_state_dict(state["population"]) if state["population"] is not None else None
         self.iteration = int(state["iteration"])
-        # A noise multiplier set for this run (by the PrivacyAccountant's calibration, which
-        # runs before restoring) wins; the accountant's ledger records what is actually used.
-        if self.noise_multiplier is None and state["noise_multiplier"] is not None:
-            self.noise_multiplier = float(state["noise_multiplier"])
+        # The checkpoint's sigma is never adopted: a resumed run spends budget only with a
+        # sigma set for this run (the PrivacyAccountant's calibration, which extends the
+        # restored ledger, or an explicit noise_multiplier); on_fit_start refuses otherwise.
+        self.run_id = state.get("run_id")
+        self.noise_record = [dict(r) for r in state.get("noise_record", [])]
+        if len(self.noise_record) != self.iteration:
+            raise ValueError(
+                f"checkpoint records noise for {len(self.noise_record)} iterations but holds iteration {self.iteration}: "
+                "it was written by an older pe_lightning without a noise record; its privacy spend cannot be extended"
+            )
 

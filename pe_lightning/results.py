@@ -1,7 +1,18 @@
-"""The privacy–utility results on the MNIST protocol of BENCHMARK.md.
+"""The privacy–utility results on the MNIST protocol of BENCHMARK.md, and the transfer suite.
 
     python -m pe_lightning.results --out results/mnist            # full protocol (about an hour on 2 cores)
     python -m pe_lightning.results --quick --out /tmp/r           # smoke run (tests use it)
+    python -m pe_lightning.results --suite transfer --out results/transfer --epsilons 1 10
+    python -m pe_lightning.results --config configs/mnist_drawtext_fitted.yaml --out results/fitted
+    python -m pe_lightning.results --merge /tmp/a /tmp/b --out results/transfer   # join parallel parts
+
+``--suite transfer`` runs the same settings, unchanged, on every set of
+:mod:`pe_lightning.data.transfer` (MNIST and its shifted variants, each with its own
+held-out split) and writes one sub-folder per set plus ``transfer_summary.csv`` /
+``.md`` and ``fd_per_iteration.png`` (pixel FD of every iteration, PE seed 0, per set).
+The DP noise is ``seeded`` by default here (``--noise secret`` for a fresh key per run),
+so that every number can be reproduced; a seeded run is private only while its seed is
+secret.
 
 For each setting it evaluates synthetic sets with the BENCHMARK.md protocol: the SmallCNN
 trained from scratch on the synthetic set only (Adam 1e-3, batch 128, 30 epochs,
@@ -36,10 +47,11 @@ from pe_lightning.callbacks.base import PopulationCallback
 from pe_lightning.callbacks.downstream import DownstreamEvaluation
 from pe_lightning.callbacks.privacy import PrivacyAccountant
 from pe_lightning.data.mnist import MNISTDataModule
+from pe_lightning.data.transfer import VARIANTS, MNISTVariantDataModule
 from pe_lightning.grid import class_grid, save_png
 from pe_lightning.population import Population, atomic_write
 
-__all__ = ["pixel_frechet_distance", "run_results", "main"]
+__all__ = ["pixel_frechet_distance", "run_results", "run_transfer_suite", "merge_transfer", "main"]
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist_drawtext.yaml"
 
@@ -58,44 +70,84 @@ def pixel_frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class _Keep(PopulationCallback):
-    """Keeps the RANDOM population (iteration 0) and the final one."""
+    """Keeps the RANDOM population (iteration 0) and the final one; with ``real``, the pixel FD of every iteration."""
 
-    def __init__(self) -> None:
+    def __init__(self, real: np.ndarray | None = None) -> None:
         self.populations: dict[int, Population] = {}
+        self.real = real
+        self.fd_per_iteration: dict[int, float] = {}
 
     def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
         if iteration in (0, pl_module.iterations):
             self.populations[iteration] = population
+        if self.real is not None:
+            self.fd_per_iteration[iteration] = pixel_frechet_distance(np.asarray(population.images), self.real)
 
 
 def _demo_model_args(config: Path) -> dict:
     return yaml.safe_load(config.read_text())["model"]["init_args"]
 
 
-def _build_model(args: dict, *, seed: int, overrides: dict):
+def _demo_model_class(config: Path) -> type:
+    from pe_lightning.run_config import resolve_class
+
+    cls = resolve_class(yaml.safe_load(config.read_text())["model"]["class_path"])
+    if cls is None:
+        raise ValueError(f"{config}: model class_path cannot be imported")
+    return cls
+
+
+def _build_model(args: dict, *, seed: int, overrides: dict, model_class: type | None = None):
     from jsonargparse import ArgumentParser  # the same resolution LightningCLI applies
 
     from pe_lightning.evolution import PrivateEvolution
 
     init = {**args, **overrides, "seed": seed, "save_png": False}
     parser = ArgumentParser()
-    parser.add_class_arguments(PrivateEvolution, "model")
+    parser.add_class_arguments(model_class or PrivateEvolution, "model")
     cfg = parser.parse_object({"model": init})
     return parser.instantiate_classes(cfg)["model"]
 
 
-def run_pe(*, epsilon: float, seed: int, datamodule: MNISTDataModule, out: Path, model_args: dict, overrides: dict) -> dict[int, Population]:
-    """One PE run; returns ``{0: random population, T: final population}``."""
+def _for_data(model_args: dict, model_class: type, *, epsilon: float, image_size: int) -> dict:
+    """The config's model arguments for one run: the API renders at the data's image size, and a
+    planned model plans for the run's epsilon (the accountant's)."""
+    args = dict(model_args)
+    api = dict(args.get("api") or {})
+    if api:
+        api["init_args"] = {**(api.get("init_args") or {}), "image_size": int(image_size)}
+        args["api"] = api
+    if hasattr(model_class, "planned_iterations"):
+        args["epsilon"] = float(epsilon)
+        args["delta"] = 1e-5
+        args.pop("image_size", None)
+    return args
+
+
+def run_pe(*, epsilon: float, seed: int, datamodule: MNISTDataModule, out: Path, model_args: dict, overrides: dict,
+           model_class: type | None = None, fd_per_iteration: dict | None = None) -> dict[int, Population]:
+    """One PE run; returns ``{0: random population, T: final population}``.
+
+    With ``fd_per_iteration`` (a dict), the pixel FD to the data module's test split of
+    every iteration's population is stored in it.
+    """
     import lightning.pytorch as pl
 
-    model = _build_model(model_args, seed=seed, overrides={**overrides, "output_dir": str(out)})
-    keep = _Keep()
+    from pe_lightning.evolution import PrivateEvolution
+
+    model_class = model_class or PrivateEvolution
+    datamodule.setup()
+    args = _for_data(model_args, model_class, epsilon=epsilon, image_size=datamodule.image_shape[0])
+    model = _build_model(args, seed=seed, overrides={**overrides, "output_dir": str(out)}, model_class=model_class)
+    keep = _Keep(real=None if fd_per_iteration is None else datamodule.test_images)
     trainer = pl.Trainer(
         max_epochs=model.iterations, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(out),
         callbacks=[PrivacyAccountant(epsilon=epsilon, delta=1e-5), keep],
     )
     trainer.fit(model, datamodule=datamodule)
+    if fd_per_iteration is not None:
+        fd_per_iteration.update(keep.fd_per_iteration)
     return keep.populations
 
 
@@ -119,13 +171,20 @@ def run_results(
     overrides: dict | None = None,
     grid_epsilons: Sequence[float] = (1.0, 10.0),
     config: Path = DEMO_CONFIG,
+    datamodule=None,
+    fd_curves: dict | None = None,
 ) -> list[dict]:
-    """Run every setting and write the CSVs, plot, table and grids to ``out``. Returns the summary rows."""
+    """Run every setting and write the CSVs, plot, table and grids to ``out``. Returns the summary rows.
+
+    ``datamodule``: the private / test data (default: the BENCHMARK.md MNIST split).
+    ``fd_curves``: a dict that receives ``{epsilon: {iteration: FD}}`` of each epsilon's first PE seed.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dm = MNISTDataModule(num_private=num_private)
+    dm = MNISTDataModule(num_private=num_private) if datamodule is None else datamodule
     dm.setup()
     model_args = _demo_model_args(config)
+    model_class = _demo_model_class(config)
     overrides = dict(overrides or {})
     rows: list[dict] = []
 
@@ -140,7 +199,11 @@ def run_results(
     for eps in epsilons:
         for pe_seed in pe_seeds:
             start = time.perf_counter()
-            pops = run_pe(epsilon=eps, seed=pe_seed, datamodule=dm, out=out / "runs" / f"eps{eps:g}_seed{pe_seed}", model_args=model_args, overrides=overrides)
+            curve = {} if (fd_curves is not None and pe_seed == pe_seeds[0]) else None
+            pops = run_pe(epsilon=eps, seed=pe_seed, datamodule=dm, out=out / "runs" / f"eps{eps:g}_seed{pe_seed}",
+                          model_args=model_args, overrides=overrides, model_class=model_class, fd_per_iteration=curve)
+            if curve is not None:
+                fd_curves[eps] = dict(sorted(curve.items()))
             seconds = time.perf_counter() - start
             final = max(pops)
             if eps == epsilons[0]:  # iteration 0 is the same RANDOM draw for every epsilon of a seed
@@ -231,24 +294,157 @@ def _plot(summary: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def run_transfer_suite(
+    *,
+    out: str | os.PathLike,
+    variants: Sequence[str] = VARIANTS,
+    epsilons: Sequence[float] = (1.0, 10.0),
+    num_private: int | None = None,
+    **kwargs,
+) -> list[dict]:
+    """:func:`run_results` on every transfer set (same config, unchanged), one sub-folder each.
+
+    Writes ``transfer_summary.csv`` / ``.md`` (one row per set and setting), ``fd_curves.csv``
+    and ``fd_per_iteration.png`` (FD of every iteration of PE seed 0) to ``out``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table: list[dict] = []
+    curves: list[dict] = []
+    for variant in variants:
+        dm = MNISTVariantDataModule(variant=variant, num_private=num_private)
+        fd_curves: dict = {}
+        summary = run_results(out=out / variant, epsilons=epsilons, num_private=num_private, datamodule=dm,
+                              fd_curves=fd_curves, **kwargs)
+        table.extend({"set": variant, **row} for row in summary)
+        for eps, curve in fd_curves.items():
+            curves.extend(dict(set=variant, epsilon=eps, iteration=t, fd=fd) for t, fd in curve.items())
+        _write_csv(out / "transfer_summary.csv", table)
+        atomic_write(out / "transfer_summary.md", lambda tmp: Path(tmp).write_text(_transfer_markdown(table)))
+        _write_csv(out / "fd_curves.csv", curves)
+        _plot_curves(curves, out / "fd_per_iteration.png")
+    return table
+
+
+def merge_transfer(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[dict]:
+    """Join transfer-suite outputs run in parallel (``--variants`` split over processes) into ``out``.
+
+    Concatenates each part's ``transfer_summary.csv`` and ``fd_curves.csv``, copies its set
+    folders (without the ``runs/`` populations) and rewrites the table and the plot.
+    """
+    import shutil
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table: list[dict] = []
+    curves: list[dict] = []
+
+    def read(path: Path) -> list[dict]:
+        with open(path, newline="") as f:
+            return [{k: (v if k in ("set", "setting") else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+
+    for part in map(Path, parts):
+        rows = read(part / "transfer_summary.csv")
+        table.extend(rows)
+        curves.extend(read(part / "fd_curves.csv"))
+        for name in dict.fromkeys(r["set"] for r in rows):
+            shutil.copytree(part / name, out / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("runs"))
+    for r in table:
+        r["n"], r["pe_seeds"], r["clf_seeds"] = int(r["n"]), int(r["pe_seeds"]), int(r["clf_seeds"])
+    for c in curves:
+        c["iteration"] = int(c["iteration"])
+    _write_csv(out / "transfer_summary.csv", table)
+    atomic_write(out / "transfer_summary.md", lambda tmp: Path(tmp).write_text(_transfer_markdown(table)))
+    _write_csv(out / "fd_curves.csv", curves)
+    _plot_curves(curves, out / "fd_per_iteration.png")
+    return table
+
+
+def _transfer_markdown(table: list[dict]) -> str:
+    sets = list(dict.fromkeys(r["set"] for r in table))
+    settings = list(dict.fromkeys((r["setting"], math.nan if math.isnan(r["epsilon"]) else r["epsilon"]) for r in table))
+    settings = [k for i, k in enumerate(settings) if not any(k[0] == j[0] and math.isnan(k[1]) and math.isnan(j[1]) for j in settings[:i])]
+    def label(setting, eps):
+        if setting == "PE":
+            return f"PE ε = {'∞' if math.isinf(eps) else f'{eps:g}'}"
+        return {"real private training set": "real data (bound)", "random API alone": "RANDOM API alone"}.get(setting, setting)
+    head = "| set | " + " | ".join(f"{label(*k)}: acc % / FD" for k in settings) + " |"
+    lines = [head, "|---" * (len(settings) + 1) + "|"]
+    for name in sets:
+        cells = []
+        for setting, eps in settings:
+            row = next((r for r in table if r["set"] == name and r["setting"] == setting
+                        and (r["epsilon"] == eps or (math.isnan(r["epsilon"]) and math.isnan(eps)))), None)
+            cells.append("" if row is None else f"{row['acc_mean']:.1f} ± {row['acc_std']:.1f} / {row['fd_mean']:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_curves(curves: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epsilons = sorted({c["epsilon"] for c in curves})
+    fig, axes = plt.subplots(1, len(epsilons), figsize=(5 * len(epsilons), 4), squeeze=False)
+    for ax, eps in zip(axes[0], epsilons):
+        for name in dict.fromkeys(c["set"] for c in curves):
+            pts = [(c["iteration"], c["fd"]) for c in curves if c["set"] == name and c["epsilon"] == eps]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_title(f"ε = {eps:g} (PE seed 0)")
+        ax.set_xlabel("PE iteration (0 = RANDOM API)")
+        ax.set_ylabel("Fréchet distance (pixels)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description="MNIST privacy-utility results (BENCHMARK.md protocol)")
+    parser = argparse.ArgumentParser(description="Privacy-utility results (BENCHMARK.md protocol) and the transfer suite")
     parser.add_argument("--out", default="results/mnist")
-    parser.add_argument("--epsilons", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0, 10.0, math.inf])
+    parser.add_argument("--suite", choices=["mnist", "transfer"], default="mnist",
+                        help="'transfer': the same settings on MNIST and each shifted variant (pe_lightning.data.transfer)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="the PE config (default: the demo's)")
+    parser.add_argument("--epsilons", type=float, nargs="+", default=None,
+                        help="default: 0.5 1 2 4 10 inf (mnist), 1 10 (transfer)")
     parser.add_argument("--pe-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--clf-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--noise", choices=["seeded", "secret"], default="seeded",
+                        help="DP noise of the runs: 'seeded' (default here: reproducible numbers; private only while the "
+                             "seed is secret) or 'secret' (a fresh key per run)")
     parser.add_argument("--reuse-lookahead", choices=["true", "false"], default=None,
                         help="override the demo config's reuse_lookahead (true there): 'false' makes fresh variations for "
                              "every child, the reference implementation's behaviour")
-    parser.add_argument("--quick", action="store_true", help="smoke run: eps 1, one seed, 200 private, 5 per class, 1 epoch")
+    parser.add_argument("--quick", action="store_true", help="smoke run: eps 1, one seed, 200 private, 10 per class, 1 epoch")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="join transfer-suite outputs of parallel runs (each --variants ... --out DIR) into --out")
     args = parser.parse_args(argv)
-    kwargs = dict(out=args.out, epsilons=args.epsilons, pe_seeds=args.pe_seeds, clf_seeds=args.clf_seeds, epochs=args.epochs,
-                  overrides={} if args.reuse_lookahead is None else {"reuse_lookahead": args.reuse_lookahead == "true"})
+    if args.merge:
+        table = merge_transfer(args.merge, args.out)
+        print(_transfer_markdown(table))
+        return table
+    overrides = {"noise": args.noise}
+    if args.reuse_lookahead is not None:
+        overrides["reuse_lookahead"] = args.reuse_lookahead == "true"
+    epsilons = args.epsilons or ([0.5, 1.0, 2.0, 4.0, 10.0, math.inf] if args.suite == "mnist" else [1.0, 10.0])
+    kwargs = dict(out=args.out, epsilons=epsilons, pe_seeds=args.pe_seeds, clf_seeds=args.clf_seeds, epochs=args.epochs,
+                  overrides=overrides, config=args.config)
     if args.quick:
-        kwargs.update(epsilons=[1.0], pe_seeds=[0], clf_seeds=[0], epochs=1, num_private=200,
-                      overrides={**kwargs["overrides"], "iterations": 2, "variation_degrees": [0.5, 0.3], "num_samples_per_class": 5, "lookahead_degree": 2},
-                      grid_epsilons=[1.0])
+        if hasattr(_demo_model_class(args.config), "planned_iterations"):
+            small = {"final_samples_per_class": 10, "lookahead_degree": 2, "approx_private_size": 200}
+        else:
+            small = {"iterations": 2, "variation_degrees": [0.5, 0.3], "num_samples_per_class": 5, "lookahead_degree": 2}
+        kwargs.update(epsilons=args.epsilons or [1.0], pe_seeds=[0], clf_seeds=[0], epochs=1, num_private=200,
+                      overrides={**overrides, **small}, grid_epsilons=[1.0])
+    if args.suite == "transfer":
+        table = run_transfer_suite(variants=args.variants, **kwargs)
+        print(_transfer_markdown(table))
+        return table
     summary = run_results(**kwargs)
     print(_markdown(summary))
     return summary

@@ -21,12 +21,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from pe_lightning.noise import NoiseKey, standard_normal
+
 __all__ = [
     "BACKENDS",
+    "DISTANCES",
     "resolve_backend",
+    "check_distance",
     "nearest_neighbors",
     "assign_votes",
     "vote_histogram",
+    "vote_weight",
+    "client_scale",
+    "SELECTION_MODES",
     "add_gaussian_noise",
     "apply_threshold",
     "select_parents",
@@ -34,6 +41,8 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "faiss", "torch")
+#: Nearest-neighbour criteria: smallest L2 distance, largest cosine similarity, largest inner product.
+DISTANCES = ("l2", "cosine", "ip")
 
 
 class ZeroHistogramWarning(UserWarning):
@@ -51,21 +60,70 @@ def _faiss():
     return faiss
 
 
-def resolve_backend(backend: str) -> str:
-    """``'auto'`` -> ``'faiss'`` when importable, else ``'torch'``; validates the name."""
+def _faiss_gpu_available(faiss) -> bool:
+    """faiss was built with GPU support (faiss-gpu) and sees at least one GPU."""
+    return hasattr(faiss, "knn_gpu") and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _auto_backend(device: torch.device) -> tuple[str, str]:
+    """What ``'auto'`` picks for tensors on ``device``, and why (one line)."""
+    try:
+        faiss = _faiss()
+    except ImportError:
+        return "torch", "faiss is not installed"
+    if device.type != "cuda":
+        return "faiss", "faiss exact brute force on the CPU"
+    if _faiss_gpu_available(faiss):
+        return "faiss", "faiss-gpu brute-force k-NN straight on the CUDA tensors"
+    return "torch", "this faiss has no GPU support, so blocked matrix products on the GPU (no host copies)"
+
+
+def resolve_backend(backend: str, device: torch.device | str | None = None) -> str:
+    """Validate a backend name and resolve ``'auto'`` for tensors on ``device`` (default: the CPU).
+
+    ``'auto'`` is faiss on the CPU (torch when faiss is missing); on CUDA it is faiss when
+    faiss-gpu is installed (``faiss.knn_gpu`` on the torch tensors), else torch, whose
+    matrix products run on the GPU, where faiss-cpu would copy every batch to the host.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"search backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        try:
-            _faiss()
-            return "faiss"
-        except ImportError:
-            return "torch"
+        return _auto_backend(torch.device(device if device is not None else "cpu"))[0]
     return backend
+
+
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def _resolve_and_announce(backend: str, device: torch.device) -> str:
+    """:func:`resolve_backend`; the first time ``'auto'`` resolves for a device type, log the choice and why."""
+    if backend != "auto":
+        return resolve_backend(backend)
+    choice, why = _auto_backend(device)
+    if (device.type, choice) not in _ANNOUNCED:
+        _ANNOUNCED.add((device.type, choice))
+        from lightning.pytorch.utilities import rank_zero_info  # noqa: PLC0415
+
+        rank_zero_info(f"[PE] nearest-neighbour search (search_backend='auto') on {device.type}: {choice} ({why})")
+    return choice
+
+
+def check_distance(distance: str) -> str:
+    """Validate a nearest-neighbour criterion name (one of :data:`DISTANCES`) and return it."""
+    if distance not in DISTANCES:
+        raise ValueError(
+            f"distance must be one of {DISTANCES} ('l2': smallest Euclidean distance, 'cosine': largest cosine "
+            f"similarity, 'ip': largest inner product), got {distance!r}"
+        )
+    return distance
 
 
 #: Default bound on the torch backend's distance block: ``(rows, N)`` float32 scores.
 DEFAULT_MAX_CHUNK_BYTES = 256 * 2**20
+
+
+#: Norms below this count as zero when normalising for ``distance='cosine'`` (``F.normalize``'s default).
+_NORM_EPS = 1e-12
 
 
 def _rows_per_chunk(num_keys: int, chunk_size: int, max_chunk_bytes: int) -> int:
@@ -73,18 +131,29 @@ def _rows_per_chunk(num_keys: int, chunk_size: int, max_chunk_bytes: int) -> int
     return max(1, min(chunk_size, max_chunk_bytes // (4 * max(num_keys, 1))))
 
 
-def _torch_knn(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_size: int, max_chunk_bytes: int) -> torch.Tensor:
+def _torch_knn(
+    queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_size: int, max_chunk_bytes: int, distance: str = "l2"
+) -> torch.Tensor:
     keys = keys.to(queries.device)
     rows = _rows_per_chunk(len(keys), chunk_size, max_chunk_bytes)
     # ||x||^2 of the keys, a block at a time (``keys * keys`` at once would copy all keys).
     key_sq = torch.cat([(block * block).sum(1) for block in keys.split(rows)])
     key_sq = key_sq[None, :]
+    if distance == "cosine":  # scores q.x / ||x|| per block: no normalised copy of the keys
+        inv_norm = key_sq.sqrt().clamp_min_(_NORM_EPS).reciprocal_()
     out = []
     for start in range(0, len(queries), rows):
         q = queries[start : start + rows]
-        # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2; ||q||^2 is constant per row, so drop it.
-        # One (rows, N) block per step: addmm writes ||x||^2 - 2 q.x without a second temporary.
-        dist = torch.addmm(key_sq, q, keys.T, alpha=-2.0)
+        if distance == "l2":
+            # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2; ||q||^2 is constant per row, so drop it.
+            # One (rows, N) block per step: addmm writes ||x||^2 - 2 q.x without a second temporary.
+            dist = torch.addmm(key_sq, q, keys.T, alpha=-2.0)
+        else:  # largest similarity first: rank by its negation
+            if distance == "cosine":
+                q = torch.nn.functional.normalize(q, dim=1, eps=_NORM_EPS)
+            dist = torch.mm(q, keys.T).neg_()
+            if distance == "cosine":
+                dist.mul_(inv_norm)
         out.append(torch.topk(dist, k, dim=1, largest=False, sorted=True).indices)
         del dist
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.int64, device=queries.device)
@@ -100,20 +169,39 @@ def _faiss_gpu_resources(faiss, device_index: int):
     return _GPU_RESOURCES[device_index]
 
 
-def _faiss_knn(queries: torch.Tensor, keys: torch.Tensor, k: int) -> torch.Tensor:
+def _faiss_knn(queries: torch.Tensor, keys: torch.Tensor, k: int, distance: str = "l2") -> torch.Tensor:
     faiss = _faiss()
+    if distance == "cosine":  # cosine = inner product of unit vectors (a normalised copy for faiss)
+        queries = torch.nn.functional.normalize(queries, dim=1, eps=_NORM_EPS)
+        keys = torch.nn.functional.normalize(keys, dim=1, eps=_NORM_EPS)
+    metric = faiss.METRIC_L2 if distance == "l2" else faiss.METRIC_INNER_PRODUCT
+    if keys.is_cuda and _faiss_gpu_available(faiss):
+        return _faiss_knn_gpu(faiss, queries, keys, k, metric)
     xq = np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32)
     xb = np.ascontiguousarray(keys.detach().cpu().numpy(), dtype=np.float32)
-    if keys.is_cuda and hasattr(faiss, "StandardGpuResources"):
-        device_index = keys.device.index or 0
-        index = faiss.index_cpu_to_gpu(_faiss_gpu_resources(faiss, device_index), device_index, faiss.IndexFlatL2(keys.shape[1]))
-        index.add(xb)
-        _, idx = index.search(xq, k)
-    else:
-        # Exact brute-force search straight on the key array (the same kernel as
-        # IndexFlatL2.search, without copying the keys into an index first).
-        _, idx = faiss.knn(xq, xb, k)
+    # Exact brute-force search straight on the key array (the same kernel as
+    # IndexFlatL2/IndexFlatIP.search, without copying the keys into an index first).
+    _, idx = faiss.knn(xq, xb, k, metric=metric)
     return torch.from_numpy(idx.astype(np.int64)).to(queries.device)
+
+
+def _faiss_knn_gpu(faiss, queries: torch.Tensor, keys: torch.Tensor, k: int, metric: int) -> torch.Tensor:
+    """faiss-gpu's exact brute-force k-NN (``bfKnn``) on the torch tensors where they lie.
+
+    No index is built and nothing is copied to the host: ``faiss.contrib.torch_utils`` lets
+    ``knn_gpu`` read the tensors' device memory and write int64 indices into a tensor on the
+    same device, on the current torch stream.
+    """
+    import faiss.contrib.torch_utils as _torch_utils  # noqa: F401, PLC0415 - makes knn_gpu accept torch tensors
+
+    device_index = keys.device.index
+    if device_index is None:
+        device_index = torch.cuda.current_device() if keys.is_cuda else 0
+    _, idx = faiss.knn_gpu(
+        _faiss_gpu_resources(faiss, device_index), queries.contiguous(), keys.contiguous(), k,
+        metric=metric, device=device_index,
+    )
+    return idx.to(device=queries.device, dtype=torch.int64)
 
 
 def nearest_neighbors(
@@ -124,24 +212,31 @@ def nearest_neighbors(
     backend: str = "auto",
     chunk_size: int = 4096,
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    distance: str = "l2",
 ) -> torch.Tensor:
-    """Exact L2 ``k``-nearest keys of each query.
+    """Exact ``k``-nearest keys of each query (L2 by default).
 
     Args:
         queries: float ``(M, D)``.
         keys: float ``(N, D)`` with ``N >= k``.
         k: neighbours per query.
-        backend: ``'faiss'`` (exact brute force; a GPU flat index when faiss-gpu and CUDA
-            tensors), ``'torch'`` (blocked matrix products on the tensors' device), or ``'auto'``.
+        backend: ``'faiss'`` (exact brute force; with faiss-gpu and CUDA tensors
+            ``faiss.knn_gpu`` on the tensors themselves: no index build, no host copy),
+            ``'torch'`` (blocked matrix products on the tensors' device), or ``'auto'``
+            (:func:`resolve_backend` for the keys' device; the choice is logged once).
         chunk_size: at most this many queries per torch block.
         max_chunk_bytes: torch backend: each block of queries is also small enough that
             its ``(rows, N)`` float32 distance block fits in this many bytes (at least one
             row per block), so extra memory stays bounded (``M x N`` is never materialised).
+        distance: ``'l2'`` (smallest Euclidean distance), ``'cosine'`` (largest cosine
+            similarity; a zero vector has similarity 0 to everything) or ``'ip'`` (largest
+            inner product), in both backends.
 
     Returns:
         int64 ``(M, k)`` indices into ``keys``, nearest first.
     """
-    backend = resolve_backend(backend)
+    backend = _resolve_and_announce(backend, keys.device)
+    check_distance(distance)
     if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
         raise ValueError(f"queries (M, D) and keys (N, D) must share D, got {tuple(queries.shape)} and {tuple(keys.shape)}")
     if not 1 <= k <= len(keys):
@@ -151,8 +246,8 @@ def nearest_neighbors(
     queries = queries.float()
     keys = keys.float()
     if backend == "faiss":
-        return _faiss_knn(queries, keys, k)
-    return _torch_knn(queries, keys, k, chunk_size, max_chunk_bytes)
+        return _faiss_knn(queries, keys, k, distance)
+    return _torch_knn(queries, keys, k, chunk_size, max_chunk_bytes, distance)
 
 
 def _rows_of(indices: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
@@ -171,6 +266,7 @@ def assign_votes(
     k: int = 1,
     backend: str = "auto",
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    distance: str = "l2",
 ) -> torch.Tensor:
     """The synthetic samples each private sample votes for, within its class.
 
@@ -182,10 +278,12 @@ def assign_votes(
         k: votes per private sample (``num_nearest_neighbors``).
         backend: see :func:`nearest_neighbors`.
         max_chunk_bytes: bound on the torch backend's distance block, see :func:`nearest_neighbors`.
+        distance: ``'l2'``, ``'cosine'`` or ``'ip'``, see :func:`nearest_neighbors`.
 
     Returns:
         int64 ``(M, k)`` global indices into the synthetic set.
     """
+    check_distance(distance)
     out = torch.empty(len(private_embeddings), k, dtype=torch.int64, device=private_embeddings.device)
     for c in torch.unique(private_labels).tolist():
         priv_idx = torch.nonzero(private_labels == c).flatten()
@@ -198,46 +296,101 @@ def assign_votes(
         # A class stored contiguously (a population is grouped by class) is passed as a view.
         local = nearest_neighbors(
             _rows_of(priv_idx, private_embeddings), _rows_of(syn_idx, synthetic_embeddings), k=k, backend=backend,
-            max_chunk_bytes=max_chunk_bytes,
+            max_chunk_bytes=max_chunk_bytes, distance=distance,
         )
         out[priv_idx.to(out.device)] = syn_idx.to(out.device)[local.to(out.device)]
     return out
 
 
-def vote_histogram(assignments: torch.Tensor, *, num_synthetic: int) -> torch.Tensor:
+def vote_histogram(assignments: torch.Tensor, *, num_synthetic: int, clients: torch.Tensor | None = None) -> torch.Tensor:
     """Vote counts per synthetic sample (L2 sensitivity 1).
+
+    Sample-level (``clients=None``), the neighbouring relation is add/remove one private
+    sample: each sample adds ``1/sqrt(k)`` to each of its ``k`` bins (its vote vector has
+    L2 norm 1). Client-level, it is add/remove one *client* with all its samples: each
+    client's summed vote-count vector ``v_c`` is scaled to ``v_c / ||v_c||_2``, so it has L2
+    norm exactly 1 however many samples the client holds (a client with one sample and
+    ``k`` distinct votes gets ``1/sqrt(k)`` per bin, as sample-level).
 
     Args:
         assignments: int64 ``(M, k)``; every entry must be a valid synthetic index.
         num_synthetic: ``N``.
+        clients: optional int64 ``(M,)`` client id of each private sample.
 
     Returns:
-        float64 ``(N,)``: each private sample adds ``1/sqrt(k)`` to each of its ``k`` bins.
+        float64 ``(N,)``.
     """
+    if clients is not None:
+        return _client_vote_histogram(assignments, num_synthetic=num_synthetic, clients=clients)
     if assignments.ndim != 2:
         raise ValueError(f"assignments must be (M, k), got {tuple(assignments.shape)}")
     if assignments.numel() and (assignments.min() < 0 or assignments.max() >= num_synthetic):
         raise ValueError("assignments hold indices outside [0, num_synthetic): some private sample did not vote")
     k = assignments.shape[1]
     counts = torch.bincount(assignments.flatten().cpu(), minlength=num_synthetic).to(torch.float64)
-    return counts / math.sqrt(k)
+    return counts * vote_weight(k)
 
 
-def add_gaussian_noise(histogram: torch.Tensor, *, noise_multiplier: float, generator: torch.Generator) -> torch.Tensor:
-    """``histogram + N(0, noise_multiplier^2 I)``, noise drawn from ``generator`` (CPU, float64).
+def _client_vote_histogram(assignments: torch.Tensor, *, num_synthetic: int, clients: torch.Tensor) -> torch.Tensor:
+    """Client-level histogram: each client's vote-count vector normalised to L2 norm 1."""
+    if assignments.ndim != 2 or assignments.numel() == 0:
+        raise ValueError(f"assignments must be a non-empty (M, k), got {tuple(assignments.shape)}")
+    clients = torch.as_tensor(clients).cpu().to(torch.int64).flatten()
+    if clients.shape[0] != assignments.shape[0]:
+        raise ValueError(f"clients must have one id per private sample ({assignments.shape[0]}), got {clients.shape[0]}")
+    if assignments.min() < 0 or assignments.max() >= num_synthetic:
+        raise ValueError("assignments hold indices outside [0, num_synthetic): some private sample did not vote")
+    k = assignments.shape[1]
+    _, client_index = torch.unique(clients, return_inverse=True)
+    pairs = client_index.repeat_interleave(k) * num_synthetic + assignments.cpu().flatten()
+    cells, counts = torch.unique(pairs, return_counts=True)  # (client, bin) cells with their vote counts
+    counts = counts.to(torch.float64)
+    owner = cells // num_synthetic
+    norms = torch.zeros(int(client_index.max()) + 1, dtype=torch.float64).index_add_(0, owner, counts * counts).sqrt()
+    histogram = torch.zeros(num_synthetic, dtype=torch.float64)
+    return histogram.index_add_(0, cells % num_synthetic, counts * client_scale(norms)[owner])
 
-    With sensitivity 1 this is the Gaussian mechanism whose privacy
-    :mod:`pe_lightning.privacy` accounts for. ``noise_multiplier=0`` adds nothing (not private).
+
+def client_scale(norms: torch.Tensor) -> torch.Tensor:
+    """The factor applied to a client's vote-count vector of L2 norm ``norms``: ``1 / norms`` (norm 1 after)."""
+    return 1.0 / norms
+
+
+def vote_weight(k: int) -> float:
+    """The weight of each of a private sample's ``k`` votes, ``1/sqrt(k)``: its vote vector has L2 norm 1."""
+    return 1.0 / math.sqrt(k)
+
+
+def add_gaussian_noise(
+    histogram: torch.Tensor, *, noise_multiplier: float, key: "NoiseKey", iteration: int
+) -> torch.Tensor:
+    """``histogram + N(0, noise_multiplier^2 I)``, the noise keyed by the run's secret (float64).
+
+    With L2 sensitivity 1 (add/remove one private sample) this is the Gaussian mechanism
+    whose privacy :mod:`pe_lightning.privacy` accounts for. The noise is
+    :func:`pe_lightning.noise.standard_normal` of ``(key, iteration, histogram.shape)``:
+    unpredictable without the key, identical on every rank that holds it. Leading
+    dimensions of ``histogram`` are independent releases (the privacy audit batches
+    trials this way). ``noise_multiplier=0`` adds nothing (not private).
+
+    Args:
+        histogram: vote counts ``(..., N)``.
+        noise_multiplier: ``sigma``, noise std in units of the sensitivity, finite and ``>= 0``.
+        key: the run's :class:`~pe_lightning.noise.NoiseKey`.
+        iteration: the PE iteration (1-based) this release belongs to.
     """
     if not (noise_multiplier >= 0 and math.isfinite(noise_multiplier)):
         raise ValueError(f"noise_multiplier must be finite and >= 0, got {noise_multiplier}")
-    noise = torch.randn(histogram.shape, generator=generator, dtype=torch.float64, device=generator.device)
+    noise = torch.from_numpy(standard_normal(key, iteration=iteration, shape=tuple(histogram.shape)))
     return histogram.to(torch.float64) + noise_multiplier * noise.to(histogram.device)
 
 
 def apply_threshold(noisy: torch.Tensor, *, threshold: float) -> torch.Tensor:
     """``max(noisy - threshold, 0)`` (post-processing)."""
     return torch.clamp(noisy - threshold, min=0.0)
+
+
+SELECTION_MODES = ("sample", "rank")
 
 
 def select_parents(
@@ -247,8 +400,14 @@ def select_parents(
     num_per_class: Sequence[int],
     generator: torch.Generator,
     class_names: Sequence[str] | None = None,
+    mode: str = "sample",
 ) -> torch.Tensor:
-    """Draw parents with replacement, within each class, with probability ∝ ``weights``.
+    """Choose parents within each class from the thresholded noisy counts (post-processing).
+
+    ``mode="sample"`` draws with replacement with probability ∝ ``weights`` (the paper's
+    and the reference's default); ``mode="rank"`` takes the ``n_c`` largest weights of
+    class ``c`` (ties broken by index), each parent once. Either reads only the noisy
+    histogram and public configuration, so it is post-processing: no privacy cost.
 
     A class whose weights are all zero (e.g. every noisy count fell below the threshold)
     is drawn uniformly with a :class:`ZeroHistogramWarning`; still post-processing.
@@ -257,13 +416,17 @@ def select_parents(
         weights: float ``(N,)`` thresholded noisy counts, >= 0.
         labels: int64 ``(N,)`` class of each synthetic sample.
         num_per_class: how many parents to draw for each class (public configuration).
-        generator: CPU generator for the draw.
+        generator: CPU generator for the draw (``sample``; ``rank`` draws nothing
+            unless a class falls back to uniform).
         class_names: for warning messages.
+        mode: ``"sample"`` or ``"rank"``.
 
     Returns:
         int64 ``(sum(num_per_class),)`` indices into the population, grouped by class in
         label order.
     """
+    if mode not in SELECTION_MODES:
+        raise ValueError(f"selection mode must be one of {SELECTION_MODES}, got {mode!r}")
     weights = weights.detach().cpu().to(torch.float64)
     labels = labels.detach().cpu()
     if torch.isnan(weights).any() or (weights < 0).any():
@@ -285,5 +448,15 @@ def select_parents(
                 stacklevel=2,
             )
             w = torch.ones_like(w)
-        out.append(idx[torch.multinomial(w, n_c, replacement=True, generator=generator)])
+            if mode == "rank":  # no information to rank by: a uniform draw without replacement
+                w = torch.rand(len(idx), generator=generator, dtype=torch.float64)
+        if mode == "rank":
+            if n_c > len(idx):
+                raise ValueError(
+                    f"class {name!r}: selection 'rank' takes {n_c} distinct parents but the class has only "
+                    f"{len(idx)} synthetic samples"
+                )
+            out.append(idx[torch.sort(w, descending=True, stable=True).indices[:n_c]])
+        else:
+            out.append(idx[torch.multinomial(w, n_c, replacement=True, generator=generator)])
     return torch.cat(out) if out else torch.empty(0, dtype=torch.int64)

@@ -3,3 +3,37 @@ import os
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PL_DISABLE_FORK", "1")
+
+# The private side (embedding cache, secret noise keys) of every test run goes to a
+# throw-away folder, never the user's ~/.cache.
+if "PE_LIGHTNING_PRIVATE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["PE_LIGHTNING_PRIVATE_DIR"] = tempfile.mkdtemp(prefix="pe_lightning_private_")
+
+
+import pytest  # noqa: E402 - after the environment above
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusers_models(tmp_path_factory) -> dict[str, str]:
+    """Tiny random-weight diffusers models saved with ``save_pretrained``, built once per session (tests/tiny_weights.py)."""
+    from tiny_weights import build_tiny_diffusers_models
+
+    return build_tiny_diffusers_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_adm_checkpoint(tmp_path_factory) -> str:
+    """Path of a tiny random-weight improved-diffusion checkpoint (tests/tiny_weights.py: TINY_ADM_FLAGS)."""
+    from tiny_weights import write_tiny_adm_checkpoint
+
+    return write_tiny_adm_checkpoint(tmp_path_factory.mktemp("adm") / "tiny_adm.pt")
+
+
+@pytest.fixture(scope="session")
+def random_inception_weights(tmp_path_factory) -> str:
+    """Path of a random-weight FID Inception state dict, written once per session (tests/tiny_weights.py)."""
+    from tiny_weights import write_random_inception_weights
+
+    return write_random_inception_weights(tmp_path_factory.mktemp("inception") / "random-inception.pth")

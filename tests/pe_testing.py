@@ -27,6 +27,15 @@ def tiny_model(**overrides) -> PrivateEvolution:
     return PrivateEvolution(**kwargs)
 
 
+def shared_noise_key(tmp_path) -> str:
+    """A noise-key file outside ``tmp_path`` (and so outside any output root under it).
+
+    Runs given the same file draw the same secret noise: the way to compare two runs
+    without the seeded (public) noise mode.
+    """
+    return str(tmp_path.parent / f"{tmp_path.name}.noise.key")
+
+
 def tiny_trainer(tmp_path, *, max_epochs: int = 2, callbacks=(), **kwargs) -> pl.Trainer:
     defaults = dict(
         max_epochs=max_epochs,

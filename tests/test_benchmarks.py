@@ -26,11 +26,26 @@ def test_gpu_check_smoke_run_on_cpu_records_every_part(tmp_path):
     _run(str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick", "--out", str(out), cwd=tmp_path)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     kinds = [r["benchmark"] for r in rows]
-    assert kinds.count("voting") == 2 and {r["backend"] for r in rows if r["benchmark"] == "voting"} == {"faiss", "torch"}
+    voting = {r["backend"]: r for r in rows if r["benchmark"] == "voting"}
+    assert kinds.count("voting") == 3 and set(voting) == {"faiss", "torch", "auto"}
+    assert voting["auto"]["resolved"] == "faiss"  # on the CPU
     (pe,) = [r for r in rows if r["benchmark"] == "gpu_pe_iteration"]
     assert pe["iteration_s"] > 0 and pe["api_s"] > 0 and 0 <= pe["reused_lookahead_fraction"] <= 1
     assert sorted(r["call"] for r in rows if r["benchmark"] == "gpu_api_throughput") == ["random", "variation"]
+    (config,) = [r for r in rows if r["benchmark"] == "gpu_shipped_config"]  # --quick: the first GPU config
+    assert config["passed"] and config["config"].startswith("configs/") and config["seconds"] > 0
     assert not any("error" in r for r in rows)
+
+
+def test_gpu_check_parts_have_their_own_time_limit(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    rows, error = gpu_check.run_part("pe_iteration", device="cpu", quick=True, timeout=0.5)
+    assert rows == [] and error.startswith("timed out after 0.5 s")
+    assert {"cifar10_dit", "camelyon17_dit", "cat_sd"} <= set(gpu_check.gpu_configs())
 
 
 def test_make_bench_quick_runs_every_benchmark(tmp_path, monkeypatch, capsys):

@@ -287,6 +287,22 @@ def test_cifar10_subsets_with_fake_dataset(tmp_path: Path, monkeypatch: pytest.M
     assert dm.class_names[0] == "class0"
 
 
+def test_cifar10_format_files_without_md5_check(tmp_path: Path) -> None:
+    """verify_md5=False reads any files in the CIFAR-10 python format through torchvision's reader;
+    the default refuses them (their md5 sums are not CIFAR-10's)."""
+    from tiny_weights import write_cifar10_batches
+
+    write_cifar10_batches(tmp_path, per_batch=4, test=6)
+    dm = CIFAR10DataModule(root=str(tmp_path), verify_md5=False)
+    dm.setup()
+    assert dm.private_images.shape == (20, 32, 32, 3) and dm.test_images.shape == (6, 32, 32, 3)
+    assert dm.private_labels.tolist() == list(range(10)) * 2 and dm.class_names[:2] == ["airplane", "automobile"]
+    with pytest.raises(FileNotFoundError, match="corrupted"):
+        CIFAR10DataModule(root=str(tmp_path)).setup()
+    with pytest.raises(ValueError, match="verify_md5"):
+        CIFAR10DataModule(verify_md5="no")
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [({"num_private": 0}, "num_private"), ({"num_test": 10001}, "num_test"), ({"root": ""}, "root")],

@@ -1,15 +1,16 @@
 """Tests of the diffusers APIs (DiffusionUNetAPI, DiTAPI, StableDiffusionAPI) with tiny random-weight models.
 
 Every model is built from a config with seeded random weights and written with
-``save_pretrained`` into a temporary folder, whose path is then the ``model`` argument: the
-APIs' real ``from_pretrained`` loading path runs, and nothing touches the network.
+``save_pretrained`` into a temporary folder (``tests/tiny_weights.py``), whose path is then
+the ``model`` argument: the APIs' real ``from_pretrained`` loading path runs, and nothing
+touches the network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import string
 import subprocess
 import sys
 
@@ -57,81 +58,9 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, str]:
-    """Build and save the tiny models once; returns their folders by name."""
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        DDPMPipeline,
-        DDPMScheduler,
-        DiTPipeline,
-        DiTTransformer2DModel,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-        UNet2DModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    root = tmp_path_factory.mktemp("tiny_models")
-    out: dict[str, str] = {}
-
-    def unet(**kwargs) -> UNet2DModel:
-        torch.manual_seed(0)
-        return UNet2DModel(
-            sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
-            norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-            **kwargs,
-        )
-
-    DDPMPipeline(unet=unet(), scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(root / "unet")
-    DDPMPipeline(unet=unet(num_class_embeds=10), scheduler=DDPMScheduler()).save_pretrained(root / "unet_cond")
-    out["unet"], out["unet_cond"] = str(root / "unet"), str(root / "unet_cond")
-
-    def vae() -> AutoencoderKL:
-        torch.manual_seed(1)
-        return AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-            norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-            sample_size=16,
-        )
-
-    torch.manual_seed(2)
-    transformer = DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
-        sample_size=8, patch_size=2, num_embeds_ada_norm=1000,
-    )
-    DiTPipeline(transformer=transformer, vae=vae(), scheduler=DDIMScheduler()).save_pretrained(root / "dit")
-    out["dit"] = str(root / "dit")
-
-    tok_dir = root / "clip_tokenizer"
-    tok_dir.mkdir()
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for ch in string.ascii_lowercase + string.digits:
-            vocab[ch + suffix] = len(vocab)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=32)
-    torch.manual_seed(3)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    ))
-    torch.manual_seed(4)
-    sd_unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        norm_num_groups=4, cross_attention_dim=32, attention_head_dim=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    )
-    sd = StableDiffusionPipeline(
-        vae=vae(), text_encoder=text_encoder, tokenizer=tokenizer, unet=sd_unet,
-        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    sd.save_pretrained(root / "sd")
-    out["sd"] = str(root / "sd")
-    return out
+def models(tiny_diffusers_models) -> dict[str, str]:
+    """The tiny models' folders by name (built once per session: tests/tiny_weights.py)."""
+    return tiny_diffusers_models
 
 
 @pytest.fixture(scope="module")
@@ -417,6 +346,173 @@ def test_missing_local_folder_is_named(tmp_path) -> None:
     missing = str(tmp_path / "no_such_model")
     with pytest.raises(FileNotFoundError, match="no_such_model"):
         DiTAPI(model=missing).setup(class_names=DIGITS)
+
+
+# ---------------------------------------------------------------------------- 8. Hub layouts and weight variants
+
+
+def test_unet_at_the_repository_root_or_in_unet_folder_both_load(models, tmp_path) -> None:
+    """google/ddpm-cifar10-32 keeps config.json, the weights and scheduler_config.json at the root;
+    DDPMPipeline.save_pretrained writes unet/ and scheduler/. The default finds either."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    root = tmp_path / "root_layout"
+    UNet2DModel.from_pretrained(models["unet"], subfolder="unet").save_pretrained(root)
+    DDPMScheduler.from_pretrained(models["unet"], subfolder="scheduler").save_pretrained(root)
+    labels = np.array([1, 2], dtype=np.int64)
+    images = []
+    for model, kwargs in [(models["unet"], {}), (str(root), {}), (str(root), {"subfolder": None, "scheduler_subfolder": None})]:
+        api = DiffusionUNetAPI(model=model, num_inference_steps=STEPS, image_size=16, **kwargs)
+        api.setup(class_names=DIGITS)
+        images.append(api.random(labels=labels, generator=_gen(0)).images)
+    for other in images[1:]:  # the same weights and scheduler, wherever they sit
+        np.testing.assert_array_equal(other, images[0])
+
+
+@pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks`:UserWarning")
+@pytest.mark.parametrize("where", ["local", "hub"])
+def test_missing_unet_error_lists_the_paths_tried(where, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = str(tmp_path / "empty") if where == "local" else "nonexistent-org/nonexistent-unet"
+    if where == "local":
+        (tmp_path / "empty").mkdir()
+    with pytest.raises(OSError) as info:
+        DiffusionUNetAPI(model=model, torch_dtype="float16").setup(class_names=DIGITS)
+    msg = str(info.value)
+    tried = [f"{model}/unet (fp16 weight files)", f"{model}/unet (default weight files)",
+             f"{model} (root) (fp16 weight files)", f"{model} (root) (default weight files)"]
+    positions = [msg.find(t) for t in tried]
+    assert -1 not in positions and positions == sorted(positions), msg  # every path and variant tried, in order
+    if where == "hub":
+        assert "hf download nonexistent-org/nonexistent-unet" in msg
+
+
+def test_fp16_weight_files_are_loaded_where_the_checkpoint_has_them(tmp_path) -> None:
+    """variant 'auto': torch_dtype float16 reads the fp16 files when present (here deliberately different
+    weights, so that which files were read shows), the default files otherwise; float32 reads the default files."""
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    from tiny_weights import tiny_unet
+
+    both, default_only = tmp_path / "both", tmp_path / "default_only"
+    DDPMPipeline(unet=tiny_unet(seed=0), scheduler=DDPMScheduler()).save_pretrained(both)
+    DDPMPipeline(unet=tiny_unet(seed=1).half(), scheduler=DDPMScheduler()).save_pretrained(both, variant="fp16")
+    DDPMPipeline(unet=tiny_unet(seed=0), scheduler=DDPMScheduler()).save_pretrained(default_only)
+    first = lambda api: next(api._unet.parameters()).detach().float()  # noqa: E731
+
+    def loaded(model: str, **kwargs) -> DiffusionUNetAPI:
+        api = DiffusionUNetAPI(model=str(model), image_size=16, **kwargs)
+        api.setup(class_names=DIGITS)
+        return api
+
+    fp16, default = tiny_unet(seed=1).half(), tiny_unet(seed=0)
+    api = loaded(both, torch_dtype="float16")
+    assert api._unet.dtype == torch.float16
+    torch.testing.assert_close(first(api), next(fp16.parameters()).float())
+    torch.testing.assert_close(first(loaded(both, torch_dtype="float32")), next(default.parameters()))
+    torch.testing.assert_close(first(loaded(both, torch_dtype="float16", variant=None)), next(default.parameters()).half().float())
+    fallback = loaded(default_only, torch_dtype="float16")  # no fp16 files: the default ones, cast
+    assert fallback._unet.dtype == torch.float16
+    torch.testing.assert_close(first(fallback), next(default.parameters()).half().float())
+    with pytest.raises(OSError, match="fp16 weight files"):  # an explicit variant must exist
+        loaded(default_only, torch_dtype="float16", variant="fp16")
+
+
+# ---------------------------------------------------------------------------- 9. memory: VAE sub-batches, one encoding per parents
+
+
+@pytest.mark.parametrize("cls", [DiTAPI, StableDiffusionAPI])
+def test_vae_sub_batches_give_the_same_images_as_one_batch(models, cls) -> None:
+    name = "dit" if cls is DiTAPI else "sd"
+    labels = np.array([0, 1, 2, 3, 4, 5], dtype=np.int64)
+    results = []
+    for vae_batch_size in (1, 4, 64):
+        api = cls(model=models[name], num_inference_steps=STEPS, image_size=16, channels=3, batch_size=6,
+                  vae_batch_size=vae_batch_size)
+        api.setup(class_names=DIGITS)
+        out = api.random(labels=labels, generator=_gen(0))
+        var = api.variation(images=out.images, conditions=out.conditions, labels=labels, degree=0.5, generator=_gen(1))
+        results.append((out.images, var.images))
+    for images in results[1:]:  # float results agree to rounding (below), so uint8 pixels to at most one level
+        for got, want in zip(images, results[0]):
+            diff = np.abs(got.astype(int) - want.astype(int))
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    with pytest.raises(ValueError, match="vae_batch_size"):
+        cls(model=models[name], vae_batch_size=0)
+
+
+def test_vae_encode_and_decode_in_sub_batches_match_one_batch(dit_api) -> None:
+    from pe_lightning.apis.diffusion import vae_decode, vae_encode
+
+    vae, cpu = dit_api._vae, torch.device("cpu")
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
+    whole = vae_encode(vae, images, size=(16, 16), device=cpu, batch_size=5, autocast=contextlib.nullcontext)
+    assert whole.shape == (5, 4, 8, 8) and whole.dtype == torch.float32 and whole.device == cpu
+    torch.testing.assert_close(vae_encode(vae, images, size=(16, 16), device=cpu, batch_size=2,
+                                          autocast=contextlib.nullcontext), whole, rtol=1e-5, atol=1e-5)
+    decoded = vae_decode(vae, whole, batch_size=5, autocast=contextlib.nullcontext)
+    assert decoded.shape == (5, 3, 16, 16) and decoded.dtype == torch.float32
+    torch.testing.assert_close(vae_decode(vae, whole, batch_size=1, autocast=contextlib.nullcontext), decoded,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dit_api", "sd_api"])
+def test_the_same_parents_are_vae_encoded_once_for_all_lookahead_variations(name, request, monkeypatch) -> None:
+    api = request.getfixturevalue(name)
+    vae = api._vae if name == "dit_api" else api._txt2img.vae
+    encoded: list[int] = []
+    real_encode = vae.encode
+    monkeypatch.setattr(vae, "encode", lambda x, *a, **k: (encoded.append(len(x)), real_encode(x, *a, **k))[1])
+    labels = np.arange(6, dtype=np.int64)
+    parents = api.random(labels=labels, generator=_gen(0))
+    api._latent_cache = None
+    k_variations = [api.variation(images=parents.images, conditions=parents.conditions, labels=labels, degree=0.5,
+                                  generator=_gen(10 + r)).images for r in range(3)]
+    assert sum(encoded) == 6  # three variations of the same six parents: one encoding
+    api._latent_cache = None  # without the cache: the same images
+    again = api.variation(images=parents.images, conditions=parents.conditions, labels=labels, degree=0.5, generator=_gen(11))
+    np.testing.assert_array_equal(again.images, k_variations[1])
+    other = parents.images.copy()
+    other[0] ^= 1  # different parents are encoded anew
+    api.variation(images=other, conditions=parents.conditions, labels=labels, degree=0.5, generator=_gen(12))
+    assert sum(encoded) == 18
+
+
+# ---------------------------------------------------------------------------- 10. NaN/inf outputs are errors, not black images
+
+
+def _poison_second_call(monkeypatch, module, name: str) -> None:
+    """Make ``module.name`` return NaN from its second call on."""
+    real, calls = getattr(module, name), []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return out if len(calls) < 2 else out.clone().fill_(float("nan"))
+
+    monkeypatch.setattr(module, name, poisoned)
+
+
+@pytest.mark.parametrize("name, target", [("unet_api", "diffusion.sdedit_sample"), ("dit_api", "dit.vae_decode"),
+                                          ("sd_api", "stable_diffusion.vae_decode")])
+@pytest.mark.parametrize("call", ["random", "variation"])
+def test_nan_output_raises_naming_the_api_and_batch(name, target, call, request, monkeypatch) -> None:
+    import importlib
+
+    api = request.getfixturevalue(name)  # batch_size 4: 6 samples are batches 1 (0..3) and 2 (4..5)
+    labels = np.arange(6, dtype=np.int64)
+    start = api.random(labels=labels, generator=_gen(0))
+    module_name, function = target.split(".")
+    _poison_second_call(monkeypatch, importlib.import_module(f"pe_lightning.apis.{module_name}"), function)
+    from pe_lightning.apis.diffusion import NonFiniteOutputError
+
+    with pytest.raises(NonFiniteOutputError) as info:
+        if call == "random":
+            api.random(labels=labels, generator=_gen(1))
+        else:
+            api.variation(images=start.images, conditions=start.conditions, labels=labels, degree=0.5, generator=_gen(1))
+    msg = str(info.value)
+    assert f"{type(api).__name__}(model=" in msg and f".{call}: batch 2 of 2 (samples 4..5" in msg and "NaN" in msg
 
 
 # ---------------------------------------------------------------------------- 6. full tiny PE fits through the CLI

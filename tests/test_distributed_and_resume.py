@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def write_config(path: Path, *, out: Path, iterations: int = 3, epsilon: float = 2.0, callbacks=(), num_private: int = 151) -> Path:
+def write_config(path: Path, *, out: Path, iterations: int = 3, epsilon: float = 2.0, callbacks=(), num_private: int = 151,
+                 noise_key_file: Path | None = None) -> Path:
     config = {
         "seed_everything": 0,
         "trainer": {
@@ -35,6 +36,7 @@ def write_config(path: Path, *, out: Path, iterations: int = 3, epsilon: float =
                 "iterations": iterations, "num_samples_per_class": 9, "variation_degrees": 0.4, "lookahead_degree": 2,
                 "threshold": 0.5, "seed": 3, "api_batch_size": 20, "output_dir": str(out), "save_png": False,
                 "reuse_lookahead": True,
+                **({"noise_key_file": str(noise_key_file)} if noise_key_file else {}),
                 "api": {"class_path": "pe_lightning.apis.DrawText", "init_args": {"image_size": 28}},
                 "embedding": {"class_path": "pe_lightning.embeddings.PixelEmbedding", "init_args": {"size": 14}},
             },
@@ -60,17 +62,23 @@ def load_final(out: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def ledger(out: Path) -> list[dict]:
+def ledger_state(out: Path) -> dict:
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("PrivacyAccountant")]
-    return state["ledger"]
+    return state
+
+
+def ledger(out: Path) -> dict:
+    return ledger_state(out)["ledger"]
 
 
 def test_ddp_on_two_processes_gives_the_same_votes_and_population_as_one(tmp_path):
     recorder = lambda d: {"class_path": "pe_testing.VoteRecorder", "init_args": {"directory": str(d)}}  # noqa: E731
     one, two = tmp_path / "one", tmp_path / "two"
-    run_cli(write_config(tmp_path / "one.yaml", out=one, callbacks=[recorder(one / "votes")]), cwd=tmp_path)
-    proc = run_cli(write_config(tmp_path / "two.yaml", out=two, callbacks=[recorder(two / "votes")]),
+    key = tmp_path / "shared.key"  # secret-noise mode; the same key for both runs (created by the first)
+    run_cli(write_config(tmp_path / "one.yaml", out=one, callbacks=[recorder(one / "votes")], noise_key_file=key), cwd=tmp_path)
+    assert key.is_file()
+    proc = run_cli(write_config(tmp_path / "two.yaml", out=two, callbacks=[recorder(two / "votes")], noise_key_file=key),
                    "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path)
     assert "world_size: 2" in proc.stdout + proc.stderr or "GLOBAL_RANK: 1" in proc.stdout + proc.stderr
     for t in (1, 2, 3):  # 151 private samples: the DistributedSampler pads one duplicate; it must not vote twice
@@ -82,18 +90,38 @@ def test_ddp_on_two_processes_gives_the_same_votes_and_population_as_one(tmp_pat
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert ledger(one) == ledger(two)
+    assert {n["noise_mode"] for n in ledger_state(one)["noise_sources"]} == {"secret"}
+
+
+def test_ddp_rank_selection_with_kept_parents_matches_one_process(tmp_path):
+    """Selection 'rank', keep_selected and 2 variations per parent: 2 processes give the 1-process run."""
+    one, two, key = tmp_path / "one", tmp_path / "two", tmp_path / "shared.key"
+    modes = ["--model.init_args.selection=rank", "--model.init_args.keep_selected=true", "--model.init_args.variations_per_parent=2"]
+    run_cli(write_config(tmp_path / "one.yaml", out=one, iterations=2, noise_key_file=key), *modes, cwd=tmp_path)
+    run_cli(write_config(tmp_path / "two.yaml", out=two, iterations=2, noise_key_file=key), *modes,
+            "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path)
+    a, b = load_final(one), load_final(two)
+    assert len(a["images"]) == 90 and len(np.unique(a["parents"])) == 30
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert ledger(one) == ledger(two)
 
 
 def test_sigkill_mid_iteration_then_resume_matches_uninterrupted_run(tmp_path):
     kill = {"class_path": "pe_testing.KillAt", "init_args": {"iteration": 3}}
     full, cut = tmp_path / "full", tmp_path / "cut"
-    run_cli(write_config(tmp_path / "full.yaml", out=full, iterations=4, callbacks=[kill]), cwd=tmp_path)
+    # The killed run keeps its secret key where it always does (the private dir, by run id) ...
     cfg = write_config(tmp_path / "cut.yaml", out=cut, iterations=4, callbacks=[kill])
     killed = run_cli(cfg, cwd=tmp_path, kill=True, check=False)
     assert killed.returncode == -9, (killed.stdout + killed.stderr)[-3000:]
     assert not (cut / "final").exists()
     assert len(ledger(cut)["noise_multipliers"]) == 2  # the checkpoint of iteration 2 is the last one
-    run_cli(cfg, "--ckpt_path=last", cwd=tmp_path)
+    ckpt = torch.load(cut / "checkpoints" / "last.ckpt", weights_only=False)
+    key = Path(os.environ["PE_LIGHTNING_PRIVATE_DIR"]) / "noise_keys" / f"{ckpt['private_evolution']['run_id']}.key"
+    assert key.is_file()
+    # ... and the uninterrupted reference is given that same key.
+    run_cli(write_config(tmp_path / "full.yaml", out=full, iterations=4, callbacks=[kill], noise_key_file=key), cwd=tmp_path)
+    run_cli(cfg, "--ckpt_path=last", cwd=tmp_path)  # finds its key again by run id
     a, b = load_final(full), load_final(cut)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -137,9 +165,9 @@ def test_fid_and_downstream_callbacks_under_ddp_match_one_process(tmp_path):
          "init_args": {"feature": {"class_path": "pe_lightning.embeddings.PixelEmbedding"}, "name": "pixel"}},
         {"class_path": "pe_lightning.callbacks.DownstreamEvaluation", "init_args": {"max_epochs": 1, "val_fraction": 0.0}},
     ]
-    one, two = tmp_path / "one", tmp_path / "two"
-    out1 = run_cli(write_config(tmp_path / "one.yaml", out=one, iterations=2, callbacks=callbacks), cwd=tmp_path)
-    out2 = run_cli(write_config(tmp_path / "two.yaml", out=two, iterations=2, callbacks=callbacks),
+    one, two, key = tmp_path / "one", tmp_path / "two", tmp_path / "shared.key"
+    out1 = run_cli(write_config(tmp_path / "one.yaml", out=one, iterations=2, callbacks=callbacks, noise_key_file=key), cwd=tmp_path)
+    out2 = run_cli(write_config(tmp_path / "two.yaml", out=two, iterations=2, callbacks=callbacks, noise_key_file=key),
                    "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path)
     text1, text2 = out1.stdout + out1.stderr, out2.stdout + out2.stderr
     fid1, fid2 = _logged(text1, "fid/pixel"), _logged(text2, "fid/pixel")

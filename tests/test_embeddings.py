@@ -163,30 +163,6 @@ def test_inception_corrupt_weights_file(tmp_path: Path) -> None:
         InceptionEmbedding(weights_path=str(bad)).setup()
 
 
-@pytest.fixture(scope="module")
-def random_inception_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """State dict of torch-fidelity's network with random weights (no download).
-
-    The network is built with its weight loading patched out, then its conv weights are
-    redrawn He-normal so that activations stay O(1) through the ~90 layers (PyTorch's
-    default init shrinks them to ~1e-7).
-    """
-    from torch_fidelity import feature_extractor_inceptionv3 as tfi
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
-        mp.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
-        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / m.weight[0].numel()) ** 0.5)
-    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
-    torch.save(net.state_dict(), path)
-    return str(path)
-
-
 def test_inception_forward_shapes(random_inception_weights: str) -> None:
     """4 images through the full network (~0.3 s each on 2 CPU cores)."""
     emb = InceptionEmbedding(weights_path=random_inception_weights)
@@ -213,6 +189,64 @@ def test_inception_forward_shapes(random_inception_weights: str) -> None:
     emb.setup()  # idempotent: no reload
     assert emb.fingerprint == InceptionEmbedding(weights_path=random_inception_weights).fingerprint
     assert emb.fingerprint != InceptionEmbedding().fingerprint
+
+
+def test_embeddings_return_ordinary_tensors_that_can_be_updated_in_place(random_inception_weights: str) -> None:
+    """Regression: Inception returned inference-mode tensors, and the lookahead mean (``emb.add_(e)``,
+    ``emb.div_(k)``) then raised 'Inplace update to inference tensor outside InferenceMode'."""
+    images = random_images(2, 16, 16, 3)
+    for emb in (InceptionEmbedding(weights_path=random_inception_weights), PixelEmbedding()):
+        out = emb.embed(images)
+        assert not out.is_inference() and not out.requires_grad
+        expected = out * 2 / 3
+        out.add_(emb.embed(images)).div_(3)  # what PrivateEvolution does with k lookahead embeddings
+        torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.slow
+def test_pe_fit_with_inception_and_lookahead(random_inception_weights: str, tmp_path: Path) -> None:
+    """The crash path itself: a fit with Inception voting and lookahead >= 2 passes iteration 1 (~5 s)."""
+    from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
+
+    model = tiny_model(embedding=InceptionEmbedding(weights_path=random_inception_weights), iterations=1,
+                       variation_degrees=[0.5], num_samples_per_class=1, lookahead_degree=2, noise_multiplier=1.0)
+    tiny_trainer(tmp_path, max_epochs=1).fit(model, datamodule=tiny_datamodule(num_private=20))
+    assert model.iteration == 1 and len(model.population) == 10
+
+
+def test_inception_forward_passes_are_capped_at_max_batch_size(random_inception_weights: str) -> None:
+    emb = InceptionEmbedding(weights_path=random_inception_weights, max_batch_size=2)
+    emb.setup()
+    seen: list[int] = []
+    emb._net.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    images = random_images(3, 16, 16, 3)
+    capped = emb.embed(images, batch_size=2048)  # PrivateEvolution's default embedding_batch_size
+    assert seen == [2, 1]
+    whole = InceptionEmbedding(weights_path=random_inception_weights, max_batch_size=8).embed(images)
+    torch.testing.assert_close(capped, whole, rtol=1e-5, atol=1e-5)  # sub-batches do not change the features
+    assert InceptionEmbedding().max_batch_size == 256
+    assert emb.fingerprint == InceptionEmbedding(weights_path=random_inception_weights).fingerprint
+    with pytest.raises(ValueError, match="max_batch_size"):
+        InceptionEmbedding(max_batch_size=0)
+
+
+def test_fingerprint_includes_device_and_float32_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU and GPU features (or GPU features with and without TF32) differ: their caches must not mix."""
+    from pe_lightning.devices import numerics
+
+    assert numerics("cpu") == {"device": "cpu", "float32_matmul_precision": torch.get_float32_matmul_precision()}
+    for emb in (PixelEmbedding(), InceptionEmbedding()):
+        cpu = emb.fingerprint
+        emb.device = torch.device("meta")  # any other device
+        assert emb.fingerprint != cpu
+        emb.device = torch.device("cpu")
+        assert emb.fingerprint == cpu
+        precision = torch.get_float32_matmul_precision()
+        try:
+            torch.set_float32_matmul_precision("high" if precision == "highest" else "highest")  # TF32 on/off
+            assert emb.fingerprint != cpu
+        finally:
+            torch.set_float32_matmul_precision(precision)
 
 
 def test_to_device_keeps_cpu_tensors_and_values():

@@ -13,9 +13,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 import pe_lightning.evolution as evolution
+import pe_lightning.release as release
 from pe_lightning import NotPrivateWarning, Population, PrivateEvolution, privacy
 from pe_lightning.callbacks import PopulationSnapshot, PrivacyAccountant, PrivacyBudgetExceededError, SampleGrid
 from pe_lightning.data import MNISTDataModule
+from pe_lightning.noise import SeededNoiseWarning
 from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
 
 
@@ -24,20 +26,20 @@ class Recorder:
 
     def __init__(self, monkeypatch):
         self.histograms, self.noise_calls = [], []
-        real_hist, real_noise = evolution.vote_histogram, evolution.add_gaussian_noise
+        real_hist, real_noise = release.vote_histogram, release.add_gaussian_noise
 
-        def hist(assignments, *, num_synthetic):
-            out = real_hist(assignments, num_synthetic=num_synthetic)
+        def hist(assignments, *, num_synthetic, clients=None):
+            out = real_hist(assignments, num_synthetic=num_synthetic, clients=clients)
             self.histograms.append(out.clone())
             return out
 
-        def noise(histogram, *, noise_multiplier, generator):
-            out = real_noise(histogram, noise_multiplier=noise_multiplier, generator=generator)
+        def noise(histogram, *, noise_multiplier, key, iteration):
+            out = real_noise(histogram, noise_multiplier=noise_multiplier, key=key, iteration=iteration)
             self.noise_calls.append((noise_multiplier, (out - histogram).clone()))
             return out
 
-        monkeypatch.setattr(evolution, "vote_histogram", hist)
-        monkeypatch.setattr(evolution, "add_gaussian_noise", noise)
+        monkeypatch.setattr(release, "vote_histogram", hist)
+        monkeypatch.setattr(release, "add_gaussian_noise", noise)
 
 
 def test_fit_calibrates_noise_votes_once_and_logs_epsilon(tmp_path, monkeypatch):
@@ -100,13 +102,25 @@ def _run(tmp_path, seed, **overrides):
     return model.population
 
 
-def test_same_seed_same_population_different_seed_different(tmp_path):
-    a = _run(tmp_path / "a", 1)
-    b = _run(tmp_path / "b", 1)
-    c = _run(tmp_path / "c", 2)
+def test_seeded_noise_same_seed_same_population_different_seed_different(tmp_path):
+    with pytest.warns(SeededNoiseWarning, match="ONLY while the seed stays secret"):
+        a = _run(tmp_path / "a", 1, noise="seeded")
+    b = _run(tmp_path / "b", 1, noise="seeded")
+    c = _run(tmp_path / "c", 2, noise="seeded")
     np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_array_equal(a.parents, b.parents)
     assert not np.array_equal(a.images, c.images)
+
+
+def test_secret_noise_same_seed_draws_different_noise(tmp_path, monkeypatch):
+    rec = Recorder(monkeypatch)
+    _run(tmp_path / "a", 1)
+    _run(tmp_path / "b", 1)
+    (s1, noise1), (s2, noise2) = rec.noise_calls[0], rec.noise_calls[2]  # iteration 1 of each run
+    assert s1 == s2 and noise1.shape == noise2.shape
+    assert not torch.equal(noise1, noise2)
+    # The votes were the same (same seed: same RANDOM population): only the noise differs.
+    assert torch.equal(rec.histograms[0], rec.histograms[2])
 
 
 def test_refuses_to_run_without_noise_multiplier(tmp_path):

@@ -140,7 +140,9 @@ def test_matches_dp_accounting_pld(sigma: float, iterations: int) -> None:
     )
     theirs = accountant.get_epsilon(1e-5)
     ours = P.epsilon(noise_multiplier=sigma, iterations=iterations, delta=1e-5)
-    assert ours == pytest.approx(theirs, rel=1e-2)
+    # Measured agreement: 1e-9 to 3e-8 relative; PLD's pessimistic discretisation is never below the exact value.
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    assert ours <= theirs * (1 + 1e-12)
 
 
 @pytest.mark.parametrize(("sigma", "iterations"), CROSS_CASES)

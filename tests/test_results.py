@@ -30,3 +30,13 @@ def test_results_quick_mode_writes_everything(tmp_path):
     assert {"setting", "epsilon", "pe_seed", "clf_seed", "test_acc", "fd"} <= set(rows[0])
     for name in ("summary.csv", "summary.md", "results.png", "grid_eps1.png"):
         assert (tmp_path / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_transfer_suite_quick_mode_writes_the_table_and_fd_curves(tmp_path):
+    table = main(["--suite", "transfer", "--quick", "--variants", "pad32", "--out", str(tmp_path)])
+    assert [r["set"] for r in table] == ["pad32"] * 3
+    curves = list(csv.DictReader(open(tmp_path / "fd_curves.csv")))
+    assert [int(c["iteration"]) for c in curves] == list(range(7))  # the planned T = 6, iteration 0 included
+    for name in ("transfer_summary.csv", "transfer_summary.md", "fd_per_iteration.png", "pad32/summary.csv"):
+        assert (tmp_path / name).is_file(), name

@@ -8,7 +8,7 @@ import pytest
 from pe_lightning import PixelEmbedding
 from pe_lightning.callbacks import PopulationCallback
 from pe_lightning.seeding import make_generator
-from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
+from pe_testing import shared_noise_key, tiny_datamodule, tiny_model, tiny_trainer
 
 
 class Populations(PopulationCallback):
@@ -23,7 +23,7 @@ class Populations(PopulationCallback):
 
 def _fit(tmp_path, **overrides):
     rec = Populations()
-    model = tiny_model(noise_multiplier=0.5, **overrides)
+    model = tiny_model(noise_multiplier=0.5, noise_key_file=shared_noise_key(tmp_path.parent), **overrides)
     tiny_trainer(tmp_path, callbacks=[rec]).fit(model, datamodule=tiny_datamodule(150))
     return model, rec
 
@@ -74,7 +74,7 @@ def test_private_embeddings_are_cached_on_disk_by_data_and_embedding(tmp_path):
     def run(num_private, size=14):
         CountingEmbedding.calls = []
         model = tiny_model(noise_multiplier=1.0, iterations=1, variation_degrees=0.3, embedding=CountingEmbedding(size=size),
-                           lookahead_degree=0, embedding_cache_dir=str(cache))
+                           lookahead_degree=0, embedding_cache_dir=str(cache), noise_key_file=shared_noise_key(tmp_path))
         tiny_trainer(tmp_path, max_epochs=1).fit(model, datamodule=tiny_datamodule(num_private))
         return sum(n for n in CountingEmbedding.calls if n == num_private), model
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from pe_lightning.noise import NoiseKey
+
 from pe_lightning.voting import (
     ZeroHistogramWarning,
     add_gaussian_noise,
@@ -68,17 +70,20 @@ def test_class_with_too_few_synthetic_samples_is_an_error():
         assign_votes(private_embeddings=p, private_labels=pl, synthetic_embeddings=s[:2], synthetic_labels=sl[:2], k=1)
 
 
-def test_noise_has_the_requested_std_and_is_seeded():
+def test_noise_has_the_requested_std_and_is_a_function_of_key_and_iteration():
     h = torch.zeros(200_000, dtype=torch.float64)
     sigma = 7.5
-    n1 = add_gaussian_noise(h, noise_multiplier=sigma, generator=torch.Generator().manual_seed(3))
-    n2 = add_gaussian_noise(h, noise_multiplier=sigma, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(n1, n2)
+    key = NoiseKey.generate()
+    n1 = add_gaussian_noise(h, noise_multiplier=sigma, key=key, iteration=3)
+    n2 = add_gaussian_noise(h, noise_multiplier=sigma, key=key, iteration=3)
+    assert torch.equal(n1, n2)  # every rank holding the key draws the same noise
+    assert not torch.equal(n1, add_gaussian_noise(h, noise_multiplier=sigma, key=key, iteration=4))
+    assert not torch.equal(n1, add_gaussian_noise(h, noise_multiplier=sigma, key=NoiseKey.generate(), iteration=3))
     assert n1.std().item() == pytest.approx(sigma, rel=0.01)
-    assert abs(n1.mean().item()) < 0.05
-    assert torch.equal(add_gaussian_noise(h, noise_multiplier=0.0, generator=torch.Generator()), h)
+    assert abs(n1.mean().item()) < 0.1
+    assert torch.equal(add_gaussian_noise(h, noise_multiplier=0.0, key=key, iteration=1), h)
     with pytest.raises(ValueError, match="noise_multiplier"):
-        add_gaussian_noise(h, noise_multiplier=float("nan"), generator=torch.Generator())
+        add_gaussian_noise(h, noise_multiplier=float("nan"), key=key, iteration=1)
 
 
 def test_threshold_clips_at_zero():
@@ -157,3 +162,76 @@ def test_votes_do_not_depend_on_how_classes_are_laid_out(backend):
     one_class = assign_votes(private_embeddings=p, private_labels=torch.zeros_like(pl), synthetic_embeddings=s,
                              synthetic_labels=torch.zeros_like(sl), backend=backend)
     assert torch.equal(one_class, nearest_neighbors(p, s, backend=backend))
+
+
+# ------------------------------------------------------------------ search on GPU (faiss-gpu faked over the real faiss)
+
+
+class _FaissWithGPU:
+    """The real faiss module plus faiss-gpu's entry points; ``knn_gpu`` runs the real exact search on what it is given."""
+
+    def __init__(self, faiss, num_gpus: int = 1):
+        import faiss.contrib.torch_utils  # noqa: F401 - the real faiss.knn then takes torch tensors
+
+        self._faiss, self.num_gpus, self.calls, self.resources = faiss, num_gpus, [], 0
+
+    def __getattr__(self, name):
+        return getattr(self._faiss, name)
+
+    def get_num_gpus(self):
+        return self.num_gpus
+
+    def StandardGpuResources(self):  # noqa: N802 - faiss's name
+        self.resources += 1
+        return object()
+
+    def knn_gpu(self, res, xq, xb, k, metric, device):
+        self.calls.append({"xq": xq, "xb": xb, "device": device})
+        return self._faiss.knn(xq, xb, k, metric=metric)
+
+
+def test_auto_backend_picks_by_device_and_says_which(monkeypatch, caplog):
+    import faiss
+
+    import pe_lightning.voting as voting
+
+    monkeypatch.setattr(voting, "_ANNOUNCED", set())
+    assert voting.resolve_backend("auto", "cpu") == "faiss"  # unchanged on the CPU
+    assert voting.resolve_backend("auto", "cuda:1") == "torch"  # faiss-cpu: torch's matmuls on the GPU, no host copies
+    monkeypatch.setattr(voting, "_faiss", lambda: _FaissWithGPU(faiss))
+    assert voting.resolve_backend("auto", "cuda") == "faiss"  # faiss-gpu: knn_gpu on the tensors
+    monkeypatch.setattr(voting, "_faiss", lambda: _FaissWithGPU(faiss, num_gpus=0))
+    assert voting.resolve_backend("auto", "cuda") == "torch"  # faiss-gpu that sees no GPU
+
+    def no_faiss():
+        raise ImportError("no faiss")
+
+    monkeypatch.setattr(voting, "_faiss", no_faiss)
+    assert voting.resolve_backend("auto", "cpu") == "torch"
+    q, _, keys, _ = _data()
+    with caplog.at_level("INFO"):
+        nearest_neighbors(q, keys, backend="auto")
+        nearest_neighbors(q, keys, backend="auto")
+    said = [r.getMessage() for r in caplog.records if "search_backend='auto'" in r.getMessage()]
+    assert said == ["[PE] nearest-neighbour search (search_backend='auto') on cpu: torch (faiss is not installed)"]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_faiss_gpu_path_searches_the_tensors_without_copies_or_index(k, monkeypatch):
+    import faiss
+
+    import pe_lightning.voting as voting
+    from pe_lightning.voting import _faiss_knn_gpu
+
+    monkeypatch.setattr(voting, "_GPU_RESOURCES", {})
+    fake = _FaissWithGPU(faiss)
+    q, _, keys, _ = _data()
+    first = _faiss_knn_gpu(fake, q, keys, k, faiss.METRIC_L2)
+    second = _faiss_knn_gpu(fake, q[:50], keys, k, faiss.METRIC_L2)
+    assert torch.equal(first, nearest_neighbors(q, keys, k=k, backend="torch"))
+    assert torch.equal(second, first[:50])
+    assert first.dtype == torch.int64 and first.device == q.device
+    for call in fake.calls:  # the tensors themselves: no numpy round trip, no copy
+        assert isinstance(call["xb"], torch.Tensor) and call["xb"].data_ptr() == keys.data_ptr()
+        assert isinstance(call["xq"], torch.Tensor) and call["xq"].data_ptr() == q.data_ptr()
+    assert fake.resources == 1 and len(fake.calls) == 2  # one StandardGpuResources per device and process, not per call

@@ -95,6 +95,15 @@ class ImageAPI(ABC):
         if not (np.isfinite(degree) and degree >= 0):
             raise ValueError(f"variation degree must be a finite number >= 0, got {degree!r}")
 
+    def check_input_images(self, images: np.ndarray) -> int:
+        """Validate VARIATION's ``images`` against :attr:`image_shape`; returns ``N``."""
+        if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1:] != tuple(self.image_shape):
+            raise ValueError(
+                f"images must be an array of shape (N, {', '.join(map(str, self.image_shape))}), "
+                f"got {getattr(images, 'shape', type(images).__name__)}"
+            )
+        return images.shape[0]
+
     @abstractmethod
     def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM_API: draw ``len(labels)`` fresh samples.

@@ -16,8 +16,9 @@ Conventions shared by all of them:
 
 * Constructor arguments are plain config values (strings, numbers, lists); weights load
   lazily in :meth:`setup` with ``from_pretrained`` from a Hub id or a local folder. A model
-  that is not available offline is an ``OSError`` that names it and says how to
-  pre-download it.
+  that is not available offline is an ``OSError`` that names it, lists the paths and
+  variants tried, and says how to pre-download it. With ``torch_dtype: float16`` the
+  checkpoint's ``fp16`` weight files are loaded where it has them (``variant: auto``).
 * The ``torch.Generator`` passed to each call is the only randomness. Initial noise is drawn
   on the generator's device (the CPU for PE's generators) in float32 and then moved to the
   model's device, so a given generator gives the same starting noise on any device.
@@ -26,9 +27,16 @@ Conventions shared by all of them:
   bicubic interpolation (and back); grayscale images are repeated to RGB for an RGB model,
   and outputs are reduced to one channel by luminance (ITU-R BT.601 weights).
 * Large calls are split into batches of ``batch_size`` samples (one forward pass each;
-  classifier-free guidance doubles it).
+  classifier-free guidance doubles it); VAEs encode and decode in sub-batches of
+  ``vae_batch_size`` images, and VARIATION encodes a set of parents once for all the
+  lookahead variations made of it (the same images again reuse their latents).
 * On CUDA devices the models run under ``torch.autocast`` with the ``autocast`` dtype
-  (``None`` disables it); on the CPU autocast is off.
+  (``None`` disables it); on the CPU autocast is off. Load the weights in the compute
+  dtype (``torch_dtype: float16``) rather than float32 under float16 autocast, which
+  re-casts every weight in every forward pass.
+* Every output batch is checked for NaN/inf before it becomes uint8 (where NaN would
+  silently turn into black images): :class:`NonFiniteOutputError` names the API, the call
+  and the batch.
 
 ``import pe_lightning`` does not import diffusers; it is imported on first use.
 """
@@ -36,6 +44,7 @@ Conventions shared by all of them:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import inspect
 import math
@@ -54,15 +63,19 @@ __all__ = [
     "SCHEDULERS",
     "DiffusionUNetAPI",
     "DiffusersAPI",
+    "NonFiniteOutputError",
     "autocast_context",
     "check_strength",
     "download_hint",
     "from_images",
+    "load_first",
     "load_pretrained",
     "make_scheduler",
     "randn",
     "sdedit_sample",
     "to_images",
+    "vae_decode",
+    "vae_encode",
 ]
 
 #: ``torch_dtype`` / ``autocast`` names accepted in configs.
@@ -221,6 +234,40 @@ def load_pretrained(loader: Callable[..., Any], model: str, *, what: str, revisi
         OSError: the model cannot be loaded (not cached offline, no network, missing file);
             the message names the model and says how to pre-download it.
     """
+    return load_first(loader, model, what=what, revision=revision, attempts=[(model, {})], **kwargs)[0]
+
+
+def load_first(
+    loader: Callable[..., Any],
+    model: str,
+    *,
+    what: str,
+    attempts: Sequence[tuple[str, dict[str, Any]]],
+    revision: str | None = None,
+    **kwargs: Any,
+) -> tuple[Any, str]:
+    """:func:`load_pretrained` trying several layouts or weight variants in turn; the first that loads wins.
+
+    Args:
+        loader: e.g. ``UNet2DModel.from_pretrained``.
+        model: a Hugging Face Hub id or a local folder.
+        what: what is being loaded, for messages.
+        attempts: ``(label, extra kwargs)`` in order of preference, e.g.
+            ``[("<model>/unet", {"subfolder": "unet"}), ("<model> (root)", {"subfolder": None})]``.
+            An attempt fails over to the next on an ``OSError`` (missing files, not cached)
+            or, when it asks for a ``variant``, a ``ValueError`` (diffusers' "no such
+            variant"). Labels name the paths tried in the final error.
+        revision: Hub revision; ``None`` for the default.
+        **kwargs: passed to ``loader`` in every attempt.
+
+    Returns:
+        The loaded object and the label of the attempt that loaded it.
+
+    Raises:
+        FileNotFoundError: ``model`` looks like a local path but does not exist.
+        OSError: no attempt loaded; the message lists each path tried and its error, and
+            says how to pre-download the model.
+    """
     path = os.path.expanduser(model)
     if _looks_like_path(model) and not os.path.isdir(path):
         raise FileNotFoundError(
@@ -235,24 +282,34 @@ def load_pretrained(loader: Callable[..., Any], model: str, *, what: str, revisi
 
     bars_were_enabled = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
+    failures: list[tuple[str, Exception]] = []
     try:
-        return loader(model, **kwargs)
-    except OSError as err:
-        if os.path.isdir(path):
-            raise OSError(f"{what}: cannot load the model from the local folder {model!r}: {err}") from err
-        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-        state = (
-            "HF_HUB_OFFLINE is set and the model is not fully in the local Hugging Face cache"
-            if offline or kwargs.get("local_files_only")
-            else "it could not be found locally or downloaded (no network, a wrong id, or a gated model that needs `hf auth login`)"
-        )
-        raise OSError(
-            f"{what}: cannot load model {model!r}: {state}. {download_hint(model, revision=revision)} "
-            f"Original error: {err}"
-        ) from err
+        for label, extra in attempts:
+            try:
+                return loader(model, **{**kwargs, **extra}), label
+            except (OSError, ValueError) as err:
+                if isinstance(err, ValueError) and not extra.get("variant"):
+                    raise
+                failures.append((label, err))
     finally:
         if bars_were_enabled:
             diffusers_logging.enable_progress_bar()
+    if len(failures) == 1:
+        errors = f"Original error: {failures[0][1]}"
+    else:
+        errors = "Tried, in order: " + "; ".join(f"({i}) {label}: {err}" for i, (label, err) in enumerate(failures, 1))
+    if os.path.isdir(path):
+        raise OSError(f"{what}: cannot load the model from the local folder {model!r}. {errors}") from failures[-1][1]
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    state = (
+        "HF_HUB_OFFLINE is set and the model is not fully in the local Hugging Face cache"
+        if offline or kwargs.get("local_files_only")
+        else "it could not be found locally or downloaded (no network, a wrong id or layout, or a gated model that "
+        "needs `hf auth login`)"
+    )
+    raise OSError(
+        f"{what}: cannot load model {model!r}: {state}. {download_hint(model, revision=revision)} {errors}"
+    ) from failures[-1][1]
 
 
 def make_scheduler(name: str | None, base: Any | None, *, kwargs: dict[str, Any] | None = None) -> Any:
@@ -347,6 +404,66 @@ def autocast_context(device: torch.device, dtype_name: str | None) -> contextlib
     return torch.autocast(device_type="cuda", dtype=DTYPES[dtype_name])
 
 
+def vae_encode(
+    vae: Any,
+    images: np.ndarray,
+    *,
+    size: tuple[int, int],
+    device: torch.device,
+    batch_size: int,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> torch.Tensor:
+    """Scaled VAE posterior means of uint8 images, ``batch_size`` images per encoder pass.
+
+    Args:
+        vae: a diffusers ``AutoencoderKL``.
+        images: uint8 ``(N, H, W, C)``, ``N >= 1``; resized to ``size`` and made RGB
+            (:func:`from_images`) a sub-batch at a time.
+        size: the model resolution ``(height, width)``.
+        device: the VAE's device.
+        batch_size: images per pass (the encoder's activations at 256-512 px are the
+            memory peak of a variation, far above the latents').
+        autocast: returns the autocast context to run in.
+
+    Returns:
+        float32 ``(N, latent_channels, height / f, width / f)`` on the CPU:
+        ``latent_dist.mode() * scaling_factor``.
+    """
+    scaling = float(vae.config.scaling_factor)
+    parts = []
+    for start in range(0, images.shape[0], batch_size):
+        pixels = from_images(images[start : start + batch_size], size=size, channels=3, device=device)
+        with autocast():
+            parts.append((vae.encode(pixels.to(vae.dtype)).latent_dist.mode().float() * scaling).cpu())
+    return torch.cat(parts)
+
+
+def vae_decode(
+    vae: Any, latents: torch.Tensor, *, batch_size: int, autocast: Callable[[], contextlib.AbstractContextManager]
+) -> torch.Tensor:
+    """Decode scaled latents, ``batch_size`` at a time.
+
+    Args:
+        vae: a diffusers ``AutoencoderKL``.
+        latents: ``(N, C, h, w)`` latents times ``scaling_factor``, ``N >= 1``.
+        batch_size: latents per decoder pass.
+        autocast: returns the autocast context to run in.
+
+    Returns:
+        float32 ``(N, 3, H, W)`` images, nominally in ``[-1, 1]``.
+    """
+    scaling = float(vae.config.scaling_factor)
+    parts = []
+    for batch in latents.split(batch_size):
+        with autocast():
+            parts.append(vae.decode((batch / scaling).to(vae.dtype)).sample.float())
+    return torch.cat(parts)
+
+
+class NonFiniteOutputError(FloatingPointError):
+    """A diffusion API produced NaN/inf pixels (usually float16 overflow); names the API, call and batch."""
+
+
 def sdedit_sample(
     *,
     scheduler: Any,
@@ -429,6 +546,10 @@ class DiffusersAPI(ImageAPI):
         image_size: private resolution, ``int`` or ``(height, width)``; inputs and outputs.
         channels: private channels, 1 (grayscale) or 3 (RGB).
         batch_size: samples per forward pass.
+        variant: weight-file variant to load: ``"auto"`` (the ``fp16`` files when
+            ``torch_dtype`` is float16 and the checkpoint has them, else the default files,
+            cast on load), ``None`` (always the default files) or a name such as ``"fp16"``
+            (required to exist).
     """
 
     def __init__(
@@ -443,6 +564,7 @@ class DiffusersAPI(ImageAPI):
         image_size: int | tuple[int, int],
         channels: int,
         batch_size: int,
+        variant: str | None = "auto",
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -454,6 +576,9 @@ class DiffusersAPI(ImageAPI):
             raise ValueError(f"{name} local_files_only must be a bool, got {local_files_only!r}")
         if channels not in (1, 3) or isinstance(channels, bool):
             raise ValueError(f"{name} channels must be 1 or 3, got {channels!r}")
+        if variant is not None and (not isinstance(variant, str) or not variant):
+            raise ValueError(f"{name} variant must be 'auto', None or a variant name such as 'fp16', got {variant!r}")
+        self.variant = variant
         self.model = model
         self.revision = revision
         self.torch_dtype = _check_dtype_name("torch_dtype", torch_dtype)
@@ -470,6 +595,7 @@ class DiffusersAPI(ImageAPI):
         self.device = torch.device("cpu")
         self.class_names: list[str] | None = None
         self.iteration = 0
+        self._latent_cache: tuple[tuple, torch.Tensor] | None = None
 
     # -- common pieces
 
@@ -488,6 +614,53 @@ class DiffusersAPI(ImageAPI):
         if self.local_files_only:
             kwargs["local_files_only"] = True
         return kwargs
+
+    def _load_attempts(
+        self, layouts: Sequence[tuple[str, dict[str, Any]]] | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The :func:`load_first` attempts: each layout (``(path label, kwargs)``; default: the model as given)
+        with each weight variant :attr:`variant` allows, preferred first."""
+        if self.variant == "auto":
+            variants = [("fp16", {"variant": "fp16"}), ("default", {})] if self.torch_dtype == "float16" else [(None, {})]
+        else:
+            variants = [(self.variant, {"variant": self.variant} if self.variant else {})]
+        out = []
+        for path, layout in layouts or [(self.model, {})]:
+            for name, kwargs in variants:
+                label = path if name is None else f"{path} ({name} weight files)"
+                out.append((label, {**layout, **kwargs}))
+        return out
+
+    def _to_images(self, x: torch.Tensor, *, call: str, batch: slice, n: int) -> np.ndarray:
+        """:func:`to_images` of one output batch, refusing NaN/inf (which would become black images).
+
+        Raises:
+            NonFiniteOutputError: naming the API, the call, the batch and the likely cause.
+        """
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            index, count = batch.start // self.batch_size + 1, -(-n // self.batch_size)
+            raise NonFiniteOutputError(
+                f"{type(self).__name__}(model={self.model!r}).{call}: batch {index} of {count} (samples "
+                f"{batch.start}..{batch.stop - 1} of this call) has {bad} NaN/inf values of {x.numel()} "
+                f"(torch_dtype={self.torch_dtype}, autocast={self.autocast}, device={self.device}). float16 overflow is "
+                f"the usual cause: use torch_dtype/autocast bfloat16 or float32 for this model."
+            )
+        return to_images(x, size=self.size, channels=self.channels)
+
+    def _encoded_once(self, images: np.ndarray, encode: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
+        """``encode(images)``, reused while the same images come again.
+
+        PE asks for ``lookahead_degree`` variations of the same chunk of parents in a row;
+        their latents are computed once (the last call's result is kept, keyed by the
+        images' bytes and the loaded model).
+        """
+        images = np.ascontiguousarray(images)
+        key = (getattr(self, "_loaded_key", None), images.shape, hashlib.blake2b(images, digest_size=16).digest())
+        if self._latent_cache is None or self._latent_cache[0] != key:
+            self._latent_cache = None  # free the old latents before computing new ones
+            self._latent_cache = (key, encode(images))
+        return self._latent_cache[1]
 
     def validate_degree(self, degree: float) -> None:
         """Raise ``ValueError`` unless ``degree`` is a strength in ``(0, 1]`` with ``int(K * degree) >= 1``."""
@@ -586,14 +759,18 @@ class DiffusionUNetAPI(DiffusersAPI):
 
         api:
           class_path: pe_lightning.apis.DiffusionUNetAPI
-          init_args: {model: google/ddpm-cifar10-32, subfolder: null, scheduler_subfolder: null, scheduler: ddim}
+          init_args: {model: google/ddpm-cifar10-32, scheduler: ddim}
 
     Args:
         model: Hub id or local folder holding the UNet (and usually its scheduler config).
-        subfolder: folder of the UNet inside ``model`` (``"unet"`` in a pipeline layout as
-            written by ``DDPMPipeline.save_pretrained``); ``None`` if it sits at the root.
-        scheduler_subfolder: folder of ``scheduler_config.json`` inside ``model``; ``None``
-            for the root. Its config (betas, number of training steps, ...) is reused.
+        subfolder: folder of the UNet inside ``model``: ``"auto"`` (the default) tries
+            ``unet/`` (the pipeline layout written by ``DDPMPipeline.save_pretrained``) and
+            then the root (the layout of e.g. ``google/ddpm-cifar10-32``); a folder name, or
+            ``None`` for the root, is passed to ``from_pretrained`` as it is. A model found
+            nowhere is an ``OSError`` listing the paths (and weight variants) tried.
+        scheduler_subfolder: folder of ``scheduler_config.json`` inside ``model``, the same
+            way (``"auto"``: ``scheduler/``, then the root). Its config (betas, number of
+            training steps, ...) is reused.
         scheduler: scheduler class to sample with, a key of :data:`SCHEDULERS`
             (``"ddim"``, ``"ddpm"``, ``"dpmsolver"``, ...), built from the loaded config.
         scheduler_kwargs: config entries overriding the loaded ones.
@@ -603,7 +780,7 @@ class DiffusionUNetAPI(DiffusersAPI):
         num_classes: number of model classes; defaults to the UNet's ``num_class_embeds``.
         class_map: ``None`` (private class ``c`` -> model class ``c``) or one list of model
             classes per private class, drawn uniformly by RANDOM.
-        revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size:
+        revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size, variant:
             see :class:`DiffusersAPI`.
     """
 
@@ -611,8 +788,8 @@ class DiffusionUNetAPI(DiffusersAPI):
         self,
         *,
         model: str,
-        subfolder: str | None = "unet",
-        scheduler_subfolder: str | None = "scheduler",
+        subfolder: str | None = "auto",
+        scheduler_subfolder: str | None = "auto",
         scheduler: str = "ddim",
         scheduler_kwargs: dict[str, Any] | None = None,
         num_inference_steps: int = 50,
@@ -627,11 +804,12 @@ class DiffusionUNetAPI(DiffusersAPI):
         image_size: int | tuple[int, int] = 32,
         channels: int = 3,
         batch_size: int = 256,
+        variant: str | None = "auto",
     ) -> None:
         super().__init__(
             model=model, revision=revision, torch_dtype=torch_dtype, autocast=autocast,
             local_files_only=local_files_only, num_inference_steps=num_inference_steps,
-            image_size=image_size, channels=channels, batch_size=batch_size,
+            image_size=image_size, channels=channels, batch_size=batch_size, variant=variant,
         )
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}")
@@ -669,19 +847,19 @@ class DiffusionUNetAPI(DiffusersAPI):
                 or ``class_map`` does not match ``class_names`` / ``num_classes``.
         """
         self._setup_common(device, class_names)
-        key = (self.model, self.subfolder, self.scheduler_subfolder, self.revision, self.torch_dtype)
+        key = (self.model, self.subfolder, self.scheduler_subfolder, self.revision, self.torch_dtype, self.variant)
         if self._loaded_key != key:
             from diffusers import DDPMScheduler, UNet2DModel
 
             what = f"DiffusionUNetAPI(model={self.model!r}, subfolder={self.subfolder!r})"
-            unet = load_pretrained(
+            unet, _ = load_first(
                 UNet2DModel.from_pretrained, self.model, what=what + " UNet", revision=self.revision,
-                subfolder=self.subfolder, **self._load_kwargs(),
+                attempts=self._load_attempts(self._layouts(self.subfolder, "unet")), **self._load_kwargs(),
             )
             config_kwargs = {"local_files_only": True} if self.local_files_only else {}
-            config = load_pretrained(
+            config, _ = load_first(
                 DDPMScheduler.load_config, self.model, what=what + " scheduler config", revision=self.revision,
-                subfolder=self.scheduler_subfolder, **config_kwargs,
+                attempts=self._layouts(self.scheduler_subfolder, "scheduler"), **config_kwargs,
             )
             base = DDPMScheduler.from_config(config)
             self._scheduler = make_scheduler(self.scheduler_name, base, kwargs=self.scheduler_kwargs)
@@ -712,6 +890,11 @@ class DiffusionUNetAPI(DiffusersAPI):
         size = cfg.sample_size
         self._model_size = (size, size) if _is_int(size) else (int(size[0]), int(size[1]))
         self._model_channels = int(cfg.in_channels)
+
+    def _layouts(self, subfolder: str | None, usual: str) -> list[tuple[str, dict[str, Any]]]:
+        """Where to look for a component: ``usual/`` then the root for ``"auto"``, else just ``subfolder``."""
+        folders = [usual, None] if subfolder == "auto" else [subfolder]
+        return [(f"{self.model}/{f}" if f else f"{self.model} (root)", {"subfolder": f}) for f in folders]
 
     def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM_API: sample ``len(labels)`` images from noise.
@@ -794,6 +977,6 @@ class DiffusionUNetAPI(DiffusersAPI):
                 num_inference_steps=self.num_inference_steps, generator=generator, device=self.device,
                 init=init, strength=strength, eta=self.eta,
             )
-            out[sl] = to_images(x, size=self.size, channels=self.channels)
+            out[sl] = self._to_images(x, call="random" if images is None else "variation", batch=sl, n=n)
         conditions = {} if classes is None else {"model_class": classes.astype(np.int64)}
         return APIOutput(images=out, conditions=conditions)

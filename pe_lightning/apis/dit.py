@@ -16,7 +16,9 @@ subset per private class) and keeps it in the API condition ``"imagenet_class"``
 variation of a sample keeps its class. VARIATION is SDEdit in latent space: the image is
 upsampled to the model resolution, encoded by the VAE (posterior mean, times the VAE's
 ``scaling_factor``), noised to the strength's timestep and denoised, then decoded and
-downsampled to the private resolution.
+downsampled to the private resolution. The VAE runs in sub-batches of ``vae_batch_size``
+images, and the same parents (PE's ``lookahead_degree`` variations of one chunk) are
+encoded once.
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ from pe_lightning.apis.diffusion import (
     DiffusersAPI,
     _check_class_subsets,
     _check_guidance,
-    _draw_classes,
+    _check_positive_int,
     check_strength,
-    from_images,
-    load_pretrained,
+    load_first,
     make_scheduler,
     sdedit_sample,
-    to_images,
+    vae_decode,
+    vae_encode,
 )
+from pe_lightning.apis.imagenet_classes import check_class_subsets_fit, draw_imagenet_classes, imagenet_class_condition
 
 __all__ = ["DiTAPI"]
 
@@ -67,7 +70,9 @@ class DiTAPI(DiffusersAPI):
             ids per private class; RANDOM draws uniformly within the list of each sample's
             private class.
         eta: DDIM eta (0: deterministic DDIM steps).
-        revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size:
+        vae_batch_size: images per VAE encoder/decoder pass (at 256 px each image holds
+            about 0.3 GB of float16 decoder activations; the default keeps it near 2.5 GB).
+        revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size, variant:
             see :class:`~pe_lightning.apis.diffusion.DiffusersAPI`.
     """
 
@@ -88,12 +93,15 @@ class DiTAPI(DiffusersAPI):
         image_size: int | tuple[int, int] = 32,
         channels: int = 3,
         batch_size: int = 64,
+        vae_batch_size: int = 8,
+        variant: str | None = "auto",
     ) -> None:
         super().__init__(
             model=model, revision=revision, torch_dtype=torch_dtype, autocast=autocast,
             local_files_only=local_files_only, num_inference_steps=num_inference_steps,
-            image_size=image_size, channels=channels, batch_size=batch_size,
+            image_size=image_size, channels=channels, batch_size=batch_size, variant=variant,
         )
+        self.vae_batch_size = _check_positive_int("vae_batch_size", vae_batch_size)
         if scheduler is not None and scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be None (the model's own) or one of {sorted(SCHEDULERS)}, got {scheduler!r}")
         if scheduler_kwargs is not None and not isinstance(scheduler_kwargs, dict):
@@ -120,13 +128,14 @@ class DiTAPI(DiffusersAPI):
                 holds class ids outside the model's classes.
         """
         self._setup_common(device, class_names)
-        key = (self.model, self.revision, self.torch_dtype, self.scheduler_name, tuple(sorted(self.scheduler_kwargs.items())))
+        key = (self.model, self.revision, self.torch_dtype, self.variant, self.scheduler_name,
+               tuple(sorted(self.scheduler_kwargs.items())))
         if self._loaded_key != key:
             from diffusers import DiTPipeline
 
-            pipe = load_pretrained(
+            pipe, _ = load_first(
                 DiTPipeline.from_pretrained, self.model, what=f"DiTAPI(model={self.model!r})", revision=self.revision,
-                **self._load_kwargs(),
+                attempts=self._load_attempts(), **self._load_kwargs(),
             )
             self._transformer = pipe.transformer.eval().requires_grad_(False)
             self._vae = pipe.vae.eval().requires_grad_(False)
@@ -140,15 +149,7 @@ class DiTAPI(DiffusersAPI):
         self._latent_size = int(tcfg.sample_size)
         self._vae_scale = 2 ** (len(self._vae.config.block_out_channels) - 1)
         self._model_size = (self._latent_size * self._vae_scale,) * 2
-        if self.imagenet_classes is not None:
-            if self.class_names is not None and len(self.imagenet_classes) != len(self.class_names):
-                raise ValueError(
-                    f"imagenet_classes has {len(self.imagenet_classes)} lists but there are {len(self.class_names)} "
-                    f"private classes ({self.class_names}); give one list of ImageNet class ids per private class"
-                )
-            bad = sorted({k for s in self.imagenet_classes for k in s if k >= self.num_imagenet_classes})
-            if bad:
-                raise ValueError(f"imagenet_classes contains ids {bad[:5]} outside [0, {self.num_imagenet_classes})")
+        check_class_subsets_fit(self.imagenet_classes, class_names=self.class_names, num_classes=self.num_imagenet_classes)
 
     # ------------------------------------------------------------------ APIs
 
@@ -166,13 +167,8 @@ class DiTAPI(DiffusersAPI):
         """
         self._require_setup(self._transformer is not None)
         labels = self._check_labels(labels)
-        n = labels.shape[0]
-        if self.imagenet_classes is None:
-            classes = torch.randint(
-                self.num_imagenet_classes, (n,), generator=generator, device=generator.device
-            ).cpu().numpy().astype(np.int64)
-        else:
-            classes = _draw_classes(labels, self.imagenet_classes, generator, field="imagenet_classes")
+        classes = draw_imagenet_classes(labels, subsets=self.imagenet_classes, num_classes=self.num_imagenet_classes,
+                                        generator=generator)
         return self._run(classes, None, 1.0, generator)
 
     def variation(
@@ -200,19 +196,8 @@ class DiTAPI(DiffusersAPI):
         self._require_setup(self._transformer is not None)
         images = self._check_images(images)
         labels = self._check_labels(labels, images.shape[0])
-        if not isinstance(conditions, dict) or "imagenet_class" not in conditions:
-            raise ValueError("DiTAPI.variation needs conditions['imagenet_class'] (int64 (N,)), as returned by random()")
-        classes = np.asarray(conditions["imagenet_class"])
-        if classes.shape != labels.shape or (classes.size and not np.issubdtype(classes.dtype, np.integer)):
-            raise ValueError(
-                f"conditions['imagenet_class'] must be an int array of shape {labels.shape}, got {classes.dtype} {classes.shape}"
-            )
-        if classes.size and (classes.min() < 0 or classes.max() >= self.num_imagenet_classes):
-            raise ValueError(
-                f"conditions['imagenet_class'] must lie in [0, {self.num_imagenet_classes}), "
-                f"got min {classes.min()} max {classes.max()}"
-            )
-        return self._run(classes.astype(np.int64), images, strength, generator)
+        classes = imagenet_class_condition(conditions, shape=labels.shape, num_classes=self.num_imagenet_classes, api="DiTAPI")
+        return self._run(classes, images, strength, generator)
 
     # ------------------------------------------------------------------ internals
 
@@ -222,8 +207,8 @@ class DiTAPI(DiffusersAPI):
         out = np.empty((n, *self.image_shape), np.uint8)
         transformer, vae = self._transformer, self._vae
         c = self._latent_channels
-        scaling = float(vae.config.scaling_factor)
         guidance = self.current_guidance_scale()
+        init_all = self._encoded_once(images, self._encode) if images is not None and n else None
         null_class = self.num_imagenet_classes
         for sl in self._batches(n):
             m = sl.stop - sl.start
@@ -242,17 +227,16 @@ class DiTAPI(DiffusersAPI):
                     eps = uncond + guidance * (cond - uncond)
                 return eps
 
-            init = None
-            if images is not None:
-                pixels = from_images(images[sl], size=self._model_size, channels=3, device=self.device)
-                with self._autocast():
-                    init = vae.encode(pixels.to(vae.dtype)).latent_dist.mode().float() * scaling
             latents = sdedit_sample(
                 scheduler=self._scheduler, model_fn=model_fn, shape=(m, c, self._latent_size, self._latent_size),
                 num_inference_steps=self.num_inference_steps, generator=generator, device=self.device,
-                init=init, strength=strength, eta=self.eta,
+                init=None if init_all is None else init_all[sl].to(self.device), strength=strength, eta=self.eta,
             )
-            with self._autocast():
-                decoded = vae.decode((latents / scaling).to(vae.dtype)).sample.float()
-            out[sl] = to_images(decoded, size=self.size, channels=self.channels)
+            decoded = vae_decode(vae, latents, batch_size=self.vae_batch_size, autocast=self._autocast)
+            out[sl] = self._to_images(decoded, call="random" if images is None else "variation", batch=sl, n=n)
         return APIOutput(images=out, conditions={"imagenet_class": classes.astype(np.int64)})
+
+    def _encode(self, images: np.ndarray) -> torch.Tensor:
+        """Scaled VAE latents (float32, on the CPU) of uint8 images, ``vae_batch_size`` at a time."""
+        return vae_encode(self._vae, images, size=self._model_size, device=self.device, batch_size=self.vae_batch_size,
+                          autocast=self._autocast)

@@ -13,7 +13,7 @@ the one-image-at-a-time PIL rendering of the reference implementation):
 1. Once per fit, every ``(font, text)`` glyph is rendered with PIL at a high resolution,
    reduced to a distance field (to its skeleton for ``stroke_mode="pen"``, to its outline
    for ``"outline"``), thresholded at a few stroke levels, box-downsampled into tiles
-   centred on the glyph's centre of mass (as MNIST centres its digits) and pre-blurred at
+   centred on the glyph's centre of mass and pre-blurred at
    a few blur levels. The tiles form one stacked atlas ``(fonts*texts*strokes*blurs, T, T)``.
 2. A batch is rendered by gathering each sample's tile (font, text, nearest stroke level,
    nearest blur level) and one bilinear ``grid_sample`` with per-sample affine maps
@@ -39,7 +39,56 @@ import torch.nn.functional as F
 
 from pe_lightning.apis.base import APIOutput, ImageAPI
 
-__all__ = ["DrawText"]
+__all__ = ["DrawText", "FittedPriorWarning", "PRIORS"]
+
+
+class FittedPriorWarning(UserWarning):
+    """DrawText runs with ranges fitted to a data set's statistics (``prior="mnist_fitted"``).
+
+    Information taken from a data set outside the DP mechanism: when that data set is the
+    private one, the (epsilon, delta) guarantee does not cover it.
+    """
+
+
+#: Rendering priors. ``"public"`` (the default) encodes only public knowledge: the image
+#: format (a ``S x S`` frame, uint8 gray levels) and typography (fonts, weights, slants);
+#: nothing is taken from any data set. ``"mnist_fitted"`` holds the ranges that were fitted
+#: to MNIST statistics (glyph box 20/28, centre of mass within 1 px, MNIST's pixel
+#: histogram); opt-in only, warned with :class:`FittedPriorWarning`.
+#:
+#: Where each public default comes from:
+#:
+#: * ``size_range (0.3, 1.0)``: the glyph's longer side from a small glyph (about a third
+#:   of the frame, still legible at 28 px: ~8 px) to one filling the frame.
+#: * ``translate_range (-1, 1)`` with ``translate_units="frame"``: any position that keeps
+#:   the glyph's box inside the frame (-1 / +1 = touching the left / right edge).
+#: * ``rotation_range (-30, 30)`` degrees: text held at any angle short of turning one
+#:   digit into another (6 / 9 need > 90 degrees).
+#: * ``shear_range (-0.5, 0.5)``: slants from back-slanted to strongly italic
+#:   (typographic italics are 0.2 - 0.35; handwriting slants further).
+#: * ``aspect_range (0.5, 1.5)``: condensed to extended type widths.
+#: * ``stroke_range`` outline ``(-0.04, 0.12)``: from the thinnest the DejaVu ExtraLight
+#:   weight survives to heavier than Bold; pen ``(0.04, 0.25)``: hairline to a broad marker.
+#: * ``blur_range (0, 1.0)`` pixels: from a sharp render to an out-of-focus scan.
+#: * ``intensity_range (0.25, 1.0)``: ink from a quarter to full uint8 scale (faint to full contrast).
+#: * ``tone_range (0, 1)``: the identity: ink coverage is the gray level (plain
+#:   anti-aliasing, the generic convention of rendered text).
+#: * ``warp_scale 0.1``: a smooth deformation of 5 % of the frame (one std), small next
+#:   to a glyph, so that variation can bend a font towards a hand.
+PRIORS: dict[str, dict] = {
+    "public": dict(
+        size_range=(0.3, 1.0), aspect_range=(0.5, 1.5), rotation_range=(-30.0, 30.0), shear_range=(-0.5, 0.5),
+        stroke_range={"outline": (-0.04, 0.12), "pen": (0.04, 0.25)}, translate_range=(-1.0, 1.0),
+        translate_units="frame", blur_range=(0.0, 1.0), intensity_range=(0.25, 1.0), tone_range=(0.0, 1.0),
+        warp_scale=0.1, crossover_rate=0.5, adaptive_scale=True,
+    ),
+    "mnist_fitted": dict(
+        size_range=(0.66, 0.72), aspect_range=(0.7, 1.2), rotation_range=(-12.0, 12.0), shear_range=(-0.25, 0.45),
+        stroke_range={"outline": (-0.04, 0.03), "pen": (0.08, 0.19)}, translate_range=(0.0, 1.0),
+        translate_units="pixels", blur_range=(0.0, 0.5), intensity_range=(0.95, 1.0), tone_range=(0.05, 0.8),
+        warp_scale=0.15, crossover_rate=0.0, adaptive_scale=False,
+    ),
+}
 
 #: Continuous parameters, in the order used internally; all stored as float32 ``(N,)``.
 _CONTINUOUS = ("stroke", "size", "aspect", "rotation", "shear", "dx", "dy", "blur", "intensity")
@@ -247,17 +296,20 @@ def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 class DrawText(ImageAPI):
-    """Simulator API that renders text (e.g. digits) with TrueType fonts, MNIST-style.
+    """Simulator API that renders text (e.g. digits) with TrueType fonts.
 
     White text on a black background. Each sample's glyph is scaled so that its ink box's
     longer side is ``size * image_size`` pixels, stretched horizontally by ``aspect``,
     slanted by ``shear``, rotated by ``rotation`` about its centre of mass, and placed with
     its centre of mass at the image centre plus ``(dx, dy)`` pixels; then blurred, passed
-    through a fixed tone curve (``tone_range``) and scaled by ``intensity``. With the
-    defaults, RANDOM API images already resemble MNIST digits: a digit whose ink box's
-    longer side is ~20 pixels, with its centre of mass at pixel (14, 14) +- 0.5 of 28x28
-    (as in MNIST), anti-aliased edges with saturated stroke cores, varied slant, width and
-    thickness (pixel histogram, stroke width and centring match real MNIST closely).
+    through a fixed tone curve (``tone_range``) and scaled by ``intensity``. The default
+    ranges (``prior="public"``, :data:`PRIORS`) encode only public knowledge (the frame and
+    typography): glyphs from under a third of the frame to filling it, anywhere inside it, wide
+    rotation, slant, width, weight, blur and contrast. PE is what moves the population onto
+    the private data. ``prior="mnist_fitted"`` restores ranges fitted to MNIST (a 20-pixel
+    box, centre of mass at the centre +- 1 px, MNIST's tone curve): an explicit opt-in that
+    warns (:class:`FittedPriorWarning`) because, with MNIST private, what it encodes is not
+    covered by the DP guarantee.
     ``stroke_mode="pen"`` redraws each font's skeleton with a round pen instead (monoline,
     handwriting-like strokes).
 
@@ -275,14 +327,16 @@ class DrawText(ImageAPI):
       the font's own glyph (for a 20-pixel digit, 0.05 is 1 pixel). Rendered at the
       nearest of ``num_stroke_levels`` cached levels.
     * ``size`` float32: longer side of the glyph's ink box (after ``aspect``, before
-      rotation and shear), as a fraction of ``image_size`` (MNIST: 20 / 28).
+      rotation and shear), as a fraction of ``image_size``.
     * ``aspect`` float32: horizontal / vertical scale of the glyph.
     * ``rotation`` float32: degrees, counter-clockwise, about the centre of mass.
     * ``shear`` float32: slant, ``x += shear * (height above the centre of mass)``;
       positive leans right, like italics.
-    * ``dx``, ``dy`` float32: pixels, position of the centre of mass relative to the
-      geometric image centre ``((S - 1) / 2, (S - 1) / 2)`` in pixel-index coordinates
-      (positive = right / down; MNIST's centres of mass sit at ``+0.5 +- 0.3``).
+    * ``dx``, ``dy`` float32: position of the centre of mass relative to the geometric
+      image centre ``((S - 1) / 2, (S - 1) / 2)`` in pixel-index coordinates (positive =
+      right / down). ``translate_units="pixels"``: pixels. ``"frame"`` (public default): a
+      fraction in ``[-1, 1]`` of the room ``(1 - size) * S / 2`` that keeps a glyph of that
+      ``size`` inside the frame (0 = centred, +-1 = touching an edge).
     * ``blur`` float32: Gaussian blur sigma, output pixels (on top of the anti-aliasing).
       Rendered at the nearest of ``num_blur_levels`` cached levels.
     * ``intensity`` float32: foreground brightness in [0, 1] (1 = 255).
@@ -293,7 +347,8 @@ class DrawText(ImageAPI):
       what lets PE bend font glyphs towards the private handwriting.
 
     Variation degree (units): a number in ``[0, 1]``. Each continuous parameter gets
-    Gaussian noise with std ``degree * variation_scale * (hi - lo)`` of its range, reflected
+    Gaussian noise with std ``degree * variation_scale * (hi - lo)`` of its range (of the
+    batch's spread with ``adaptive_scale``, after a ``crossover_rate`` mix), reflected
     back into the range; the font is resampled uniformly with probability
     ``min(1, degree * font_resample_rate)``. ``text`` never changes. Degree 0 reproduces
     the input exactly; degree 1 with the default scales is close to a fresh RANDOM API
@@ -315,18 +370,24 @@ class DrawText(ImageAPI):
             ``"pen"`` (the font's skeleton drawn with a round pen: monoline strokes). With
             the DejaVu fonts, a classifier trained on RANDOM API images alone scores higher
             on real MNIST with ``"outline"``.
-        size_range: range of ``size`` (fraction of ``image_size``).
-        aspect_range: range of ``aspect`` (x scale / y scale).
-        rotation_range: range of ``rotation``, degrees.
-        shear_range: range of ``shear`` (dimensionless slope).
-        stroke_range: range of ``stroke`` (fraction of the glyph's longer side). ``None``:
-            ``(-0.04, 0.03)`` for ``"outline"``, ``(0.08, 0.19)`` for ``"pen"``.
-        translate_range: range of ``dx`` and of ``dy``, pixels.
-        blur_range: range of ``blur`` (Gaussian sigma, output pixels).
-        intensity_range: range of ``intensity`` (within [0, 1]).
+        prior: where the ranges left at ``None`` come from: ``"public"`` (default; public
+            knowledge only, see :data:`PRIORS` for the source of each value) or
+            ``"mnist_fitted"`` (fitted to MNIST; warns, not covered by DP when MNIST is private).
+        size_range: range of ``size`` (fraction of ``image_size``). Public: ``(0.3, 1.0)``.
+        aspect_range: range of ``aspect`` (x scale / y scale). Public: ``(0.5, 1.5)``.
+        rotation_range: range of ``rotation``, degrees. Public: ``(-30, 30)``.
+        shear_range: range of ``shear`` (dimensionless slope). Public: ``(-0.5, 0.5)``.
+        stroke_range: range of ``stroke`` (fraction of the glyph's longer side). Public:
+            ``(-0.04, 0.12)`` for ``"outline"``, ``(0.04, 0.25)`` for ``"pen"``.
+        translate_range: range of ``dx`` and of ``dy``, in ``translate_units``. Public:
+            ``(-1, 1)`` frame units (anywhere inside the frame).
+        translate_units: ``"frame"`` (fraction of the room inside the frame; public
+            default) or ``"pixels"`` (the fitted prior's unit).
+        blur_range: range of ``blur`` (Gaussian sigma, output pixels). Public: ``(0, 1)``.
+        intensity_range: range of ``intensity`` (within [0, 1]). Public: ``(0.25, 1.0)``.
         tone_range: ``(black, white)`` points of the tone curve applied to the anti-aliased
             ink coverage before ``intensity``: coverage <= black -> 0, >= white -> 1, linear
-            between (crisper edges and saturated stroke cores, like MNIST's pixel histogram).
+            between. Public: ``(0, 1)``, the identity (coverage is the gray level).
         variation_scale: noise std at degree 1, as a fraction of each continuous range.
         font_resample_rate: font resampling probability per unit degree.
         num_stroke_levels: stroke levels cached in the glyph atlas.
@@ -336,6 +397,21 @@ class DrawText(ImageAPI):
             glyph, ``ceil(size_range[1] * image_size * supersample)``.
         warp_grid: ``G``, control points per side of the elastic warp (>= 2).
         warp_scale: std of the RANDOM warp displacements, half-image units (0 = no warp).
+            Public: 0.1.
+        crossover_rate: at a degree > 0, each continuous parameter of each output first
+            takes, with this probability, the value of a uniformly drawn input of the same
+            batch (any class), then gets its Gaussian step. Public prior: 0.5 (a wide prior's
+            few selected parents share what they learnt about size, position, weight and
+            contrast); fitted prior: 0. Post-processing: it reads only the population being
+            varied, which is already DP.
+        adaptive_scale: the Gaussian step of each continuous parameter is ``degree *
+            variation_scale * min(hi - lo, sqrt(12) * std of that parameter over the batch)``
+            instead of ``degree * variation_scale * (hi - lo)``: as the population
+            concentrates, so do its steps (a uniform range has std ``(hi - lo) / sqrt 12``,
+            so the two agree on a RANDOM population). Public prior: on; fitted: off.
+            Post-processing for the same reason. Both options make a variation depend on the
+            whole batch it is given (the module's ``api_batch_size`` chunks, the same for
+            any number of processes).
         batch_size: images rendered per chunk (memory: ~20 KB per 28x28 image).
     """
 
@@ -353,24 +429,28 @@ class DrawText(ImageAPI):
         texts: list[str] | None = None,
         class_conditional: bool = True,
         stroke_mode: str = "outline",
-        size_range: tuple[float, float] = (0.66, 0.72),
-        aspect_range: tuple[float, float] = (0.7, 1.2),
-        rotation_range: tuple[float, float] = (-12.0, 12.0),
-        shear_range: tuple[float, float] = (-0.25, 0.45),
+        size_range: tuple[float, float] | None = None,
+        aspect_range: tuple[float, float] | None = None,
+        rotation_range: tuple[float, float] | None = None,
+        shear_range: tuple[float, float] | None = None,
         stroke_range: tuple[float, float] | None = None,
-        translate_range: tuple[float, float] = (0.0, 1.0),
-        blur_range: tuple[float, float] = (0.0, 0.5),
-        intensity_range: tuple[float, float] = (0.95, 1.0),
+        translate_range: tuple[float, float] | None = None,
+        blur_range: tuple[float, float] | None = None,
+        intensity_range: tuple[float, float] | None = None,
         variation_scale: float = 0.5,
         font_resample_rate: float = 1.0,
         num_stroke_levels: int = 8,
         num_blur_levels: int = 5,
-        tone_range: tuple[float, float] = (0.05, 0.8),
+        tone_range: tuple[float, float] | None = None,
         supersample: int = 1,
         glyph_px: int | None = None,
         batch_size: int = 2048,
         warp_grid: int = 4,
-        warp_scale: float = 0.15,
+        warp_scale: float | None = None,
+        translate_units: str | None = None,
+        prior: str = "public",
+        crossover_rate: float | None = None,
+        adaptive_scale: bool | None = None,
     ) -> None:
         super().__init__()
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
@@ -385,8 +465,43 @@ class DrawText(ImageAPI):
             if isinstance(texts, str) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
                 raise ValueError(f"texts must be a non-empty list of non-blank strings, got {texts!r}")
             texts = list(texts)
-        if stroke_range is None:
-            stroke_range = (0.08, 0.19) if stroke_mode == "pen" else (-0.04, 0.03)
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {sorted(PRIORS)}, got {prior!r}")
+        if prior != "public":
+            import warnings
+
+            warnings.warn(
+                f"DrawText prior={prior!r}: these ranges were fitted to MNIST statistics, outside the DP mechanism; "
+                "when MNIST (or data like it) is the private set, the (epsilon, delta) guarantee does NOT cover "
+                "what they encode. Use prior='public' (the default) for a covered run.",
+                FittedPriorWarning,
+                stacklevel=2,
+            )
+        defaults = PRIORS[prior]
+        size_range = defaults["size_range"] if size_range is None else size_range
+        aspect_range = defaults["aspect_range"] if aspect_range is None else aspect_range
+        rotation_range = defaults["rotation_range"] if rotation_range is None else rotation_range
+        shear_range = defaults["shear_range"] if shear_range is None else shear_range
+        stroke_range = defaults["stroke_range"][stroke_mode] if stroke_range is None else stroke_range
+        translate_range = defaults["translate_range"] if translate_range is None else translate_range
+        translate_units = defaults["translate_units"] if translate_units is None else translate_units
+        blur_range = defaults["blur_range"] if blur_range is None else blur_range
+        intensity_range = defaults["intensity_range"] if intensity_range is None else intensity_range
+        tone_range = defaults["tone_range"] if tone_range is None else tone_range
+        warp_scale = defaults["warp_scale"] if warp_scale is None else warp_scale
+        crossover_rate = defaults["crossover_rate"] if crossover_rate is None else crossover_rate
+        adaptive_scale = defaults["adaptive_scale"] if adaptive_scale is None else adaptive_scale
+        if isinstance(crossover_rate, bool) or not isinstance(crossover_rate, (int, float)) or not 0 <= crossover_rate <= 1:
+            raise ValueError(f"crossover_rate must be a number in [0, 1], got {crossover_rate!r}")
+        if not isinstance(adaptive_scale, bool):
+            raise ValueError(f"adaptive_scale must be a bool, got {adaptive_scale!r}")
+        self.crossover_rate = float(crossover_rate)
+        self.adaptive_scale = adaptive_scale
+        if translate_units not in ("frame", "pixels"):
+            raise ValueError(f"translate_units must be 'frame' or 'pixels', got {translate_units!r}")
+        self.prior = prior
+        self.translate_units = translate_units
+        translate_bound = 1.0 if translate_units == "frame" else image_size / 2
         self.image_size = image_size
         self.channels = channels
         self.image_shape = (image_size, image_size, channels)
@@ -401,7 +516,7 @@ class DrawText(ImageAPI):
             "aspect": _check_range("aspect_range", aspect_range, low=0.0, high=10.0, low_open=True),
             "rotation": _check_range("rotation_range", rotation_range, low=-180.0, high=180.0),
             "shear": _check_range("shear_range", shear_range, low=-3.0, high=3.0),
-            "dx": _check_range("translate_range", translate_range, low=-image_size / 2, high=image_size / 2),
+            "dx": _check_range("translate_range", translate_range, low=-translate_bound, high=translate_bound),
             "blur": _check_range("blur_range", blur_range, low=0.0, high=image_size / 8),
             "intensity": _check_range("intensity_range", intensity_range, low=0.0, high=1.0),
         }
@@ -620,12 +735,20 @@ class DrawText(ImageAPI):
         new_font = torch.randint(len(self.font_paths), (n,), generator=generator, device=gdev).cpu()
         g = self.warp_grid
         warp_noise = torch.randn((n, 2, g, g), generator=generator, device=gdev).cpu()
+        if self.crossover_rate > 0 or self.adaptive_scale:  # drawn after the streams above, which stay unchanged
+            donor = torch.randint(max(n, 1), (len(_CONTINUOUS), n), generator=generator, device=gdev).cpu()
+            take = torch.rand((len(_CONTINUOUS), n), generator=generator, device=gdev).cpu() < self.crossover_rate
         if degree > 0:
             std = degree * 2 * self.variation_scale * self.warp_scale
             params["warp"] = (params["warp"] + std * warp_noise).clamp(-3 * self.warp_scale, 3 * self.warp_scale)
             for i, name in enumerate(_CONTINUOUS):
                 lo, hi = self.ranges[name]
-                std = degree * self.variation_scale * (hi - lo)
+                spread = hi - lo
+                if self.adaptive_scale and n > 1:  # the batch's own spread (a uniform range has std range / sqrt 12)
+                    spread = min(spread, math.sqrt(12.0) * float(params[name].std()))
+                if self.crossover_rate > 0:
+                    params[name] = torch.where(take[i], params[name][donor[i]], params[name])
+                std = degree * self.variation_scale * spread
                 params[name] = self._reflect(params[name] + std * noise[i], lo, hi)
             resample = flip < min(1.0, degree * self.font_resample_rate)
             params["font"] = torch.where(resample, new_font, params["font"])
@@ -777,6 +900,9 @@ class DrawText(ImageAPI):
         # from the geometric centre; its tile coordinate is com + M^-1 (u * S / 2 - t) / scale.
         k = (size_out / 2) / scale
         dx, dy = p["dx"].float(), p["dy"].float()
+        if self.translate_units == "frame":  # fraction of the room that keeps the glyph's box inside
+            room = ((1.0 - p["size"].float()) * (size_out / 2)).clamp_min(0.0)
+            dx, dy = dx * room, dy * room
         centre = com[glyph, level]  # (n, 2)
         b0 = centre[:, 0] - (inv00 * dx + inv01 * dy) / scale
         b1 = centre[:, 1] - (inv10 * dx + inv11 * dy) / scale

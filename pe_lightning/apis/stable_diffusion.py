@@ -2,8 +2,11 @@
 
 Both APIs run diffusers' own pipelines: ``StableDiffusionPipeline`` for RANDOM and a
 ``StableDiffusionImg2ImgPipeline`` built from the same components (one load, shared
-weights) for VARIATION. The safety checker is not loaded: it would replace flagged images
-by black ones, which PE would then vote on; the checkpoints' licences still apply.
+weights) for VARIATION, in latent space: the VAE encodes the inputs (posterior mean, once
+for all the lookahead variations of the same parents) and decodes the outputs outside the
+pipelines, in sub-batches of ``vae_batch_size`` images. The safety checker is not loaded:
+it would replace flagged images by black ones, which PE would then vote on; the
+checkpoints' licences still apply.
 
 Each private class has one prompt: ``prompts[c]``, or ``prompt_template`` filled with the
 class name given to :meth:`StableDiffusionAPI.setup` (``"a photo of a {name}"``).
@@ -21,13 +24,14 @@ from pe_lightning.apis.diffusion import (
     SCHEDULERS,
     DiffusersAPI,
     _check_guidance,
+    _check_positive_int,
     _is_int,
     check_strength,
-    from_images,
-    load_pretrained,
+    load_first,
     make_scheduler,
     randn,
-    to_images,
+    vae_decode,
+    vae_encode,
 )
 
 __all__ = ["StableDiffusionAPI"]
@@ -59,9 +63,11 @@ class StableDiffusionAPI(DiffusersAPI):
         model_resolution: square resolution the model generates at; ``None`` uses the
             UNet's ``sample_size`` times the VAE factor (512 for v1.x). Must be a multiple of
             the VAE factor (8).
-        variant: weight file variant to load, e.g. ``"fp16"`` (``None``: the default files).
-        revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size:
-            see :class:`~pe_lightning.apis.diffusion.DiffusersAPI`.
+        vae_batch_size: images per VAE encoder/decoder pass (at 512 px each image holds
+            about 1 GB of float16 decoder activations).
+        revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size, variant:
+            see :class:`~pe_lightning.apis.diffusion.DiffusersAPI` (``variant: auto`` loads
+            the checkpoint's ``fp16`` files for ``torch_dtype: float16``).
     """
 
     def __init__(
@@ -77,7 +83,7 @@ class StableDiffusionAPI(DiffusersAPI):
         guidance_scale: float | list[float] = 7.5,
         eta: float = 0.0,
         model_resolution: int | None = None,
-        variant: str | None = None,
+        variant: str | None = "auto",
         revision: str | None = None,
         torch_dtype: str = "float32",
         autocast: str | None = "float16",
@@ -85,12 +91,14 @@ class StableDiffusionAPI(DiffusersAPI):
         image_size: int | tuple[int, int] = 512,
         channels: int = 3,
         batch_size: int = 8,
+        vae_batch_size: int = 4,
     ) -> None:
         super().__init__(
             model=model, revision=revision, torch_dtype=torch_dtype, autocast=autocast,
             local_files_only=local_files_only, num_inference_steps=num_inference_steps,
-            image_size=image_size, channels=channels, batch_size=batch_size,
+            image_size=image_size, channels=channels, batch_size=batch_size, variant=variant,
         )
+        self.vae_batch_size = _check_positive_int("vae_batch_size", vae_batch_size)
         if prompts is not None:
             if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts:
                 raise ValueError(f"prompts must be None or a non-empty list of strings (one per private class), got {prompts!r}")
@@ -115,8 +123,6 @@ class StableDiffusionAPI(DiffusersAPI):
             raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
         if model_resolution is not None and (not _is_int(model_resolution) or model_resolution < 8):
             raise ValueError(f"model_resolution must be None or an int >= 8, got {model_resolution!r}")
-        if variant is not None and (not isinstance(variant, str) or not variant):
-            raise ValueError(f"variant must be None or a non-empty string such as 'fp16', got {variant!r}")
         self.prompts = prompts
         self.prompt_template = prompt_template
         self.negative_prompt = negative_prompt
@@ -125,7 +131,6 @@ class StableDiffusionAPI(DiffusersAPI):
         self.guidance_scale = _check_guidance(guidance_scale)
         self.eta = float(eta)
         self.model_resolution = model_resolution
-        self.variant = variant
         self._txt2img: Any = None
         self._img2img: Any = None
         self._loaded_key: tuple | None = None
@@ -154,13 +159,10 @@ class StableDiffusionAPI(DiffusersAPI):
         if self._loaded_key != key:
             from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
-            kwargs = self._load_kwargs()
-            if self.variant is not None:
-                kwargs["variant"] = self.variant
-            pipe = load_pretrained(
+            pipe, _ = load_first(
                 StableDiffusionPipeline.from_pretrained, self.model, what=f"StableDiffusionAPI(model={self.model!r})",
-                revision=self.revision, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-                **kwargs,
+                revision=self.revision, attempts=self._load_attempts(), safety_checker=None, feature_extractor=None,
+                requires_safety_checker=False, **self._load_kwargs(),
             )
             if self.scheduler_name is not None or self.scheduler_kwargs:
                 pipe.scheduler = make_scheduler(self.scheduler_name, pipe.scheduler, kwargs=self.scheduler_kwargs)
@@ -195,7 +197,7 @@ class StableDiffusionAPI(DiffusersAPI):
             "num_inference_steps": self.num_inference_steps,
             "guidance_scale": self.current_guidance_scale(),
             "eta": self.eta,
-            "output_type": "pt",
+            "output_type": "latent",  # decoded here, in vae_batch_size sub-batches
         }
         if self.negative_prompt is not None:
             kwargs["negative_prompt"] = [self.negative_prompt] * len(labels)
@@ -225,8 +227,9 @@ class StableDiffusionAPI(DiffusersAPI):
             m = sl.stop - sl.start
             latents = randn((m, *self._latent_shape), generator, self.device).to(pipe.unet.dtype)
             with self._autocast():
-                x = pipe(height=h, width=w, latents=latents, generator=generator, **self._prompt_kwargs(labels[sl])).images
-            out[sl] = to_images(x.float() * 2 - 1, size=self.size, channels=self.channels)
+                latents = pipe(height=h, width=w, latents=latents, generator=generator, **self._prompt_kwargs(labels[sl])).images
+            x = vae_decode(pipe.vae, latents, batch_size=self.vae_batch_size, autocast=self._autocast)
+            out[sl] = self._to_images(x, call="random", batch=sl, n=n)
         return APIOutput(images=out, conditions={})
 
     @torch.no_grad()
@@ -255,12 +258,20 @@ class StableDiffusionAPI(DiffusersAPI):
         self._require_setup(self._img2img is not None)
         images = self._check_images(images)
         labels = self._check_labels(labels, images.shape[0])
-        out = np.empty((images.shape[0], *self.image_shape), np.uint8)
-        for sl in self._batches(images.shape[0]):
-            init = (from_images(images[sl], size=self._model_size, channels=3, device=self.device) + 1) / 2
-            with self._autocast():
-                x = self._img2img(
-                    image=init, strength=strength, generator=generator, **self._prompt_kwargs(labels[sl])
+        n = images.shape[0]
+        out = np.empty((n, *self.image_shape), np.uint8)
+        init = self._encoded_once(images, self._encode) if n else None
+        for sl in self._batches(n):
+            with self._autocast():  # 4-channel input: the pipeline takes it as (scaled) latents
+                latents = self._img2img(
+                    image=init[sl].to(self.device), strength=strength, generator=generator,
+                    **self._prompt_kwargs(labels[sl]),
                 ).images
-            out[sl] = to_images(x.float() * 2 - 1, size=self.size, channels=self.channels)
+            x = vae_decode(self._img2img.vae, latents, batch_size=self.vae_batch_size, autocast=self._autocast)
+            out[sl] = self._to_images(x, call="variation", batch=sl, n=n)
         return APIOutput(images=out, conditions={})
+
+    def _encode(self, images: np.ndarray) -> torch.Tensor:
+        """Scaled VAE latents (float32, on the CPU) of uint8 images, ``vae_batch_size`` at a time."""
+        return vae_encode(self._txt2img.vae, images, size=self._model_size, device=self.device, batch_size=self.vae_batch_size,
+                          autocast=self._autocast)

@@ -78,6 +78,9 @@ class PrivateImageDataModule(pl.LightningDataModule):
         test_images: uint8 ``(N_test, H, W, C)``, held-out real images (not private votes).
         test_labels: int64 ``(N_test,)``.
         class_names: list of class names, index = label.
+        private_clients: int64 ``(N_priv,)`` client (user) id of each private image, or
+            ``None`` when the data has none. Client-level DP
+            (``PrivateEvolution(privacy_unit="client")``) needs it.
     """
 
     def __init__(self, *, batch_size: int = 4096) -> None:
@@ -90,15 +93,22 @@ class PrivateImageDataModule(pl.LightningDataModule):
         self.test_images: np.ndarray | None = None
         self.test_labels: np.ndarray | None = None
         self.class_names: list[str] = []
+        self.private_clients: np.ndarray | None = None
 
     @abstractmethod
     def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]:
-        """Return ``(private_images, private_labels, test_images, test_labels, class_names)``."""
+        """Return ``(private_images, private_labels, test_images, test_labels, class_names)``.
+
+        A data set with client (user) ids may return a sixth element: int ``(N_priv,)``
+        client ids of the private images.
+        """
 
     def setup(self, stage: str | None = None) -> None:
         if self.private_images is not None:
             return
-        p_img, p_lab, t_img, t_lab, names = self.load()
+        loaded = self.load()
+        p_img, p_lab, t_img, t_lab, names = loaded[:5]
+        clients = loaded[5] if len(loaded) > 5 else None
         names = [str(n) for n in names]
         if not names:
             raise ValueError(f"{type(self).__name__}: class_names is empty")
@@ -109,6 +119,14 @@ class PrivateImageDataModule(pl.LightningDataModule):
         self.test_labels = check_labels(t_lab, num_classes=len(names), n=len(t_img), name=f"{where} test labels")
         if len(self.private_images) == 0:
             raise ValueError(f"{type(self).__name__}: the private split is empty")
+        if clients is not None:
+            clients = np.asarray(clients)
+            if clients.shape != (len(self.private_images),) or not np.issubdtype(clients.dtype, np.integer):
+                raise ValueError(
+                    f"{where} private clients must be integer ids, one per private image ({len(self.private_images)}), "
+                    f"got dtype {clients.dtype} and shape {clients.shape}"
+                )
+            self.private_clients = clients.astype(np.int64)
         self.class_names = names
 
     @property
@@ -128,6 +146,16 @@ class PrivateImageDataModule(pl.LightningDataModule):
         h.update(self.private_images.tobytes())
         h.update(self.private_labels.tobytes())
         return h.hexdigest()[:16]
+
+    def test_dataloader(self) -> DataLoader:
+        """Batches of held-out test indices: ``python -m pe_lightning test`` evaluates a saved run.
+
+        The PE module evaluates the whole population at the start of the test loop (its
+        metric callbacks read the test images themselves); the batches only drive the loop.
+        """
+        if self.test_images is None:
+            raise RuntimeError("call setup() first")
+        return DataLoader(IndexDataset(max(len(self.test_images), 1)), batch_size=self.batch_size, shuffle=False, collate_fn=_index_batch)
 
     def train_dataloader(self) -> DataLoader:
         """Batches of private sample indices (int64), in order.

@@ -8,13 +8,14 @@ subset), the test set the 10,000-image test split. Nothing is downloaded unless
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Sequence
 
 import numpy as np
 from torchvision.datasets import CIFAR10
 
 from pe_lightning.data.base import PrivateImageDataModule
-from pe_lightning.data.splits import stratified_subset
+from pe_lightning.data.splits import keep_stratified_subset
 
 __all__ = ["CIFAR10DataModule"]
 
@@ -32,6 +33,9 @@ class CIFAR10DataModule(PrivateImageDataModule):
             ``None`` keeps all 10,000.
         subset_seed: seed of the subsets.
         batch_size: private indices per ``train_dataloader`` batch.
+        verify_md5: check every file against CIFAR-10's md5 sums (torchvision's check).
+            ``False`` accepts any files in the CIFAR-10 python format (the same pickled
+            ``data``/``labels`` batches and ``batches.meta``), e.g. a small stand-in for tests.
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class CIFAR10DataModule(PrivateImageDataModule):
         num_test: int | None = None,
         subset_seed: int = 0,
         batch_size: int = 4096,
+        verify_md5: bool = True,
     ) -> None:
         super().__init__(batch_size=batch_size)
         if not isinstance(root, (str, os.PathLike)) or not str(root):
@@ -56,6 +61,9 @@ class CIFAR10DataModule(PrivateImageDataModule):
         self.num_private = num_private
         self.num_test = num_test
         self.subset_seed = subset_seed
+        if not isinstance(verify_md5, bool):
+            raise ValueError(f"verify_md5 must be a bool, got {verify_md5!r}")
+        self.verify_md5 = verify_md5
 
     def _missing_message(self) -> str:
         folder = os.path.join(os.path.abspath(self.root), CIFAR10.base_folder)
@@ -88,7 +96,7 @@ class CIFAR10DataModule(PrivateImageDataModule):
             else:
                 raise FileNotFoundError(self._missing_message())
         try:
-            return CIFAR10(self.root, train=train, download=False)
+            return (CIFAR10 if self.verify_md5 else _UnverifiedCIFAR10)(self.root, train=train, download=False)
         except RuntimeError as err:
             raise FileNotFoundError(f"{self._missing_message()} ({err})") from err
 
@@ -96,11 +104,20 @@ class CIFAR10DataModule(PrivateImageDataModule):
         train, test = self._split(True), self._split(False)
         p_img, p_lab = np.asarray(train.data, dtype=np.uint8), np.asarray(train.targets, dtype=np.int64)
         t_img, t_lab = np.asarray(test.data, dtype=np.uint8), np.asarray(test.targets, dtype=np.int64)
-        if self.num_private is not None:
-            keep = stratified_subset(p_lab, min(self.num_private, len(p_lab)), seed=self.subset_seed)
-            p_img, p_lab = p_img[keep], p_lab[keep]
-        if self.num_test is not None:
-            keep = stratified_subset(t_lab, min(self.num_test, len(t_lab)), seed=self.subset_seed)
-            t_img, t_lab = t_img[keep], t_lab[keep]
+        p_img, p_lab = keep_stratified_subset(p_img, p_lab, self.num_private, seed=self.subset_seed)
+        t_img, t_lab = keep_stratified_subset(t_img, t_lab, self.num_test, seed=self.subset_seed)
         return p_img, p_lab, t_img, t_lab, list(train.classes)
 
+
+
+class _UnverifiedCIFAR10(CIFAR10):
+    """torchvision's CIFAR10 reader without the md5 checks (``verify_md5=False``): files need only exist."""
+
+    def _check_integrity(self) -> bool:
+        folder = os.path.join(self.root, self.base_folder)
+        return all(os.path.isfile(os.path.join(folder, name)) for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}

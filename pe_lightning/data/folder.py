@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from pe_lightning.data.base import PrivateImageDataModule
-from pe_lightning.data.image_files import read_image
+from pe_lightning.data.image_files import parse_image_size, read_image
 from pe_lightning.data.splits import stratified_split
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule"]
@@ -83,6 +83,12 @@ class ImageFolderDataModule(PrivateImageDataModule):
         channels: 1 (convert to grayscale, PIL mode ``L``) or 3 (RGB; alpha is dropped).
         split_seed: seed of the held-out split when ``test_dir`` is None.
         batch_size: private indices per ``train_dataloader`` batch.
+        clients: client (user) ids of the private images, for client-level DP:
+            ``"subfolder"`` reads them from one more folder level
+            (``private_dir/<class>/<client>/<file>``; a client may appear in several
+            classes), or the path of a CSV file with a header ``path,client`` whose paths
+            are relative to ``private_dir`` (every private image must be listed). ``None``:
+            no client ids.
 
     Raises (in :meth:`setup`):
         FileNotFoundError: a folder does not exist.
@@ -101,6 +107,7 @@ class ImageFolderDataModule(PrivateImageDataModule):
         channels: int = 3,
         split_seed: int = 0,
         batch_size: int = 4096,
+        clients: str | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size)
         if not private_dir:
@@ -109,19 +116,14 @@ class ImageFolderDataModule(PrivateImageDataModule):
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if image_size is not None:
-            size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-            if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
-                raise ValueError(f"image_size must be None, an int >= 1 or (height, width), got {image_size!r}")
-            self._size: tuple[int, int] | None = (int(size[0]), int(size[1]))
-        else:
-            self._size = None
+        self._size = parse_image_size(image_size)
         self.private_dir = str(private_dir)
         self.test_dir = None if test_dir is None else str(test_dir)
         self.test_fraction = float(test_fraction)
         self.image_size = image_size
         self.channels = channels
         self.split_seed = split_seed
+        self.clients = clients
 
     def _read_all(self, classes: dict[str, list[Path]], names: list[str], state: dict) -> tuple[np.ndarray, np.ndarray]:
         mode = "L" if self.channels == 1 else "RGB"
@@ -158,7 +160,41 @@ class ImageFolderDataModule(PrivateImageDataModule):
         mask[held] = True
         return mask
 
-    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]:
+    def _client_ids(self, private: dict[str, list[Path]], names: list[str]) -> np.ndarray:
+        """Client id of every private file, in the order :meth:`_read_all` reads them."""
+        root = Path(self.private_dir)
+        files = [path for name in names for path in private[name]]
+        if self.clients == "subfolder":
+            keys = []
+            for path in files:
+                rel = path.relative_to(root)
+                if len(rel.parts) < 3:
+                    raise ValueError(
+                        f"clients='subfolder' expects private_dir/<class>/<client>/<file>, but {str(path)!r} is directly "
+                        "in its class folder"
+                    )
+                keys.append(rel.parts[1])
+        else:
+            import csv
+
+            table = Path(self.clients)
+            if not table.is_file():
+                raise FileNotFoundError(f"clients={self.clients!r}: expected 'subfolder' or an existing CSV file")
+            with open(table, newline="") as f:
+                rows = list(csv.DictReader(f))
+            if rows and not {"path", "client"} <= set(rows[0]):
+                raise ValueError(f"clients CSV {str(table)!r} must have the columns 'path' and 'client', got {list(rows[0])}")
+            by_path = {Path(r["path"]).as_posix(): r["client"] for r in rows}
+            keys = []
+            for path in files:
+                rel = path.relative_to(root).as_posix()
+                if rel not in by_path:
+                    raise ValueError(f"clients CSV {str(table)!r} has no row for the private image {rel!r}")
+                keys.append(by_path[rel])
+        ids = {k: i for i, k in enumerate(sorted(set(keys)))}
+        return np.asarray([ids[k] for k in keys], dtype=np.int64)
+
+    def load(self) -> tuple[np.ndarray, ...]:
         private = _list_classes(Path(self.private_dir), field="private_dir")
         names = sorted(private)
         state: dict = {}
@@ -172,8 +208,11 @@ class ImageFolderDataModule(PrivateImageDataModule):
                 )
             p_img, p_lab = self._read_all(private, names, state)
             t_img, t_lab = self._read_all(test, names, state)
+            held = np.zeros(len(p_lab), dtype=bool)
         else:
             images, labels = self._read_all(private, names, state)
             held = self._holdout(labels, names)
             p_img, p_lab, t_img, t_lab = images[~held], labels[~held], images[held], labels[held]
-        return p_img, p_lab, t_img, t_lab, names
+        if self.clients is None:
+            return p_img, p_lab, t_img, t_lab, names
+        return p_img, p_lab, t_img, t_lab, names, self._client_ids(private, names)[~held]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["stratified_split", "stratified_subset"]
+__all__ = ["keep_stratified_subset", "sklearn_stratified_train_test", "stratified_split", "stratified_subset"]
 
 
 def stratified_subset(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
@@ -54,6 +54,16 @@ def stratified_subset(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep)).astype(np.int64)
 
 
+def keep_stratified_subset(
+    images: np.ndarray, labels: np.ndarray, n: int | None, *, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` cut to :func:`stratified_subset` of ``min(n, N)`` rows; unchanged when ``n`` is ``None``."""
+    if n is None:
+        return images, labels
+    keep = stratified_subset(labels, min(n, len(labels)), seed=seed)
+    return images[keep], labels[keep]
+
+
 def stratified_split(
     labels: np.ndarray, fraction: float, *, seed: int, min_per_class: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -93,3 +103,55 @@ def stratified_split(
     kept = np.ones(len(labels), dtype=bool)
     kept[held_idx] = False
     return np.flatnonzero(kept).astype(np.int64), held_idx
+
+
+# Copied from scikit-learn 1.9 (BSD-3-Clause): sklearn.utils.extmath._approximate_mode and
+# StratifiedShuffleSplit._iter_indices, for a 1-d label array and an integer test size.
+# Importing sklearn.model_selection takes about a second of every run's start-up; the copy is
+# checked against sklearn itself (tests/test_run_experience.py).
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            floored[rng.choice(inds, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
+
+
+def sklearn_stratified_train_test(labels: np.ndarray, test_size: int, *, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` indices exactly as ``sklearn.model_selection.train_test_split(..., test_size=test_size,
+    stratify=labels, random_state=random_state)`` orders the rows (without importing sklearn).
+
+    Args:
+        labels: ``(N,)`` class labels; every class needs at least 2 members.
+        test_size: the number of test rows (an int), at least the number of classes.
+        random_state: the seed of ``numpy.random.RandomState``, as in sklearn.
+
+    Raises:
+        ValueError: a class with fewer than 2 members, or too few train or test rows.
+    """
+    labels = np.asarray(labels)
+    n_test, n_train = int(test_size), len(labels) - int(test_size)
+    classes, y_indices, class_counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if class_counts.min() < 2:
+        raise ValueError(f"every class needs at least 2 members, classes {classes[class_counts < 2].tolist()} have fewer")
+    if min(n_train, n_test) < len(classes):
+        raise ValueError(f"train ({n_train}) and test ({n_test}) sizes must be at least the number of classes ({len(classes)})")
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    rng = np.random.RandomState(random_state)
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for i in range(len(classes)):
+        perm = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")
+        train.extend(perm[: n_i[i]])
+        test.extend(perm[n_i[i] : n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)

@@ -1,9 +1,10 @@
-"""Image embeddings for nearest-neighbour voting and FID: raw pixels and FID Inception-v3."""
+"""Image embeddings for nearest-neighbour voting and FID: raw pixels, FID Inception-v3 and CLIP (open_clip)."""
 
 from __future__ import annotations
 
 from pe_lightning.embeddings.base import Embedding
+from pe_lightning.embeddings.clip import CLIPEmbedding
 from pe_lightning.embeddings.inception import InceptionEmbedding
 from pe_lightning.embeddings.pixels import PixelEmbedding
 
-__all__ = ["Embedding", "InceptionEmbedding", "PixelEmbedding"]
+__all__ = ["CLIPEmbedding", "Embedding", "InceptionEmbedding", "PixelEmbedding"]

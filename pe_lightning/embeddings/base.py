@@ -9,6 +9,8 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
+from pe_lightning.devices import numerics
+
 __all__ = ["Embedding"]
 
 
@@ -16,7 +18,8 @@ class Embedding(ABC):
     """Maps uint8 images to float32 feature vectors.
 
     Subclasses load weights lazily in :meth:`setup`. :attr:`fingerprint` identifies the
-    embedding (class + configuration) so that cached private embeddings can be reused.
+    embedding (class, configuration and the arithmetic of its device, see :meth:`numerics`)
+    so that cached private embeddings are reused only where they would come out the same.
     """
 
     def setup(self, *, device: torch.device | str = "cpu") -> None:
@@ -31,10 +34,22 @@ class Embedding(ABC):
         """Config-serialisable constructor arguments (used for the fingerprint)."""
         return {}
 
+    def numerics(self) -> dict:
+        """Device and float32 precision the features are computed with (part of the fingerprint).
+
+        The default is :func:`pe_lightning.devices.numerics` of ``self.device`` (the CPU when
+        the subclass has no ``device``): CPU and GPU features, or GPU features with and
+        without TF32, differ in the last digits and must not share a cache entry.
+        """
+        return numerics(getattr(self, "device", "cpu"))
+
     @property
     def fingerprint(self) -> str:
-        """Stable hex digest of the class name and :meth:`config`."""
-        payload = json.dumps({"class": type(self).__qualname__, "config": self.config()}, sort_keys=True, default=str)
+        """Stable hex digest of the class name, :meth:`config` and :meth:`numerics` (read after :meth:`setup`)."""
+        payload = json.dumps(
+            {"class": type(self).__qualname__, "config": self.config(), "numerics": self.numerics()},
+            sort_keys=True, default=str,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @abstractmethod
@@ -46,5 +61,6 @@ class Embedding(ABC):
             batch_size: images per forward pass.
 
         Returns:
-            float32 tensor ``(N, D)`` on CPU.
+            float32 tensor ``(N, D)`` on CPU, an ordinary tensor (not an inference-mode
+            one: callers accumulate into it in place, e.g. the lookahead mean).
         """

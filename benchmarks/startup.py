@@ -1,0 +1,106 @@
+"""Start-up: seconds from process start to PE iteration 0 of the demo config, through the real CLI.
+
+    python benchmarks/startup.py --repeats 3 [--config configs/X.yaml] [CLI overrides ...]
+
+Each repeat starts ``python -m pe_lightning fit --config configs/mnist_drawtext.yaml`` (W&B
+offline, the full demo: T = 4, N = 2,000) in a fresh process with its output root in a
+temporary folder. A probe callback (:class:`StartupProbe`, added with
+``--trainer.callbacks+=``) records the wall clock at each milestone, and the parent measures
+from just before it starts the process, so interpreter start and every import are included.
+Prints one JSON line per repeat and one with the medians:
+
+* ``to_callbacks_s``: imports and CLI parsing done (the config's callbacks are being built);
+* ``to_fit_setup_s``: trainer built, loggers started, data loaded (``setup`` of the callbacks);
+* ``to_iteration_0_s``: iteration 0 exists (the RANDOM population, with its FID, grid and snapshot);
+* ``to_iteration_1_start_s``: the first private iteration starts;
+* ``pe_s``: from there to the end of the last iteration; ``total_s``: the process's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pe_lightning.callbacks.base import PopulationCallback  # the child process imports this file as ``startup``
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MILESTONES = ("callbacks", "fit_setup", "iteration_0", "iteration_1_start", "fit_end")
+
+class StartupProbe(PopulationCallback):
+    """Writes ``{milestone: time.time()}`` to ``path`` as the run passes each milestone.
+
+    Args:
+        path: the JSON file (rewritten at every milestone, so a crash keeps what was reached).
+    """
+
+    def __init__(self, *, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self.times: dict[str, float] = {}
+        self._mark("callbacks")
+
+    def _mark(self, name: str) -> None:
+        self.times.setdefault(name, time.time())
+        Path(self.path).write_text(json.dumps(self.times))
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._mark("fit_setup")
+
+    def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
+        if iteration == 0:
+            self._mark("iteration_0")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._mark("iteration_1_start")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._mark("fit_end")
+
+
+def measure_once(*, config: Path, extra: list[str]) -> dict[str, float]:
+    """One fresh process: seconds from just before its start to each milestone."""
+    with tempfile.TemporaryDirectory(prefix="pe_startup_") as tmp:
+        probe = Path(tmp) / "probe.json"
+        callback = json.dumps({"class_path": "startup.StartupProbe", "init_args": {"path": str(probe)}})
+        env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=os.pathsep.join(
+            p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p))
+        env.setdefault("PE_LIGHTNING_PRIVATE_DIR", str(Path(tmp) / "private"))
+        cmd = [sys.executable, "-m", "pe_lightning", "fit", "--config", str(config),
+               f"--trainer.default_root_dir={Path(tmp) / 'out'}", f"--trainer.callbacks+={callback}", *extra]
+        start = time.time()
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+        total = time.time() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"startup run failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
+        times = json.loads(probe.read_text())
+    row = {f"to_{name}_s": round(times[name] - start, 3) for name in MILESTONES if name in times}
+    row["pe_s"] = round(times["fit_end"] - times["iteration_1_start"], 3)
+    row["total_s"] = round(total, 3)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mnist_drawtext.yaml")
+    parser.add_argument("--repeats", type=int, default=3)
+    args, extra = parser.parse_known_args()  # the rest goes to the CLI, e.g. --trainer.logger=false
+    rows = []
+    for repeat in range(args.repeats):
+        row = measure_once(config=args.config, extra=extra)
+        rows.append(row)
+        print(json.dumps({"benchmark": "startup_repeat", "repeat": repeat, **row}), flush=True)
+    median = {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]}
+    print(json.dumps({"benchmark": "startup", "workload": f"python -m pe_lightning fit --config {args.config.name}",
+                      "repeats": args.repeats, "cpus": os.cpu_count(), **median}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Checking a checkpoint before resuming from it: a corrupt file names itself and the last good one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["CorruptCheckpointError", "check_checkpoint", "is_readable", "last_good_checkpoint", "resolve_last"]
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint cannot be read (truncated, overwritten, not a checkpoint)."""
+
+
+def is_readable(path: str | os.PathLike) -> tuple[bool, str]:
+    """``(True, "")`` when ``torch.load`` reads ``path``, else ``(False, reason)``.
+
+    Loaded memory-mapped on the CPU with ``weights_only=True`` (as Lightning's CLI does), so
+    even a large checkpoint costs little more than its pickled metadata.
+    """
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return True, ""
+    except Exception:  # noqa: BLE001 - any failure means "cannot resume from this file"
+        pass
+    try:  # read it again without mmap, whose errors are clearer ("failed finding central directory")
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return False, f"{type(err).__name__}: {first}".rstrip(": ")
+    return False, "it cannot be memory-mapped (not a zip-format torch checkpoint)"
+
+
+def last_good_checkpoint(folder: str | os.PathLike, *, exclude: str | os.PathLike | None = None) -> Path | None:
+    """The most recently modified readable ``*.ckpt`` in ``folder`` other than ``exclude``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    skip = Path(exclude).resolve() if exclude is not None else None
+    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return next((p for p in candidates if p.resolve() != skip and is_readable(p)[0]), None)
+
+
+def resolve_last(dirpaths: list[str | os.PathLike]) -> Path | None:
+    """What ``ckpt_path="last"`` resumes from: the newest ``last*.ckpt`` in the checkpoint folders."""
+    found = [p for d in dirpaths if d and Path(d).is_dir() for p in Path(d).glob("last*.ckpt")]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def check_checkpoint(path: str | os.PathLike) -> None:
+    """Raise :class:`CorruptCheckpointError` naming ``path`` and the last good checkpoint beside it.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CorruptCheckpointError: ``path`` cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    ok, reason = is_readable(path)
+    if ok:
+        return
+    good = last_good_checkpoint(path.parent, exclude=path)
+    hint = (
+        f"the last good checkpoint there is {str(good)!r}: resume with --ckpt_path {good}"
+        if good is not None
+        else f"no other readable checkpoint in {str(path.parent)!r}"
+    )
+    raise CorruptCheckpointError(
+        f"checkpoint {str(path)!r} cannot be read: it is truncated, overwritten or not a checkpoint ({reason}); {hint}"
+    )

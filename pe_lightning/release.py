@@ -1,0 +1,96 @@
+"""The DP release of one PE iteration: combined votes in, only noisy quantities out.
+
+This is the one place where private data (the votes) meets the noise. The module, the
+privacy audit and the plain-loop benchmark all call these functions, so what is audited
+is what runs.
+
+Neighbouring relation: add/remove one private sample. Each private sample casts ``k``
+votes of weight ``1/sqrt(k)`` for synthetic samples of its own class, so the vote
+histogram has L2 sensitivity 1 and :func:`release_histogram` is the Gaussian mechanism
+with noise multiplier ``sigma`` (accounted by :mod:`pe_lightning.privacy`). Thresholding
+and everything after it are post-processing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from pe_lightning.noise import NoiseKey
+from pe_lightning.voting import add_gaussian_noise, apply_threshold, vote_histogram
+
+__all__ = ["NoisyRelease", "combine_assignments", "release_histogram", "release_votes"]
+
+
+@dataclass(frozen=True)
+class NoisyRelease:
+    """What leaves the DP release of one iteration (only noisy quantities).
+
+    Attributes:
+        noisy_counts: float64 ``(..., N)``: vote histogram + Gaussian noise.
+        weights: float64 ``(..., N)``: ``max(noisy_counts - threshold, 0)``, the
+            selection weights (post-processing).
+    """
+
+    noisy_counts: torch.Tensor
+    weights: torch.Tensor
+
+
+def combine_assignments(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One vote row per private sample from every rank's partial ``(M, k)`` assignments.
+
+    A rank fills the rows of the private samples it saw and leaves ``-1`` elsewhere; a
+    sample seen by two ranks (a padded ``DistributedSampler``) has the same row on both.
+    The element-wise maximum therefore gives each sample's votes exactly once.
+
+    Raises:
+        RuntimeError: when some private sample voted on no rank.
+    """
+    if not parts:
+        raise ValueError("combine_assignments needs at least one rank's assignments")
+    combined = parts[0] if len(parts) == 1 else torch.stack(list(parts)).max(dim=0).values
+    missing = int((combined < 0).any(dim=1).sum())
+    if missing:
+        raise RuntimeError(f"{missing} private samples did not vote")
+    return combined
+
+
+def release_histogram(
+    histogram: torch.Tensor, *, noise_multiplier: float, threshold: float, key: NoiseKey, iteration: int
+) -> NoisyRelease:
+    """The Gaussian mechanism on a vote histogram, then the threshold.
+
+    Args:
+        histogram: vote counts ``(N,)`` from :func:`pe_lightning.voting.vote_histogram`
+            (L2 sensitivity 1). Leading dimensions ``(B, N)`` are ``B`` independent
+            releases (the privacy audit batches its trials this way).
+        noise_multiplier: ``sigma``, the noise std per bin in units of the sensitivity.
+        threshold: ``H``, subtracted from the noisy counts before clipping at 0.
+        key: the run's noise key (secret by default, see :mod:`pe_lightning.noise`).
+        iteration: the 1-based PE iteration; each iteration draws independent noise.
+    """
+    noisy = add_gaussian_noise(histogram, noise_multiplier=noise_multiplier, key=key, iteration=iteration)
+    return NoisyRelease(noisy_counts=noisy, weights=apply_threshold(noisy, threshold=threshold))
+
+
+def release_votes(
+    assignments: torch.Tensor,
+    *,
+    num_synthetic: int,
+    noise_multiplier: float,
+    threshold: float,
+    key: NoiseKey,
+    iteration: int,
+    clients: torch.Tensor | None = None,
+) -> NoisyRelease:
+    """:func:`release_histogram` of the histogram of combined ``(M, k)`` assignments.
+
+    With ``clients`` (one id per private sample) the histogram is client-level: each
+    client's vote vector is scaled to L2 norm 1, so the guarantee is for adding or
+    removing one client with all its samples. The raw histogram never leaves this function.
+    """
+    histogram = vote_histogram(assignments, num_synthetic=num_synthetic, clients=clients)
+    return release_histogram(histogram, noise_multiplier=noise_multiplier, threshold=threshold, key=key, iteration=iteration)
+

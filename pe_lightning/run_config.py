@@ -1,0 +1,105 @@
+"""What ``python -m pe_lightning`` derives from a parsed config before it builds anything.
+
+* **T once**: a PE model's ``iterations`` sets ``trainer.max_epochs`` (one epoch is one PE
+  iteration); an explicitly different ``max_epochs`` is a :class:`~pe_lightning.errors.ConfigError`.
+* **One output root**: a logger's unset ``save_dir`` and a ``ModelCheckpoint``'s unset
+  ``dirpath`` are derived from ``trainer.default_root_dir`` (``<root>`` and
+  ``<root>/checkpoints``), like the PE module's ``output_dir`` and the callbacks' folders,
+  so ``--trainer.default_root_dir X`` moves everything a run writes that is safe to share.
+
+The functions edit the ``jsonargparse`` namespace of one subcommand in place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+from pe_lightning.errors import ConfigError
+
+__all__ = ["fill_output_paths", "is_private_evolution", "link_iterations", "resolve_class"]
+
+
+def resolve_class(class_path: str) -> type | None:
+    """The class named by a config's ``class_path`` (``None`` when it cannot be imported)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def _entries(value: Any) -> list:
+    """The class entries (namespaces with a ``class_path``) of a logger/callbacks value."""
+    items = value if isinstance(value, list) else [value]
+    return [v for v in items if getattr(v, "class_path", None)]
+
+
+def is_private_evolution(config: Any) -> bool:
+    """Whether ``config.model`` is a :class:`~pe_lightning.PrivateEvolution` (or a subclass)."""
+    from pe_lightning.evolution import PrivateEvolution
+
+    cls = resolve_class(getattr(config.get("model"), "class_path", "") or "")
+    return isinstance(cls, type) and issubclass(cls, PrivateEvolution)
+
+
+def link_iterations(config: Any) -> None:
+    """Set ``trainer.max_epochs`` from a PE model's ``iterations``.
+
+    Raises:
+        ConfigError: ``trainer.max_epochs`` is set to another number.
+    """
+    if not is_private_evolution(config):
+        return
+    cls = resolve_class(config.model.class_path)
+    if hasattr(cls, "planned_iterations"):  # e.g. PlannedPrivateEvolution: T comes from its plan
+        iterations = cls.planned_iterations(config.model.init_args)
+        source, fix = f"the T={iterations} that {cls.__name__} plans", "leave trainer.max_epochs unset"
+    else:
+        iterations = config.model.init_args.iterations
+        source = f"model.init_args.iterations={iterations}"
+        fix = "set only --model.init_args.iterations, which sets max_epochs"
+    max_epochs = config.trainer.get("max_epochs")
+    if max_epochs is None:
+        config.trainer.max_epochs = iterations
+    elif max_epochs != iterations:
+        raise ConfigError(f"trainer.max_epochs={max_epochs} contradicts {source} (one epoch is one PE iteration): {fix}")
+
+
+def _unset(entry: Any, arg: str) -> bool:
+    """Whether ``entry.init_args.<arg>`` exists and still has its class's default (or ``None``)."""
+    init_args = getattr(entry, "init_args", None)
+    if init_args is None or arg not in init_args:
+        return False
+    value = init_args[arg]
+    if value is None:
+        return True
+    cls = resolve_class(entry.class_path)
+    try:
+        default = inspect.signature(cls).parameters[arg].default if cls is not None else inspect.Parameter.empty
+    except (KeyError, TypeError, ValueError):
+        return False
+    return default is not inspect.Parameter.empty and value == default
+
+
+def fill_output_paths(config: Any) -> Path:
+    """Derive unset logger ``save_dir`` and checkpoint ``dirpath`` from ``trainer.default_root_dir``.
+
+    Returns:
+        The output root (``trainer.default_root_dir``, or the working directory when unset).
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    trainer = config.trainer
+    root = Path(trainer.get("default_root_dir") or os.getcwd())
+    for logger in _entries(trainer.get("logger")):
+        if _unset(logger, "save_dir"):
+            logger.init_args.save_dir = str(root)
+    for callback in _entries(trainer.get("callbacks") or []):
+        cls = resolve_class(callback.class_path)
+        if isinstance(cls, type) and issubclass(cls, ModelCheckpoint) and _unset(callback, "dirpath"):
+            callback.init_args.dirpath = str(root / "checkpoints")
+    return root
