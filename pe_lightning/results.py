@@ -414,9 +414,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--pe-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--clf-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--noise", choices=["seeded", "secret"], default="seeded",
-                        help="DP noise of the runs: 'seeded' (default here: reproducible numbers; private only while the "
-                             "seed is secret) or 'secret' (a fresh key per run)")
+    parser.add_argument("--noise", choices=["seeded", "secret"], default="secret",
+                        help="DP noise of the runs: 'secret' (default: a fresh key per run) or 'seeded' (reproducible "
+                             "numbers for experiments on public data; private only while the seed is secret)")
     parser.add_argument("--reuse-lookahead", choices=["true", "false"], default=None,
                         help="override the demo config's reuse_lookahead (true there): 'false' makes fresh variations for "
                              "every child, the reference implementation's behaviour")

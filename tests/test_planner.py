@@ -83,3 +83,14 @@ def test_demo_config_uses_the_planner():
     assert config["model"]["init_args"]["epsilon"] == accountant["init_args"]["epsilon"]
     assert config["model"]["init_args"]["delta"] == accountant["init_args"]["delta"]
     assert "prior" not in (config["model"]["init_args"]["api"].get("init_args") or {})  # public prior
+
+
+def test_planned_module_refuses_an_accountant_with_another_budget():
+    from pe_lightning.apis.drawtext import DrawText
+    from pe_lightning.embeddings import PixelEmbedding
+
+    model = PlannedPrivateEvolution(api=DrawText(), embedding=PixelEmbedding(), epsilon=1.0, delta=1e-5,
+                                    approx_private_size=4000, num_classes=10)
+    model.noise_multiplier = noise_multiplier(epsilon=10.0, iterations=model.iterations, delta=1e-5)  # as the accountant sets it
+    with pytest.raises(ValueError, match="same epsilon and delta"):
+        model.on_fit_start()
