@@ -137,10 +137,10 @@ class PrivateEvolution(pl.LightningModule):
             bit-reproducible tests and artefacts; the output is then private ONLY while
             the seed stays secret (warned loudly, recorded in the ledger).
         noise_key_file: the secret key's file (default:
-            ``<private_dir>/noise_keys/<run id>.key``). Give the same file to two runs to
+            ``<private_state_dir>/noise_keys/<run id>.key``). Give the same file to two runs to
             draw the same noise (e.g. to compare 1 and 2 processes). Must not be inside
             the output root.
-        private_dir: the private-side folder for the noise keys and the private-embedding
+        private_state_dir: the private-side folder for the noise keys and the private-embedding
             cache (default: :func:`pe_lightning.private_dir.default_private_dir`, i.e.
             ``$PE_LIGHTNING_PRIVATE_DIR`` or ``$XDG_CACHE_HOME/pe_lightning``), outside
             the output root that users share.
@@ -162,7 +162,7 @@ class PrivateEvolution(pl.LightningModule):
             private data's and the embedding's fingerprints, so a later run on the same
             data with the same embedding skips embedding them.
         embedding_cache_dir: folder of that cache (default:
-            ``<private_dir>/embedding_cache``). It holds data derived from the private
+            ``<private_state_dir>/embedding_cache``). It holds data derived from the private
             images (with pixel embeddings, the images themselves): keep it where the
             private data may live, never in the output root.
         population_path: a saved ``population.npz`` to evaluate with
@@ -196,7 +196,7 @@ class PrivateEvolution(pl.LightningModule):
         seed: int = 0,
         noise: str = "secret",
         noise_key_file: str | None = None,
-        private_dir: str | None = None,
+        private_state_dir: str | None = None,
         api_batch_size: int = 4096,
         embedding_batch_size: int = 2048,
         output_dir: str | None = None,
@@ -272,7 +272,7 @@ class PrivateEvolution(pl.LightningModule):
         self.seed = seed
         self.noise = noise
         self.noise_key_file = noise_key_file
-        self.private_dir = private_dir
+        self.private_state_dir = private_state_dir
         self.api_batch_size = api_batch_size
         self.embedding_batch_size = embedding_batch_size
         self.output_dir = output_dir
@@ -491,8 +491,8 @@ class PrivateEvolution(pl.LightningModule):
     # ------------------------------------------------------------ the noise key
     @property
     def resolved_private_dir(self) -> Path:
-        """``private_dir``, or the per-user default outside the output root."""
-        return resolve_private_dir(self.private_dir)
+        """``private_state_dir``, or the per-user default outside the output root."""
+        return resolve_private_dir(self.private_state_dir)
 
     def _noise_key_path(self) -> Path:
         if self.noise_key_file:
@@ -546,7 +546,7 @@ class PrivateEvolution(pl.LightningModule):
             if resolved == root or root in resolved.parents:
                 raise ValueError(
                     f"{what} {str(path)!r} is inside the output root {str(root)!r}, which holds what is safe to share; "
-                    "keep it on the private side (see private_dir)"
+                    "keep it on the private side (see private_state_dir)"
                 )
 
     def _checkpoint_random_population(self) -> None:
@@ -609,6 +609,7 @@ class PrivateEvolution(pl.LightningModule):
         cache = key = None
         if self.cache_private_embeddings:
             folder = Path(self.embedding_cache_dir) if self.embedding_cache_dir else self.resolved_private_dir / "embedding_cache"
+            self._check_private_side(folder, what="the private-embedding cache folder")
             cache = EmbeddingCache(folder)
             rank_zero_info(f"[PE] private-embedding cache (derived from private images; keep private): {folder}")
             key = EmbeddingCache.key(data_fingerprint=dm.fingerprint, embedding_fingerprint=self.embedding.fingerprint)

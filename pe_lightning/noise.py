@@ -144,7 +144,7 @@ class NoiseKeyStore:
     """Noise keys on the private side: ``<directory>/<run_id>.key``, owner-only permissions.
 
     Args:
-        directory: the folder of key files (e.g. ``<private_dir>/noise_keys``); it must
+        directory: the folder of key files (e.g. ``<private_state_dir>/noise_keys``); it must
             not be inside a folder that is shared (the output root).
     """
 

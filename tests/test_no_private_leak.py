@@ -145,7 +145,7 @@ def test_a_fit_with_every_callback_writes_nothing_private(tmp_path, monkeypatch)
     dm = tiny_datamodule(120)
     recorder = RecordingLogger()
     wandb_logger = WandbLogger(project="pe_leak_test", save_dir=str(root), offline=True)
-    model = tiny_model(iterations=2, private_dir=str(private_dir), save_png=True)
+    model = tiny_model(iterations=2, private_state_dir=str(private_dir), save_png=True)
     trainer = pl.Trainer(
         max_epochs=2, accelerator="cpu", devices=1, default_root_dir=str(root), logger=[recorder, wandb_logger],
         enable_model_summary=False,

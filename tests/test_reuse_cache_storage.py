@@ -69,7 +69,7 @@ class CountingEmbedding(PixelEmbedding):
 
 
 def test_private_embeddings_are_cached_on_disk_by_data_and_embedding(tmp_path):
-    cache = tmp_path / "cache"
+    cache = tmp_path.parent / f"{tmp_path.name}-cache"  # the private side, outside the output root
 
     def run(num_private, size=14):
         CountingEmbedding.calls = []

@@ -172,3 +172,8 @@ def test_the_public_seed_streams_refuse_to_make_the_dp_noise():
 
     with pytest.raises(ValueError, match="secret noise key"):
         make_generator(0, 1, "noise")
+
+
+def test_an_embedding_cache_inside_the_output_root_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="private-embedding cache folder .* is inside the output root"):
+        _fit(tmp_path, noise_multiplier=2.0, embedding_cache_dir=str(tmp_path / "cache"))
