@@ -86,7 +86,7 @@ def pe_iteration(*, device: str, quick: bool) -> list[dict]:
 
     per_class, lookahead, batch, steps, iterations = (1, 1, 8, 2, 2) if quick else (200, 4, 500, 20, 2)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as private:
         model_dir = build_unet(Path(tmp) / "unet", image_size=32)
         api = DiffusionUNetAPI(model=model_dir, num_inference_steps=steps, image_size=28, channels=1, batch_size=batch,
                                local_files_only=True)
@@ -94,7 +94,7 @@ def pe_iteration(*, device: str, quick: bool) -> list[dict]:
             api=api, embedding=PixelEmbedding(), iterations=iterations, num_samples_per_class=per_class,
             variation_degrees=0.5, lookahead_degree=lookahead, threshold=1.0, noise_multiplier=5.0, seed=0,
             api_batch_size=batch, output_dir=os.path.join(tmp, "out"), save_png=False, search_backend="torch",
-            embedding_cache_dir=os.path.join(tmp, "cache"),
+            private_state_dir=private,  # keys and the embedding cache: outside the output root
         )
         dev = torch.device(device)
         accelerator, devices = ("gpu", [dev.index or 0]) if dev.type == "cuda" else ("cpu", 1)

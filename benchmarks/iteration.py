@@ -41,12 +41,12 @@ def mean_iteration_metrics(folder: str | os.PathLike) -> dict[str, float]:
 
 
 def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, reuse: bool = False, snapshot: bool = False, seed: int = 0) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as private:
         model = PrivateEvolution(
             api=DrawText(), embedding=PixelEmbedding(), iterations=iterations, num_samples_per_class=num_per_class,
             variation_degrees=0.4, lookahead_degree=lookahead, threshold=1.0, noise_multiplier=5.0,
             search_backend=backend, seed=seed, output_dir=tmp, save_png=False, reuse_lookahead=reuse,
-            embedding_cache_dir=os.path.join(tmp, "cache"),
+            private_state_dir=private,  # keys and the embedding cache: outside the output root
         )
         trainer = pl.Trainer(
             callbacks=[PopulationSnapshot(every_n_iterations=1)] if snapshot else [],

@@ -43,12 +43,12 @@ class PaddedMNIST(MNISTDataModule):
 
 
 def run(*, num_per_class: int, iterations: int, lookahead: int, spill_mb: float | None, channels: int = 1) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as private:
         model = PrivateEvolution(
             api=DrawText(image_size=32, channels=channels), embedding=PixelEmbedding(), iterations=iterations,
             num_samples_per_class=num_per_class, variation_degrees=0.4, lookahead_degree=lookahead, threshold=1.0,
             noise_multiplier=5.0, seed=0, output_dir=tmp, save_png=False, reuse_lookahead=True,
-            spill_to_disk_mb=spill_mb, embedding_cache_dir=os.path.join(tmp, "cache"),
+            spill_to_disk_mb=spill_mb, private_state_dir=private,  # keys and the embedding cache: outside the output root
         )
         trainer = pl.Trainer(
             max_epochs=iterations, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
