@@ -480,13 +480,10 @@ class PrivateEvolution(pl.LightningModule):
             rank_zero_warn("python -m pe_lightning test: no metric callback (FIDCallback, PrecisionRecall, DownstreamEvaluation) to evaluate with")
         for cb in evaluators:
             cb.on_population(self.trainer, self, population=self.population, iteration=self.iteration)
-        metrics = dict(self._pending_metrics)
-        self._pending_metrics = {}
-        for logger in self.trainer.loggers:
-            logger.log_metrics(metrics, step=self.iteration)
-        self.trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
-        parts = [f"{k}={v:.4g}" for k, v in metrics.items()]
-        rank_zero_info(f"[PE] evaluation of the population of iteration {self.iteration} ({len(self.population)} images) | " + " | ".join(parts))
+        self._flush_metrics(
+            {}, step=self.iteration,
+            headline=f"[PE] evaluation of the population of iteration {self.iteration} ({len(self.population)} images)",
+        )
 
     # ------------------------------------------------------------ the noise key
     @property
@@ -900,13 +897,17 @@ class PrivateEvolution(pl.LightningModule):
         metrics = {"pe/iteration": float(iteration), "time/iteration_s": time.perf_counter() - self._iteration_start}
         metrics.update({f"time/{k}_s": v for k, v in self._timings.items()})
         self._timings.clear()
-        metrics.update(self._pending_metrics)
+        self._flush_metrics(metrics, step=iteration, headline=f"[PE] iteration {iteration}/{self.iterations}")
+
+    def _flush_metrics(self, metrics: dict[str, float], *, step: int, headline: str) -> None:
+        """Send ``metrics`` plus the queued ones to every logger at ``step``, the trainer, and one console line."""
+        metrics = {**metrics, **self._pending_metrics}
         self._pending_metrics = {}
         for logger in self.trainer.loggers:
-            logger.log_metrics(metrics, step=iteration)
+            logger.log_metrics(metrics, step=step)
         self.trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         parts = [f"{k}={v:.4g}" for k, v in metrics.items() if k != "pe/iteration"]
-        rank_zero_info(f"[PE] iteration {iteration}/{self.iterations} | " + " | ".join(parts))
+        rank_zero_info(f"{headline} | " + " | ".join(parts))
 
     @property
     def resolved_output_dir(self) -> Path:

@@ -163,11 +163,9 @@ class NoiseKeyStore:
             raise ValueError("only secret keys are stored; a seeded key is derived from the seed")
         text = f"{_FILE_HEADER}\n{key.secret.hex()}\n"
 
-        def write(tmp: str) -> None:
-            fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
+        def write(tmp: str) -> None:  # atomic_write's temp file is created 0600 (mkstemp); the rename keeps it
             os.chmod(tmp, 0o600)
+            Path(tmp).write_text(text)
 
         return atomic_write(path, write)
 

@@ -320,26 +320,24 @@ def vote_histogram(assignments: torch.Tensor, *, num_synthetic: int, clients: to
     Returns:
         float64 ``(N,)``.
     """
-    if clients is not None:
-        return _client_vote_histogram(assignments, num_synthetic=num_synthetic, clients=clients)
     if assignments.ndim != 2:
         raise ValueError(f"assignments must be (M, k), got {tuple(assignments.shape)}")
     if assignments.numel() and (assignments.min() < 0 or assignments.max() >= num_synthetic):
         raise ValueError("assignments hold indices outside [0, num_synthetic): some private sample did not vote")
+    if clients is not None:
+        return _client_vote_histogram(assignments, num_synthetic=num_synthetic, clients=clients)
     k = assignments.shape[1]
     counts = torch.bincount(assignments.flatten().cpu(), minlength=num_synthetic).to(torch.float64)
     return counts * vote_weight(k)
 
 
 def _client_vote_histogram(assignments: torch.Tensor, *, num_synthetic: int, clients: torch.Tensor) -> torch.Tensor:
-    """Client-level histogram: each client's vote-count vector normalised to L2 norm 1."""
-    if assignments.ndim != 2 or assignments.numel() == 0:
-        raise ValueError(f"assignments must be a non-empty (M, k), got {tuple(assignments.shape)}")
+    """Client-level histogram (``assignments`` already checked): each client's vote-count vector normalised to L2 norm 1."""
+    if assignments.numel() == 0:
+        raise ValueError(f"client-level votes need a non-empty (M, k), got {tuple(assignments.shape)}")
     clients = torch.as_tensor(clients).cpu().to(torch.int64).flatten()
     if clients.shape[0] != assignments.shape[0]:
         raise ValueError(f"clients must have one id per private sample ({assignments.shape[0]}), got {clients.shape[0]}")
-    if assignments.min() < 0 or assignments.max() >= num_synthetic:
-        raise ValueError("assignments hold indices outside [0, num_synthetic): some private sample did not vote")
     k = assignments.shape[1]
     _, client_index = torch.unique(clients, return_inverse=True)
     pairs = client_index.repeat_interleave(k) * num_synthetic + assignments.cpu().flatten()
