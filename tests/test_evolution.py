@@ -292,3 +292,18 @@ def test_in_order_index_batches_are_read_as_slices_and_others_are_not():
     assert _as_slice(torch.tensor([7])) == slice(7, 8)
     for not_a_run in ([3, 5, 7], [4, 3, 2], [1, 2, 2, 3], [0, 2, 1, 3], []):
         assert _as_slice(torch.tensor(not_a_run, dtype=torch.int64)) is None, not_a_run
+
+
+# Pinned output: the final population of a small fixed run (seeded noise, so it is a pure function of the
+# code). A refactor that changes it changes behaviour; update the digest only with an explained commit.
+PINNED_FINAL_POPULATION_SHA256 = "2d6d8c39184250f567616a3d332d52ffb3f0ca26bf538ec94052c4860e633f60"
+
+
+def test_pinned_final_population_of_a_small_fixed_run(tmp_path):
+    model = tiny_model(noise="seeded", noise_multiplier=2.0, iterations=2, variation_degrees=[0.5, 0.3])
+    with pytest.warns(SeededNoiseWarning):
+        tiny_trainer(tmp_path).fit(model, datamodule=tiny_datamodule(150))
+    digest = hashlib.sha256()
+    for array in (model.population.images, model.population.labels, model.population.parents):
+        digest.update(array.tobytes())
+    assert digest.hexdigest() == PINNED_FINAL_POPULATION_SHA256
