@@ -2,7 +2,7 @@
 
     python benchmarks/memory.py --num-per-class 5000 --iterations 2 [--spill-mb 256]
 
-Private data: the 4,000 private MNIST digits of BENCHMARK.md, zero-padded to 32x32 (the
+Private data: the 4,000 private MNIST digits of docs/benchmark.md, zero-padded to 32x32 (the
 DrawText canvas is 32x32 too). Lookahead 8 with ``reuse_lookahead`` (so 8 variations of
 every synthetic sample are kept for reuse: the largest working set). Prints one JSON line
 with the process's peak RSS (``ru_maxrss``: resident pages, memory-mapped file pages that
@@ -29,7 +29,7 @@ from pe_lightning import DrawText, MNISTDataModule, PixelEmbedding, PrivateEvolu
 
 
 class PaddedMNIST(MNISTDataModule):
-    """BENCHMARK.md's MNIST split, zero-padded from 28x28 to 32x32 (and repeated to ``channels``)."""
+    """docs/benchmark.md's MNIST split, zero-padded from 28x28 to 32x32 (and repeated to ``channels``)."""
 
     def __init__(self, *, channels: int = 1) -> None:
         super().__init__()

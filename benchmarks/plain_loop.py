@@ -7,9 +7,9 @@ One process runs, alternately (a, b, b, a, a, b, ...):
 (a) ``PrivateEvolution`` through ``lightning.pytorch.Trainer.fit`` (no logger, no
     checkpointing, no progress bar, fixed noise multiplier) on MNIST (4,000 private) with
     ``DrawText(image_size=28)`` and ``PixelEmbedding``;
-(b) a plain Python loop doing exactly the same work with the same library functions and
-    the same batching and random streams (DrawText random/variation in chunks of
-    ``api_batch_size``, ``PixelEmbedding.embed``, ``pe_lightning.voting``), no Lightning.
+(b) the same engine stages (:class:`pe_lightning.engine.PEEngine`) driven by the plain loop
+    :func:`pe_lightning.engine.run_loop`, no Lightning: the same code, batching and random
+    streams, so the difference is what Lightning and the module's hooks add.
 
 Both start from the same set-up (private embeddings, RANDOM population), which is not
 timed. Seconds per iteration: (a) wall time between the starts of consecutive epochs (the
@@ -49,14 +49,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pe_lightning import DrawText, MNISTDataModule, PixelEmbedding, PrivateEvolution  # noqa: E402
-from pe_lightning.apis.base import APIOutput  # noqa: E402
-from pe_lightning.distributed import chunk_slices  # noqa: E402
-from pe_lightning.lookahead_store import LookaheadStore  # noqa: E402
-from pe_lightning.seeding import make_generator  # noqa: E402
-from pe_lightning.storage import ScratchSpace  # noqa: E402
+from pe_lightning.engine import EngineSettings, PEEngine, ProcessGroupCollective, run_loop  # noqa: E402
+from pe_lightning.engine.scratch import ScratchSpace  # noqa: E402
 from pe_lightning.noise import NoiseKey  # noqa: E402
-from pe_lightning.release import release_votes  # noqa: E402
-from pe_lightning.voting import assign_votes, select_parents  # noqa: E402
+from pe_lightning.voting import assign_votes  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("api", "embedding", "voting")
@@ -135,109 +131,48 @@ def run_lightning(args, tmp: str) -> dict:
 
 
 # --------------------------------------------------------------------------- (b) plain loop
-def _variation(api, images, conditions, labels, sl, degree, generator):
-    return api.variation(images=np.ascontiguousarray(images[sl]), conditions={k: v[sl] for k, v in conditions.items()},
-                         labels=labels[sl], degree=degree, generator=generator)
-
-
 def run_plain(args) -> dict:
-    """The same PE iterations as the module, written as a plain loop over library functions."""
+    """The same PE iterations as the module: the engine's stages in :func:`pe_lightning.engine.run_loop`, no Trainer."""
     seed, k, bs = args.seed, args.lookahead, args.api_batch_size
     api, embedding = DrawText(image_size=28), PixelEmbedding()
     setup_start = time.perf_counter()
     dm = MNISTDataModule()  # used as a data container only: load + split, no Trainer
     dm.setup("fit")
     class_names = list(dm.class_names)
+    settings = EngineSettings(
+        iterations=args.iterations, variation_degrees=(args.degree,) * args.iterations, lookahead_degree=k,
+        threshold=args.threshold, search_backend=args.backend, seed=seed, api_batch_size=bs,
+        embedding_batch_size=args.embedding_batch_size, reuse_lookahead=args.reuse_lookahead,
+    )
+    engine = PEEngine(settings=settings, api=api, embedding=embedding)
+    engine.class_names = class_names
+    engine.sizes_per_iteration = [[args.num_per_class] * len(class_names)] * (args.iterations + 1)
+    engine.attach(collective=ProcessGroupCollective(), scratch=ScratchSpace(directory=tempfile.gettempdir(), limit_bytes=None),
+                  device="cpu")
     api.setup(device="cpu", class_names=class_names)
     embedding.setup(device="cpu")
-    private = embedding.embed(dm.private_images, batch_size=args.embedding_batch_size).float()
-    private_labels = torch.from_numpy(dm.private_labels)
-    num_per_class = [args.num_per_class] * len(class_names)
-    labels = np.repeat(np.arange(len(class_names), dtype=np.int64), num_per_class)
-    outs = [api.random(labels=labels[sl], generator=make_generator(seed, 0, "random", i))
-            for i, sl in enumerate(chunk_slices(len(labels), bs))]
-    images = np.concatenate([o.images for o in outs])
-    conditions = {key: np.concatenate([o.conditions[key] for o in outs]) for key in outs[0].conditions}
+    engine.set_private(embeddings=engine.private_embeddings(dm.private_images), labels=dm.private_labels)
+    engine.random_population()
+    engine.take_timings()
     setup_s = time.perf_counter() - setup_start
 
     per_iter, per_iter_cpu, stages, fresh_renders = [], [], [], []
-    synthetic = None  # (N, D) embedding buffer, reused every iteration
-    scratch = ScratchSpace(directory=tempfile.gettempdir(), limit_bytes=None)  # never spills
-    for t in range(1, args.iterations + 1):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        timing = dict.fromkeys(STAGES, 0.0)
-        n = len(labels)
-        degree = args.degree
-        # Lookahead: k variations of every sample, embedded and averaged (chunk by chunk, as the module).
-        keep = args.reuse_lookahead and k > 0
-        store = LookaheadStore(scratch=scratch, k=k, n=n, chunk_size=bs, image_shape=images.shape[1:]) if keep else None
-        for i, sl in enumerate(chunk_slices(n, bs)):
-            s0 = time.perf_counter()
-            if k == 0:
-                emb = embedding.embed(np.ascontiguousarray(images[sl]), batch_size=args.embedding_batch_size).float()
-            else:
-                emb = None
-                for r in range(k):
-                    s0 = time.perf_counter()
-                    out = _variation(api, images, conditions, labels, sl, degree, make_generator(seed, t, "lookahead", r, i))
-                    s1 = time.perf_counter()
-                    timing["api"] += s1 - s0
-                    e = embedding.embed(out.images, batch_size=args.embedding_batch_size).float()
-                    emb = e if emb is None else emb.add_(e)
-                    timing["embedding"] += time.perf_counter() - s1
-                    if keep:
-                        store.put(r, i, out)
-                s0 = time.perf_counter()
-                emb.div_(k)
-            timing["embedding"] += time.perf_counter() - s0
-            if synthetic is None or synthetic.shape != (n, emb.shape[1]):
-                synthetic = torch.empty((n, emb.shape[1]))
-            synthetic[sl] = emb
-        # Voting, noise, threshold, selection.
-        s0 = time.perf_counter()
-        votes = assign_votes(private_embeddings=private, private_labels=private_labels, synthetic_embeddings=synthetic,
-                             synthetic_labels=torch.from_numpy(labels), k=1, backend=args.backend)
-        timing["voting"] += time.perf_counter() - s0
-        weights = release_votes(votes, num_synthetic=n, noise_multiplier=args.noise_multiplier, threshold=args.threshold,
-                                key=NoiseKey.from_seed(seed), iteration=t).weights
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            parents = select_parents(weights=weights, labels=torch.from_numpy(labels), num_per_class=num_per_class,
-                                     generator=make_generator(seed, t, "selection"), class_names=class_names).numpy()
-        # Children: the m-th selection of parent j (slot order) takes its m-th stored lookahead
-        # variation while m < k; fresh variations only for the extra selections.
-        if keep:
-            order = np.argsort(parents, kind="stable")
-            occurrence = np.empty(n, np.int64)
-            occurrence[order] = np.arange(n) - np.searchsorted(parents[order], parents[order], side="left")
-            reuse = occurrence < k
-        else:
-            occurrence, reuse = np.zeros(n, np.int64), np.zeros(n, bool)
-        new_images = np.empty_like(images)
-        new_conditions = {key: np.empty_like(v) for key, v in conditions.items()}
-        slots = np.flatnonzero(reuse)
-        if len(slots):
-            taken: APIOutput = store.take(occurrence[slots], parents[slots])
-            new_images[slots] = taken.images
-            for key in new_conditions:
-                new_conditions[key][slots] = taken.conditions[key]
-        fresh = np.flatnonzero(~reuse)
-        if len(fresh):
-            src = parents[fresh]
-            sel_images, sel_labels = images[src], labels[src]
-            sel_conditions = {key: v[src] for key, v in conditions.items()}
-            s0 = time.perf_counter()
-            for i, sl in enumerate(chunk_slices(len(fresh), bs)):
-                out = _variation(api, sel_images, sel_conditions, sel_labels, sl, degree, make_generator(seed, t, "variation", 0, i))
-                new_images[fresh[sl]] = out.images
-                for key, v in out.conditions.items():
-                    new_conditions[key][fresh[sl]] = v
-            timing["api"] += time.perf_counter() - s0
-        images, conditions, labels = new_images, new_conditions, labels[parents]
-        per_iter.append(time.perf_counter() - start)
-        per_iter_cpu.append(time.process_time() - cpu_start)
-        stages.append(timing)
-        fresh_renders.append(n * k + len(fresh))
+    clock = [time.perf_counter(), time.process_time()]
+
+    def on_iteration(t, population, metrics) -> None:
+        per_iter.append(time.perf_counter() - clock[0])
+        per_iter_cpu.append(time.process_time() - clock[1])
+        stages.append({s: metrics.get(f"time/{s}_s", 0.0) for s in STAGES})
+        n = len(population)
+        fresh_renders.append(n * k + round(n * (1 - metrics["pe/reused_lookahead_fraction"])))
+        clock[:] = [time.perf_counter(), time.process_time()]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        population = run_loop(engine, noise_multiplier=args.noise_multiplier, key=NoiseKey.from_seed(seed),
+                              vote_batch_size=len(dm.private_images), on_iteration=on_iteration)
+    images = np.asarray(population.images).copy()
+    engine.close()
     return {"iteration_s": per_iter, "iteration_cpu_s": per_iter_cpu, "stages": stages, "setup_s": setup_s, "images": images, "renders": fresh_renders}
 
 

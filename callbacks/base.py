@@ -1,4 +1,4 @@
-"""The hooks PE callbacks implement: a new population exists (``on_population``), progress within an iteration (``on_stage``)."""
+"""The Lightning base class of PE callbacks; the hook contract itself is the core's (:mod:`pe_lightning.engine.hooks`)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,23 @@ from typing import TYPE_CHECKING
 
 import lightning.pytorch as pl
 
+from pe_lightning.engine.hooks import STAGES, NoiseMultiplierSource, PopulationHooks, RunView, run_view
+
 if TYPE_CHECKING:  # pragma: no cover
     from pe_lightning.population import Population
 
-__all__ = ["STAGES", "PopulationCallback"]
-
-#: The stages :meth:`PopulationCallback.on_stage` reports, in the order a run passes them:
-#: once at start-up ``private embedding`` and ``random`` (iteration 0), then per iteration
-#: ``lookahead``, ``voting``, ``variation`` (fresh variations only) and, after every new
-#: population, ``callbacks`` (FID, grids, snapshots, ...).
-STAGES = ("private embedding", "random", "lookahead", "voting", "variation", "callbacks")
+__all__ = ["STAGES", "NoiseMultiplierSource", "PopulationCallback", "PopulationHooks", "RunView", "run_view"]
 
 
 class PopulationCallback(pl.Callback):
-    """A Lightning callback with two extra hooks, :meth:`on_population` and :meth:`on_stage`.
+    """A Lightning callback implementing :class:`~pe_lightning.engine.hooks.PopulationHooks`.
 
-    :class:`~pe_lightning.PrivateEvolution` calls it on every rank right after a new
-    population exists: once for the RANDOM population (``iteration=0``, no privacy
-    spent) in ``on_fit_start``, then after each iteration's noise, selection and
-    variation in ``on_train_epoch_end``. Metrics go through
+    :class:`~pe_lightning.PrivateEvolution` calls :meth:`on_population` on every rank right
+    after a new population exists: once for the RANDOM population (``iteration=0``, no
+    privacy spent) in ``on_fit_start``, then after each iteration's noise, selection and
+    variation in ``on_train_epoch_end``. Read the run through ``pl_module.run`` (a
+    :class:`~pe_lightning.engine.hooks.RunView`: iteration, ``T``, class names, output
+    root, sigma used), never through other module attributes. Metrics go through
     ``pl_module.log_iteration_metrics({...})`` so that they reach every logger at
     ``step=iteration`` and the per-iteration summary line.
     """

@@ -19,7 +19,7 @@ __all__ = ["DownstreamEvaluation"]
 class DownstreamEvaluation(PopulationCallback):
     """Trains a :class:`~pe_lightning.classifier.DownstreamClassifier` on the final population.
 
-    On the final population (``iteration == pl_module.iterations``) it builds a
+    On the final population (``iteration == pl_module.run.iterations``) it builds a
     :class:`~pe_lightning.classifier.SyntheticDataModule` from the in-memory population
     and the PE data module (``trainer.datamodule``): training on the synthetic data minus a
     stratified synthetic validation split, testing on the data module's held-out *test*
@@ -34,14 +34,14 @@ class DownstreamEvaluation(PopulationCallback):
     :attr:`val_acc`.
 
     Randomness: the weights are initialised under ``torch.manual_seed(seed)``
-    (BENCHMARK.md) and training batches are shuffled by a generator seeded with ``seed``,
+    (docs/benchmark.md) and training batches are shuffled by a generator seeded with ``seed``,
     all inside ``torch.random.fork_rng``, so the PE run's global RNG state is untouched.
     Under DDP every rank trains the same classifier on its own device (no rank waits
     minutes in a collective) and rank zero's accuracy is broadcast.
 
     Args:
         network: network name for :func:`~pe_lightning.classifier.build_network`.
-        max_epochs: training epochs (BENCHMARK.md: 30).
+        max_epochs: training epochs (docs/benchmark.md: 30).
         lr: Adam learning rate.
         batch_size: images per batch.
         val_fraction: synthetic validation fraction, in ``[0, 1)``.
@@ -93,7 +93,7 @@ class DownstreamEvaluation(PopulationCallback):
         self.val_acc: float | None = None
 
     def on_population(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, population, iteration: int) -> None:
-        if iteration != pl_module.iterations:
+        if iteration != pl_module.run.iterations:
             return
         test_acc, val_acc = self.evaluate(population, datamodule=trainer.datamodule, device=pl_module.device)
         if trainer.world_size > 1:

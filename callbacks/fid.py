@@ -13,6 +13,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from pe_lightning.callbacks.base import PopulationCallback
 from pe_lightning.callbacks.real_split import real_images
 from pe_lightning.embeddings.base import Embedding
+from pe_lightning.metrics.frechet import frechet_distance, statistics_from_sums
 
 __all__ = ["FIDCallback", "EmbeddingFeature"]
 
@@ -33,12 +34,30 @@ class EmbeddingFeature(nn.Module):
         return self.embedding.embed(images.cpu(), batch_size=self.batch_size).to(images.device)
 
 
+class _FrechetFromSums(FrechetInceptionDistance):
+    """torchmetrics' FID states (feature sums, summed over DDP ranks), distance from :func:`frechet_distance`."""
+
+    def compute(self) -> torch.Tensor:
+        """The Fréchet distance of the synced real and fake statistics (a 0-d tensor)."""
+        if self.real_features_num_samples < 2 or self.fake_features_num_samples < 2:
+            raise RuntimeError("More than one sample is required for both the real and fake distributed to compute FID")
+
+        def stats(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+            return statistics_from_sums(
+                total=getattr(self, f"{prefix}_features_sum").detach().cpu().double().numpy(),
+                outer=getattr(self, f"{prefix}_features_cov_sum").detach().cpu().double().numpy(),
+                count=int(getattr(self, f"{prefix}_features_num_samples")),
+            )
+
+        return torch.tensor(frechet_distance(*stats("real"), *stats("fake")), dtype=self.orig_dtype)
+
+
 class FIDCallback(PopulationCallback):
     """Logs ``fid/<name>``, the Fréchet distance of the population's features to real images.
 
     Features come from any :class:`~pe_lightning.embeddings.Embedding`:
     ``InceptionEmbedding`` gives the standard FID (needs its weights),
-    ``PixelEmbedding`` a weight-free Fréchet distance in pixel space (BENCHMARK.md).
+    ``PixelEmbedding`` a weight-free Fréchet distance in pixel space (docs/benchmark.md).
     Real statistics are computed once and cached (``reset_real_features=False``); metric
     states are sums, so under DDP each rank adds its share and torchmetrics sums them.
 
@@ -83,7 +102,7 @@ class FIDCallback(PopulationCallback):
         self.key = f"fid/{name}" + ("_private_not_dp" if real_split == "private" else "")
         self.max_real = max_real
         self.batch_size = batch_size
-        self.metric: FrechetInceptionDistance | None = None
+        self.metric: _FrechetFromSums | None = None
         self.last_value: float | None = None
 
     def _real_images(self, trainer: pl.Trainer) -> np.ndarray:
@@ -102,14 +121,14 @@ class FIDCallback(PopulationCallback):
         real = self._real_images(trainer)
         dim = self.feature.embed(real[:1]).shape[1]
         module = EmbeddingFeature(self.feature, num_features=dim, batch_size=self.batch_size)
-        self.metric = FrechetInceptionDistance(feature=module, reset_real_features=False).to(pl_module.device)
+        self.metric = _FrechetFromSums(feature=module, reset_real_features=False).to(pl_module.device)
         self._update(real, real=True, trainer=trainer, device=pl_module.device)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.on_fit_start(trainer, pl_module)  # evaluating a saved run: the same reference statistics
 
     def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
-        last = iteration == pl_module.iterations
+        last = iteration == pl_module.run.iterations
         if iteration % self.every_n_iterations and not last:
             return
         self.metric.reset()  # keeps the cached real statistics

@@ -15,8 +15,8 @@ __all__ = ["SampleGrid"]
 class SampleGrid(PopulationCallback):
     """Writes ``grid_iteration_XXX.png`` (one row per class) and logs it as ``samples/grid``.
 
-    Only synthetic images are ever drawn; private images never reach a grid (DESIGN.md
-    invariant 5).
+    Only synthetic images are ever drawn; private images never reach a grid (docs/design.md
+    §3, invariant 5).
 
     Args:
         every_n_iterations: grid at iterations divisible by this, and at the last one.
@@ -40,14 +40,14 @@ class SampleGrid(PopulationCallback):
         self.written: list[Path] = []
 
     def on_population(self, trainer: pl.Trainer, pl_module, *, population, iteration: int) -> None:
-        if iteration % self.every_n_iterations and iteration != pl_module.iterations:
+        if iteration % self.every_n_iterations and iteration != pl_module.run.iterations:
             return
         if not trainer.is_global_zero:
             return
         grid = class_grid(
-            population.images, population.labels, samples_per_class=self.samples_per_class, num_classes=len(pl_module.class_names)
+            population.images, population.labels, samples_per_class=self.samples_per_class, num_classes=len(pl_module.run.class_names)
         )
-        directory = Path(self.dirpath) if self.dirpath else pl_module.resolved_output_dir / "grids"
+        directory = Path(self.dirpath) if self.dirpath else pl_module.run.output_dir / "grids"
         path = save_png(grid, directory / f"grid_iteration_{iteration:03d}.png", upscale=self.upscale)
         self.written.append(path)
         for logger in trainer.loggers:

@@ -102,7 +102,7 @@ class PrecisionRecall(PopulationCallback):
         self._real_radii: torch.Tensor | None = None
 
     def _should_skip(self, pl_module: pl.LightningModule, iteration: int) -> bool:
-        return bool(iteration % self.every_n_iterations) and iteration != pl_module.iterations
+        return bool(iteration % self.every_n_iterations) and iteration != pl_module.run.iterations
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

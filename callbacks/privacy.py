@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from pe_lightning.callbacks.base import PopulationCallback
+from pe_lightning.engine.hooks import RunView
 from pe_lightning.privacy import PrivacyLedger, noise_multiplier as calibrate_noise_multiplier
 
 __all__ = ["PrivacyAccountant", "PrivacyBudgetExceededError"]
@@ -20,19 +21,21 @@ class PrivacyBudgetExceededError(RuntimeError):
 class PrivacyAccountant(PopulationCallback):
     """Calibrates the noise multiplier for ``(epsilon, delta)`` over the model's ``T`` iterations.
 
-    At ``setup`` it sets ``pl_module.noise_multiplier`` to the smallest sigma whose
-    epsilon after ``T`` full-participation Gaussian mechanisms (L2 sensitivity 1,
-    add/remove-one neighbours, exact GDP accounting) does not exceed ``epsilon``. After
-    every iteration it records the spend in a :class:`~pe_lightning.privacy.PrivacyLedger`
+    It is the run's noise-multiplier source (:class:`~pe_lightning.engine.hooks.NoiseMultiplierSource`):
+    right before each release the run asks :meth:`noise_multiplier_for`, which states the
+    smallest sigma whose epsilon after ``T`` full-participation Gaussian mechanisms (L2
+    sensitivity 1, add/remove-one neighbours, exact GDP accounting) does not exceed
+    ``epsilon``. It never writes into the module. After every iteration it records the
+    sigma the run reports it used (``pl_module.run.noise_record``) in a :class:`~pe_lightning.privacy.PrivacyLedger`
     and logs ``privacy/epsilon`` (cumulative). Before an iteration that would exceed the
     budget it raises :class:`PrivacyBudgetExceededError`. The ledger is checkpoint state:
     a run resumed with the same budget continues with the same sigma (a finished run
     spends nothing more); resumed with a new ``epsilon``, the remaining iterations are
     calibrated so that the total over all iterations, spent and remaining, meets it.
 
-    The ledger also records, per iteration, the noise mode the module used (``secret``
+    The ledger also records, per iteration, the noise mode the run used (``secret``
     or ``seeded``) and the public id of its noise key (:mod:`pe_lightning.noise`), taken
-    from the module's ``noise_record``. A checkpoint written without this callback is
+    from the run's noise record. A checkpoint written without this callback is
     accounted from that record on resume, so no iteration's spend goes unrecorded; a
     checkpoint whose ledger disagrees with the module's record is refused.
 
@@ -54,45 +57,44 @@ class PrivacyAccountant(PopulationCallback):
         self.noise_sources: list[dict[str, Any]] = []  # per recorded iteration: noise mode and public key id
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        if pl_module.noise_multiplier is not None and pl_module.noise_multiplier != self.noise_multiplier:
-            raise ValueError(
-                f"model.noise_multiplier is set ({pl_module.noise_multiplier}) and the PrivacyAccountant callback "
-                "would calibrate it too: set one of them, not both"
-            )
-        self.noise_multiplier = calibrate_noise_multiplier(epsilon=self.epsilon, iterations=pl_module.iterations, delta=self.delta)
-        pl_module.noise_multiplier = self.noise_multiplier
+        if stage == "fit":
+            self.noise_multiplier = calibrate_noise_multiplier(epsilon=self.epsilon, iterations=pl_module.run.iterations, delta=self.delta)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Runs after a checkpoint's ledger was restored. An interrupted run resumed with the
-        # same budget keeps its sigma (the remaining iterations fit exactly). With a new
-        # budget the remaining iterations get the smallest sigma for which the total over
-        # all T iterations (spent + remaining) stays within it.
-        self._account_restored_iterations(pl_module)
-        spent, remaining = len(self.ledger), pl_module.iterations - len(self.ledger)
-        if spent == 0 or remaining <= 0:
-            return
-        after = self.ledger.epsilon_if(noise_multiplier=self.noise_multiplier, extra_iterations=remaining)
-        if abs(after - self.epsilon) <= 1e-9 * self.epsilon:
-            return
-        if not math.isfinite(self.ledger.mu):
-            return  # a noiseless iteration was recorded: on_train_epoch_start refuses the next one
-        target_mu = 1.0 / calibrate_noise_multiplier(epsilon=self.epsilon, iterations=1, delta=self.delta)
-        left = target_mu**2 - self.ledger.mu**2  # GDP composes as mu^2 = sum of 1 / sigma_t^2
-        if left <= 0:
-            return  # nothing left: on_train_epoch_start refuses the next iteration with a clear error
-        self.noise_multiplier = math.sqrt(remaining / left) * (1 + 1e-12)
-        pl_module.noise_multiplier = self.noise_multiplier
+    def noise_multiplier_for(self, run: RunView) -> float:
+        """Sigma for iteration ``run.iteration + 1`` (the run asks right before each release).
 
-    def _account_restored_iterations(self, pl_module: pl.LightningModule) -> None:
-        """Make the ledger cover every iteration the module already ran (resume).
+        Accounts first every iteration the run already spent (``run.noise_record``; a
+        checkpoint written without this callback). An interrupted run resumed with the same
+        budget keeps its sigma (the remaining iterations fit exactly). With a new budget the
+        remaining iterations get the smallest sigma for which the total over all ``T``
+        iterations (spent + remaining) stays within it.
 
-        Iterations recorded by the module but not by this ledger (a checkpoint written
-        without this callback) are recorded now, with the sigma the module used. A ledger
-        that disagrees with the module's record is refused rather than trusted.
+        Raises:
+            PrivacyBudgetExceededError: when that iteration would exceed the budget.
         """
-        record = list(getattr(pl_module, "noise_record", []))
+        if self.noise_multiplier is None:
+            self.noise_multiplier = calibrate_noise_multiplier(epsilon=self.epsilon, iterations=run.iterations, delta=self.delta)
+        self._account_restored_iterations(run.noise_record)
+        spent, remaining = len(self.ledger), run.iterations - len(self.ledger)
+        if spent > 0 and remaining > 0:
+            after = self.ledger.epsilon_if(noise_multiplier=self.noise_multiplier, extra_iterations=remaining)
+            target_mu = 1.0 / calibrate_noise_multiplier(epsilon=self.epsilon, iterations=1, delta=self.delta)
+            left = target_mu**2 - self.ledger.mu**2  # GDP composes as mu^2 = sum of 1 / sigma_t^2
+            # Nothing left, or a noiseless iteration recorded: the budget check below refuses.
+            if abs(after - self.epsilon) > 1e-9 * self.epsilon and math.isfinite(self.ledger.mu) and left > 0:
+                self.noise_multiplier = math.sqrt(remaining / left) * (1 + 1e-12)
+        if run.iteration < run.iterations:  # a finished run spends nothing more
+            self._check_budget()
+        return self.noise_multiplier
+
+    def _account_restored_iterations(self, record) -> None:
+        """Make the ledger cover every iteration the run already spent (resume).
+
+        Iterations recorded by the run but not by this ledger (a checkpoint written
+        without this callback) are recorded now, with the sigma the run used. A ledger
+        that disagrees with the run's record is refused rather than trusted.
+        """
+        record = list(record)
         if len(self.ledger) > len(record):
             raise ValueError(
                 f"the checkpoint's PrivacyAccountant ledger has {len(self.ledger)} iterations but the module ran "
@@ -108,7 +110,7 @@ class PrivacyAccountant(PopulationCallback):
             self.ledger.record(iteration=int(entry["iteration"]), noise_multiplier=float(entry["noise_multiplier"]))
         self.noise_sources = [{"iteration": r["iteration"], "noise_mode": r["noise_mode"], "key_id": r["key_id"]} for r in record]
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _check_budget(self) -> None:
         after = self.ledger.epsilon_if(noise_multiplier=self.noise_multiplier)
         if after > self.epsilon * (1 + 1e-9):
             raise PrivacyBudgetExceededError(
@@ -118,9 +120,13 @@ class PrivacyAccountant(PopulationCallback):
                 "iteration's noise, so the reported epsilon is the honest total"
             )
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_budget()
+
     def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
-        if iteration > 0:  # record the sigma the module actually used for this iteration's histogram
-            used = pl_module.noise_record[-1]
+        run = pl_module.run
+        if iteration > 0:  # record the sigma the run reports it used for this iteration's histogram
+            used = run.noise_record[-1]
             self.ledger.record(iteration=iteration, noise_multiplier=float(used["noise_multiplier"]))
             self.noise_sources.append({"iteration": iteration, "noise_mode": used["noise_mode"], "key_id": used["key_id"]})
         eps = self.ledger.epsilon
@@ -128,7 +134,7 @@ class PrivacyAccountant(PopulationCallback):
             {
                 "privacy/epsilon": eps if math.isfinite(eps) else float("inf"),
                 "privacy/delta": self.delta,
-                "privacy/noise_multiplier": float(pl_module.noise_multiplier),
+                "privacy/noise_multiplier": float(run.noise_multiplier),
             }
         )
 

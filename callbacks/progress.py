@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from typing_extensions import override
 
-from pe_lightning.callbacks.base import PopulationCallback
+from pe_lightning.callbacks.base import PopulationCallback, run_view
 from pe_lightning.callbacks.run_info import accountant, fid_metric, format_epsilon, metric_value
 
 __all__ = ["PEProgressBar"]
@@ -89,7 +89,8 @@ class PEProgressBar(ProgressBar, PopulationCallback):
     def on_stage(self, trainer, pl_module, *, stage: str, done: int, total: int) -> None:
         if self._progress is None:
             return
-        completed = getattr(pl_module, "iteration", trainer.current_epoch)
+        run = run_view(pl_module)
+        completed = run.iteration if run is not None else trainer.current_epoch
         if stage in ("private embedding", "random"):
             where = "start-up"
         else:  # callbacks run on the population just made; the other stages make the next one
@@ -137,7 +138,8 @@ class PEProgressBar(ProgressBar, PopulationCallback):
             console=console,
             refresh_per_second=self.refresh_per_second,
         )
-        total = int(getattr(pl_module, "iterations", trainer.max_epochs))
+        run = run_view(pl_module)
+        total = int(run.iterations if run is not None else trainer.max_epochs)
         self._main_task = self._progress.add_task("PE", total=total, info="")
         self._stage_task = self._progress.add_task("", total=1, info="", visible=False)
         self._progress.start()
@@ -170,8 +172,9 @@ class PEProgressBar(ProgressBar, PopulationCallback):
     def _refresh(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._progress is None:
             return
-        total = int(getattr(pl_module, "iterations", trainer.max_epochs))
-        done = int(getattr(pl_module, "iteration", trainer.current_epoch))
+        run = run_view(pl_module)
+        total = int(run.iterations if run is not None else trainer.max_epochs)
+        done = int(run.iteration if run is not None else trainer.current_epoch)
         self._progress.update(
             self._main_task, description=f"PE iteration {done}/{total}", completed=done, total=total,
             info=self.summary_text(trainer, done=done, total=total),

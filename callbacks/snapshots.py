@@ -28,10 +28,10 @@ class PopulationSnapshot(PopulationCallback):
         self.written: list[Path] = []
 
     def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
-        if iteration % self.every_n_iterations and iteration != pl_module.iterations:
+        if iteration % self.every_n_iterations and iteration != pl_module.run.iterations:
             return
         if not trainer.is_global_zero:
             return
-        root = Path(self.dirpath) if self.dirpath else pl_module.resolved_output_dir / "iterations"
-        out = population.save(root / f"iteration_{iteration:03d}", class_names=pl_module.class_names, png=self.png)
+        root = Path(self.dirpath) if self.dirpath else pl_module.run.output_dir / "iterations"
+        out = population.save(root / f"iteration_{iteration:03d}", class_names=list(pl_module.run.class_names), png=self.png)
         self.written.append(out)

@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from pe_lightning.callbacks.base import PopulationCallback
+from pe_lightning.callbacks.base import PopulationCallback, run_view
 from pe_lightning.callbacks.run_info import accountant, fid_metric, format_epsilon, metric_value
 from pe_lightning.population import atomic_write
 
@@ -141,7 +141,7 @@ class RunSummary(PopulationCallback):
         """The summary as a JSON-ready dict (also :attr:`summary` after the fit)."""
         metrics = trainer.callback_metrics
         acc = accountant(trainer)
-        population = getattr(pl_module, "population", None)
+        run = run_view(pl_module)
         fid = fid_metric(metrics)
         fid_key = fid[0] if fid else None
         last = max(self.history) if self.history else None
@@ -153,12 +153,12 @@ class RunSummary(PopulationCallback):
                 "epsilon": _finite(acc.ledger.epsilon) if acc is not None else None,
                 "epsilon_budget": _finite(acc.epsilon) if acc is not None else None,
                 "delta": acc.delta if acc is not None else None,
-                "noise_multiplier": _finite(getattr(pl_module, "noise_multiplier", None)),
+                "noise_multiplier": _finite(run.noise_multiplier) if run is not None else None,
             },
-            "T": getattr(pl_module, "iterations", None),
-            "iterations_completed": getattr(pl_module, "iteration", None),
-            "N": len(population) if population is not None else None,
-            "num_classes": len(getattr(pl_module, "class_names", []) or []) or None,
+            "T": run.iterations if run is not None else None,
+            "iterations_completed": run.iteration if run is not None else None,
+            "N": run.population_size if run is not None else None,
+            "num_classes": (len(run.class_names) or None) if run is not None else None,
             "fid": {
                 "key": fid_key,
                 "iteration_0": self.history.get(0, {}).get(fid_key) if fid_key else None,
@@ -175,7 +175,7 @@ class RunSummary(PopulationCallback):
                 {"iteration": t, **{k: _finite(v) for k, v in self.history[t].items()}} for t in sorted(self.history)
             ],
             "outputs": self._outputs(trainer, pl_module),
-            "private_dir": str(getattr(pl_module, "resolved_private_dir", "") or "") or None,
+            "private_dir": str(run.private_dir) if run is not None and run.private_dir else None,
         }
 
     @staticmethod
@@ -186,7 +186,8 @@ class RunSummary(PopulationCallback):
         from pe_lightning.callbacks.snapshots import PopulationSnapshot
 
         out = {"root": trainer.default_root_dir}
-        final = getattr(pl_module, "final_population_dir", None)
+        run = run_view(pl_module)
+        final = run.final_population_dir if run is not None else None
         if final is not None:
             out["final_population"] = str(Path(final) / "population.npz")
             if (Path(final) / "images").is_dir():

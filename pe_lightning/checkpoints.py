@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CorruptCheckpointError", "check_checkpoint", "is_readable", "last_good_checkpoint", "resolve_last"]
+__all__ = ["CorruptCheckpointError", "check_checkpoint", "is_readable", "last_good_checkpoint", "resolve_last", "save_as_last"]
 
 
 class CorruptCheckpointError(ValueError):
@@ -71,3 +71,26 @@ def check_checkpoint(path: str | os.PathLike) -> None:
     raise CorruptCheckpointError(
         f"checkpoint {str(path)!r} cannot be read: it is truncated, overwritten or not a checkpoint ({reason}); {hint}"
     )
+
+
+def save_as_last(trainer) -> list[str]:
+    """Save the run now where each ``ModelCheckpoint(save_last=True)`` keeps its ``last`` file.
+
+    Used for the RANDOM population (iteration 0), whose sampling can take millions of model
+    evaluations: a failure in iteration 1 then resumes from here (``--ckpt_path last``).
+    The file is claimed as the callback's own ``last`` file, so its next save replaces it
+    instead of writing ``last-v1.ckpt`` beside it.
+
+    Returns:
+        The paths written.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    written = []
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath:
+            path = cb.format_checkpoint_name({}, cb.CHECKPOINT_NAME_LAST)
+            cb.last_model_path = path
+            trainer.save_checkpoint(path, weights_only=False)
+            written.append(path)
+    return written

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from pe_lightning.population import atomic_write
+from pe_lightning.atomic import atomic_write
+from pe_lightning.images import check_images
 
 __all__ = ["class_grid", "save_png"]
 
@@ -27,8 +27,7 @@ def class_grid(images: np.ndarray, labels: np.ndarray, *, samples_per_class: int
     Returns:
         uint8 ``(rows * (H + p) + p, cols * (W + p) + p, C)``.
     """
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+    check_images(images, name="images", channels=None)
     n_cls = int(num_classes if num_classes is not None else (labels.max() + 1 if len(labels) else 1))
     _, h, w, c = images.shape
     grid = np.zeros((n_cls * (h + padding) + padding, samples_per_class * (w + padding) + padding, c), dtype=np.uint8)

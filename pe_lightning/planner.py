@@ -8,7 +8,7 @@ private, so every setting it returns is public configuration, and a run that use
 the same (epsilon, delta) guarantee as one configured by hand.
 
 The rule (``kappa``, ``min_bins``, ``threshold_sigmas`` and the degrees are its
-documented constants, chosen on the MNIST protocol of BENCHMARK.md, never per data set):
+documented constants, chosen on the MNIST protocol of docs/benchmark.md, never per data set):
 
 1. ``m = approx_private_size / num_classes`` votes per class and iteration (each private
    image votes once per iteration, for a synthetic image of its own class).

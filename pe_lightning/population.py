@@ -10,8 +10,6 @@ private images.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -20,81 +18,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+
+from pe_lightning.atomic import atomic_directory, atomic_write
+from pe_lightning.images import check_images
+from pe_lightning.png_tree import check_class_names, save_png_tree, write_png_tree
 
 __all__ = ["Population", "atomic_write", "atomic_directory"]
 
 _COND_PREFIX = "cond__"
-
-
-def _unwritable(path: Path, err: OSError) -> OSError:
-    """An ``OSError`` of the same kind as ``err`` whose message names ``path`` and its folder."""
-    reason = err.strerror or str(err)
-    msg = (
-        f"cannot write {str(path)!r}: its folder {str(path.parent)!r} could not be created or is not writable "
-        f"({reason}{': ' + repr(err.filename) if err.filename else ''}); choose a writable output folder"
-    )
-    return OSError(err.errno, msg) if err.errno is not None else OSError(msg)
-
-
-def atomic_write(path: str | os.PathLike, write_fn) -> Path:
-    """Write a file atomically: ``write_fn(tmp_path)`` then rename over ``path``.
-
-    A crash leaves either the old file or the new one, never a half-written file.
-
-    Raises:
-        OSError: (same kind as the underlying error) naming ``path`` when its folder cannot
-            be created or written to; whatever ``write_fn`` raises, after removing the
-            temporary file (an existing file at ``path`` is left untouched).
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _unwritable(path, err) from err
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_directory(path: str | os.PathLike, fill_fn) -> Path:
-    """Create directory ``path`` atomically: ``fill_fn(tmp_dir)`` then rename it into place.
-
-    An existing directory at ``path`` is replaced only after the new one is complete.
-
-    Raises:
-        OSError: naming ``path`` when its parent folder cannot be created or written to;
-            whatever ``fill_fn`` raises, after removing the temporary folder (an existing
-            directory at ``path`` is left untouched).
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    except OSError as err:
-        raise _unwritable(path, err) from err
-    try:
-        fill_fn(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 @dataclass
@@ -115,11 +46,7 @@ class Population:
     parents: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(
-                f"Population.images must be uint8 (N, H, W, C), got "
-                f"{getattr(self.images, 'dtype', None)} {getattr(self.images, 'shape', None)}"
-            )
+        check_images(self.images, name="Population.images", channels=None)
         n = len(self.images)
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if self.labels.shape != (n,):
@@ -222,31 +149,21 @@ class Population:
             raise ValueError(f"{path}: {err}") from err
 
     def _check_class_names(self, class_names: Sequence[str] | None) -> None:
-        if class_names is not None and len(self) and int(self.labels.max()) >= len(class_names):
-            bad = np.unique(self.labels[self.labels >= len(class_names)])[:5].tolist()
-            raise ValueError(
-                f"Population labels {bad} are outside the class list [0, {len(class_names)}) of "
-                f"class_names={list(class_names)}"
-            )
-
-    def _write_pngs(self, folder: Path, class_names: Sequence[str] | None) -> None:
-        for i, (img, lab) in enumerate(zip(self.images, self.labels)):
-            name = class_names[lab] if class_names is not None else str(int(lab))
-            sub = folder / str(name)
-            sub.mkdir(exist_ok=True)
-            arr = img[..., 0] if img.shape[-1] == 1 else img
-            Image.fromarray(arr).save(sub / f"{i:06d}.png")
+        """Raise ``ValueError`` if a label has no entry in ``class_names`` (see :func:`~pe_lightning.png_tree.check_class_names`)."""
+        check_class_names(self.labels, class_names)
 
     def save_image_folder(self, path: str | os.PathLike, *, class_names: Sequence[str] | None = None) -> Path:
         """Write an ImageFolder tree ``<class>/<index>.png`` atomically (index = position).
+
+        See :func:`pe_lightning.png_tree.save_png_tree`; read it back with
+        :func:`pe_lightning.png_tree.read_png_tree`.
 
         Raises:
             ValueError: a label has no entry in ``class_names``.
             OSError: ``path``'s folder is not writable (named); an existing tree at
                 ``path`` is kept when writing fails.
         """
-        self._check_class_names(class_names)
-        return atomic_directory(path, lambda tmp: self._write_pngs(tmp, class_names))
+        return save_png_tree(path, images=self.images, labels=self.labels, class_names=class_names)
 
     def save(self, directory: str | os.PathLike, *, class_names: Sequence[str] | None = None, png: bool = True) -> Path:
         """Write ``directory/population.npz`` and, if ``png``, ``directory/images/<class>/<i>.png``.
@@ -267,7 +184,7 @@ class Population:
         self._check_class_names(class_names)
 
         def fill(tmp: Path) -> None:
-            self._write_pngs(tmp, class_names)
+            write_png_tree(tmp, images=self.images, labels=self.labels, class_names=class_names)
             self.save_npz(directory / "population.npz")
 
         atomic_directory(directory / "images", fill)

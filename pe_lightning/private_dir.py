@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable
 
-__all__ = ["ENV_VAR", "default_private_dir", "resolve_private_dir"]
+__all__ = ["ENV_VAR", "check_private_side", "default_private_dir", "resolve_private_dir"]
 
 ENV_VAR = "PE_LIGHTNING_PRIVATE_DIR"
 
@@ -35,3 +36,18 @@ def default_private_dir() -> Path:
 def resolve_private_dir(configured: str | os.PathLike | None = None) -> Path:
     """The private-side folder: ``configured`` when given, else :func:`default_private_dir`."""
     return Path(configured).expanduser() if configured else default_private_dir()
+
+
+def check_private_side(path: str | os.PathLike, *, output_roots: Iterable[str | os.PathLike], what: str) -> None:
+    """Refuse a secret or private-derived file ``path`` inside an output root (what users share).
+
+    Raises:
+        ValueError: naming ``what`` and the root, when ``path`` is a root or lies inside one.
+    """
+    resolved = Path(path).resolve()
+    for root in {Path(r).resolve() for r in output_roots}:
+        if resolved == root or root in resolved.parents:
+            raise ValueError(
+                f"{what} {str(path)!r} is inside the output root {str(root)!r}, which holds what is safe to share; "
+                "keep it on the private side (see private_state_dir)"
+            )

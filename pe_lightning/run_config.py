@@ -7,12 +7,14 @@
   ``<root>/checkpoints``), like the PE module's ``output_dir`` and the callbacks' folders,
   so ``--trainer.default_root_dir X`` moves everything a run writes that is safe to share.
 
-The functions edit the ``jsonargparse`` namespace of one subcommand in place.
+The functions edit the ``jsonargparse`` namespace of one subcommand in place;
+:func:`shipped_config` finds the YAML configs that ship inside the package.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import inspect
 import os
 from pathlib import Path
@@ -20,7 +22,42 @@ from typing import Any
 
 from pe_lightning.errors import ConfigError
 
-__all__ = ["fill_output_paths", "is_private_evolution", "link_iterations", "resolve_class"]
+__all__ = ["fill_output_paths", "is_private_evolution", "link_iterations", "resolve_class", "shipped_config"]
+
+#: The package the top-level ``configs/`` folder is installed as (pyproject.toml package-dir).
+CONFIGS_PACKAGE = "pe_lightning.configs"
+
+
+def shipped_config(name: str) -> Path:
+    """The path of a YAML config shipped with the package (``configs/<name>`` of the checkout).
+
+    Resolves through :func:`importlib.resources.files`, so it works from an installed wheel
+    and from an editable install alike.
+
+    Args:
+        name: the file name, e.g. ``"mnist_drawtext.yaml"`` (no folders).
+
+    Returns:
+        The config file's path on disk.
+
+    Raises:
+        ValueError: ``name`` is not a bare ``.yaml`` file name.
+        FileNotFoundError: no shipped config has that name (the shipped ones are listed), or
+            the package's configs are not files on disk (e.g. a zipped install).
+    """
+    if not isinstance(name, str) or not name.endswith(".yaml") or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"shipped_config name must be a bare .yaml file name such as 'mnist_drawtext.yaml', got {name!r}")
+    root = importlib.resources.files(CONFIGS_PACKAGE)
+    resource = root / name
+    if not resource.is_file():
+        shipped = sorted(p.name for p in root.iterdir() if p.name.endswith(".yaml"))
+        raise FileNotFoundError(f"shipped_config: no config {name!r} in {CONFIGS_PACKAGE}; shipped configs: {shipped}")
+    if not isinstance(resource, os.PathLike):
+        raise FileNotFoundError(
+            f"shipped_config: {CONFIGS_PACKAGE} is not installed as files on disk ({type(resource).__name__}); "
+            "install pe_lightning unzipped"
+        )
+    return Path(resource)
 
 
 def resolve_class(class_path: str) -> type | None:

@@ -5,7 +5,7 @@ variation) comes from a ``torch.Generator`` seeded by ``(seed, iteration, stream
 seed is public, so the DP Gaussian noise never comes from here: it is keyed by the run's
 secret noise key (:mod:`pe_lightning.noise`). Because the seed is derived, not carried, a run resumed
 from a checkpoint and a run on several ranks draw exactly the same numbers as an
-uninterrupted single-process run (DESIGN.md invariants 2 and 3).
+uninterrupted single-process run (docs/design.md §3, invariants 2 and 3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Differentially private nearest-neighbour voting (DESIGN.md section 1).
+"""Differentially private nearest-neighbour voting (docs/design.md §1).
 
 Neighbouring relation: two private sets differ by adding or removing one sample.
 Each private sample casts votes for its ``k`` nearest synthetic samples *of its own

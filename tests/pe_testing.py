@@ -77,7 +77,7 @@ class VoteRecorder(PopulationCallback):
         votes = pl_module.gather_assignments().cpu().numpy()  # collective: every rank calls it
         if trainer.is_global_zero:
             Path(self.directory).mkdir(parents=True, exist_ok=True)
-            np.save(Path(self.directory) / f"votes_{pl_module.iteration + 1}.npy", votes)
+            np.save(Path(self.directory) / f"votes_{pl_module.run.iteration + 1}.npy", votes)
 
 
 class KillAt(PopulationCallback):
@@ -92,5 +92,5 @@ class KillAt(PopulationCallback):
         self.iteration = iteration
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if os.environ.get("PE_TEST_KILL") == "1" and pl_module.iteration + 1 == self.iteration:
+        if os.environ.get("PE_TEST_KILL") == "1" and pl_module.run.iteration + 1 == self.iteration:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from pe_lightning import PixelEmbedding
 from pe_lightning.callbacks import FIDCallback, PopulationSnapshot, PrivacyAccountant, SampleGrid
-from pe_lightning.results import pixel_frechet_distance  # BENCHMARK.md's definition, independent of torchmetrics
+from pe_lightning.metrics.frechet import pixel_frechet_distance  # docs/benchmark.md's definition: centred statistics, not the callback's running sums
 from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
 
 

@@ -165,7 +165,7 @@ def _reference(api, images: np.ndarray) -> np.ndarray:
     """
     if isinstance(api, DiffusionUNetAPI):
         return images
-    from pe_lightning.apis.diffusion import from_images, to_images
+    from pe_lightning.apis.diffusers.base import from_images, to_images
 
     vae = api._vae if isinstance(api, DiTAPI) else api._txt2img.vae
     x = from_images(images, size=api._model_size, channels=3, device=torch.device("cpu"))
@@ -442,7 +442,7 @@ def test_vae_sub_batches_give_the_same_images_as_one_batch(models, cls) -> None:
 
 
 def test_vae_encode_and_decode_in_sub_batches_match_one_batch(dit_api) -> None:
-    from pe_lightning.apis.diffusion import vae_decode, vae_encode
+    from pe_lightning.apis.diffusers.base import vae_decode, vae_encode
 
     vae, cpu = dit_api._vae, torch.device("cpu")
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
@@ -493,7 +493,7 @@ def _poison_second_call(monkeypatch, module, name: str) -> None:
     monkeypatch.setattr(module, name, poisoned)
 
 
-@pytest.mark.parametrize("name, target", [("unet_api", "diffusion.sdedit_sample"), ("dit_api", "dit.vae_decode"),
+@pytest.mark.parametrize("name, target", [("unet_api", "unet.sdedit_sample"), ("dit_api", "dit.vae_decode"),
                                           ("sd_api", "stable_diffusion.vae_decode")])
 @pytest.mark.parametrize("call", ["random", "variation"])
 def test_nan_output_raises_naming_the_api_and_batch(name, target, call, request, monkeypatch) -> None:
@@ -503,8 +503,8 @@ def test_nan_output_raises_naming_the_api_and_batch(name, target, call, request,
     labels = np.arange(6, dtype=np.int64)
     start = api.random(labels=labels, generator=_gen(0))
     module_name, function = target.split(".")
-    _poison_second_call(monkeypatch, importlib.import_module(f"pe_lightning.apis.{module_name}"), function)
-    from pe_lightning.apis.diffusion import NonFiniteOutputError
+    _poison_second_call(monkeypatch, importlib.import_module(f"pe_lightning.apis.diffusers.{module_name}"), function)
+    from pe_lightning.apis.diffusers.base import NonFiniteOutputError
 
     with pytest.raises(NonFiniteOutputError) as info:
         if call == "random":

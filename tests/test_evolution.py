@@ -1,4 +1,4 @@
-"""PrivateEvolution end to end on tiny MNIST + DrawText: DESIGN.md invariants 1, 2, 4, 5, checkpoints, errors."""
+"""PrivateEvolution end to end on tiny MNIST + DrawText: docs/design.md §3, invariants 1, 2, 4, 5, checkpoints, errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 import pe_lightning.evolution as evolution
-import pe_lightning.release as release
+import pe_lightning.engine.release as release
 from pe_lightning import NotPrivateWarning, Population, PrivateEvolution, privacy
 from pe_lightning.callbacks import PopulationSnapshot, PrivacyAccountant, PrivacyBudgetExceededError, SampleGrid
 from pe_lightning.data import MNISTDataModule
@@ -286,7 +286,7 @@ def test_resuming_with_a_larger_budget_records_both_noise_levels_honestly(tmp_pa
 
 
 def test_in_order_index_batches_are_read_as_slices_and_others_are_not():
-    from pe_lightning.evolution import _as_slice
+    from pe_lightning.engine.core import as_slice as _as_slice
 
     assert _as_slice(torch.arange(5, 12)) == slice(5, 12)
     assert _as_slice(torch.tensor([7])) == slice(7, 8)

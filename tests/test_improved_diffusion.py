@@ -18,9 +18,14 @@ import torch
 import yaml
 
 from pe_lightning import APIOutput, ImprovedDiffusionAPI, PixelEmbedding, PrivateEvolution
-from pe_lightning.apis.improved_diffusion import PRESETS, config_from
-from pe_lightning.apis.improved_diffusion.schedule import RespacedSchedule, ddim_sample, named_betas, space_timesteps
-from pe_lightning.apis.improved_diffusion.weights import load_unet
+from pe_lightning.apis.diffusers.improved_diffusion import PRESETS, config_from
+from pe_lightning.apis.diffusers.improved_diffusion.schedule import (
+    RespacedSchedule,
+    ddim_sample,
+    named_betas,
+    space_timesteps,
+)
+from pe_lightning.apis.diffusers.improved_diffusion.weights import load_unet
 from tiny_weights import TINY_ADM_FLAGS, random_adm_state, write_tiny_adm_checkpoint
 
 TINY = TINY_ADM_FLAGS  # class-conditional, learned sigma, 16 px, two levels, attention at 8 x 8
@@ -297,7 +302,7 @@ def test_the_learned_variance_half_is_not_used_by_ddim(tiny_adm_checkpoint) -> N
 
 
 def test_non_finite_outputs_are_refused(tiny_adm_checkpoint) -> None:
-    from pe_lightning.apis.diffusion import NonFiniteOutputError
+    from pe_lightning.apis.diffusers.base import NonFiniteOutputError
 
     api = _api(tiny_adm_checkpoint)
     with torch.no_grad():

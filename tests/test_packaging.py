@@ -1,4 +1,5 @@
-"""The built wheel ships every module (callbacks/ as pe_lightning.callbacks) and each imports."""
+"""The built wheel ships every module (callbacks/ as pe_lightning.callbacks) and each imports, and the
+YAML configs (configs/ as pe_lightning.configs), found through shipped_config."""
 
 from __future__ import annotations
 
@@ -9,7 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from pe_lightning.run_config import shipped_config
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_finds_the_demo_config():
+    path = shipped_config("mnist_drawtext.yaml")
+    assert path.is_file() and path.read_bytes() == (ROOT / "configs" / "mnist_drawtext.yaml").read_bytes()
+    with pytest.raises(FileNotFoundError, match="mnist_drawtext.yaml"):
+        shipped_config("no_such_config.yaml")  # the message lists the shipped ones
+    with pytest.raises(ValueError, match="bare .yaml file name"):
+        shipped_config("configs/mnist_drawtext.yaml")
 
 
 @pytest.mark.slow
@@ -25,6 +37,9 @@ def test_wheel_installs_and_every_module_imports(tmp_path):
     sources = {p.relative_to(ROOT / "callbacks").as_posix() for p in (ROOT / "callbacks").rglob("*.py")}
     assert {f"pe_lightning/callbacks/{s}" for s in sources} <= names
     assert not any(n.startswith("callbacks/") for n in names), "callbacks/ must ship as pe_lightning/callbacks/"
+    configs = {p.name for p in (ROOT / "configs").glob("*.yaml")}
+    assert configs and {f"pe_lightning/configs/{c}" for c in configs} <= names
+    assert not any(n.startswith("configs/") for n in names), "configs/ must ship as pe_lightning/configs/"
 
     inst = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
@@ -45,6 +60,9 @@ for name in cb.__all__:
     getattr(cb, name)
 for name in pe_lightning.__all__:
     getattr(pe_lightning, name)
+from pe_lightning.run_config import shipped_config
+demo = shipped_config('mnist_drawtext.yaml')
+assert str(demo).startswith({str(site)!r}) and demo.is_file(), demo
 print(len(mods), 'modules')
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -19,7 +19,7 @@ DELTA_GRID = (1e-5, 1e-6)
 @pytest.mark.parametrize(
     ("sigma", "iterations", "expected"),
     [
-        # Reference values from DESIGN.md; high-precision (mpmath) roots are
+        # Reference values from docs/design.md §2; high-precision (mpmath) roots are
         # 2.594383380527607 and 3.341409469239345.
         (5 * math.sqrt(2), 20, 2.594383380527607),
         (2 * math.sqrt(2), 5, 3.341409469239345),

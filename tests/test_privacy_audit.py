@@ -4,10 +4,10 @@ The audit runs the module's own DP path, not a re-implementation of it:
 
 * votes: :func:`pe_lightning.voting.assign_votes` with the module's default search
   backend (``PrivateEvolution(search_backend="auto")``, faiss on the CPU);
-* combination: :func:`pe_lightning.release.combine_assignments`, with the private set
+* combination: :func:`pe_lightning.engine.release.combine_assignments`, with the private set
   split over two simulated ranks whose padded sampler sees one sample twice, as under DDP;
 * histogram and noise: :func:`pe_lightning.voting.vote_histogram` and
-  :func:`pe_lightning.release.release_histogram` with a :class:`~pe_lightning.noise.NoiseKey`
+  :func:`pe_lightning.engine.release.release_histogram` with a :class:`~pe_lightning.noise.NoiseKey`
   of the module's secret mode (a fixed key so the test is deterministic; the secret
   mode's keys only differ in where their bytes come from).
 
@@ -37,7 +37,7 @@ from scipy.stats import beta
 import pe_lightning.voting as voting
 from pe_lightning import PrivateEvolution, privacy
 from pe_lightning.noise import NoiseKey
-from pe_lightning.release import combine_assignments, release_histogram
+from pe_lightning.engine.release import combine_assignments, release_histogram
 from pe_lightning.voting import assign_votes, vote_histogram
 
 DELTA = 1e-5

@@ -124,8 +124,8 @@ def _variations(k: int, n: int, chunk: int, seed: int = 0):
 
 @pytest.mark.parametrize("limit", [None, 0], ids=["in-memory", "spilled"])
 def test_lookahead_store_take_returns_the_requested_variations(tmp_path, limit):
-    from pe_lightning.lookahead_store import LookaheadStore
-    from pe_lightning.storage import ScratchSpace
+    from pe_lightning.engine.lookahead_store import LookaheadStore
+    from pe_lightning.engine.scratch import ScratchSpace
 
     k, n, chunk = 3, 23, 5
     outs = _variations(k, n, chunk)
@@ -149,8 +149,8 @@ def test_lookahead_store_take_returns_the_requested_variations(tmp_path, limit):
 
 def test_lookahead_store_rejects_wrong_shapes_and_names_missing_chunks(tmp_path):
     from pe_lightning.apis.base import APIOutput
-    from pe_lightning.lookahead_store import LookaheadStore
-    from pe_lightning.storage import ScratchSpace
+    from pe_lightning.engine.lookahead_store import LookaheadStore
+    from pe_lightning.engine.scratch import ScratchSpace
 
     store = LookaheadStore(scratch=ScratchSpace(directory=tmp_path, limit_bytes=None), k=2, n=10, chunk_size=4, image_shape=(4, 4, 1))
     with pytest.raises(ValueError, match=r"variation 1 of chunk 2 .*expected \(2, 4, 4, 1\)"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import pe_lightning.release as release
+import pe_lightning.engine.release as release
 from pe_lightning.callbacks import PopulationCallback
 from pe_lightning.data import ImageFolderDataModule, NpzDataModule
 from pe_lightning.voting import select_parents, vote_histogram
@@ -177,7 +177,7 @@ def test_client_level_fit_uses_client_votes_and_refuses_data_without_clients(tmp
 
 @pytest.mark.parametrize("distance", ["cosine", "ip"])
 def test_the_module_votes_with_the_configured_distance(tmp_path, monkeypatch, distance):
-    import pe_lightning.evolution as evolution
+    import pe_lightning.engine.core as evolution
 
     seen = []
     real = evolution.assign_votes

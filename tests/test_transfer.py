@@ -47,7 +47,7 @@ def test_variants_do_not_share_the_benchmark_split():
 
     ref = MNISTDataModule()
     ref.setup()
-    np.testing.assert_array_equal(a.test_images, ref.test_images)  # mnist = BENCHMARK.md exactly
+    np.testing.assert_array_equal(a.test_images, ref.test_images)  # mnist = docs/benchmark.md exactly
     same_split = make_variant("thick", ref.test_images[..., 0])
     assert not np.array_equal(b.test_images[..., 0], same_split)  # thick has its own held-out digits
     with pytest.raises(ValueError, match="variant"):

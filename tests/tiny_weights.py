@@ -211,7 +211,7 @@ def random_adm_state(config) -> dict[str, torch.Tensor]:
 
 def write_tiny_adm_checkpoint(path: Path, flags: dict | None = None) -> str:
     """Save :func:`random_adm_state` of ``flags`` (default :data:`TINY_ADM_FLAGS`) at ``path``; returns the path."""
-    from pe_lightning.apis.improved_diffusion import config_from
+    from pe_lightning.apis.diffusers.improved_diffusion import config_from
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,19 @@
-"""Foundation-model APIs (RANDOM and VARIATION).
+"""Foundation-model APIs (RANDOM and VARIATION), by role.
 
-The diffusers APIs (:class:`DiffusionUNetAPI`, :class:`DiTAPI`, :class:`StableDiffusionAPI`)
-import diffusers only in ``setup``, so importing this package stays fast.
+* :mod:`.base`: the :class:`ImageAPI` interface and :class:`APIOutput`;
+* :mod:`.diffusers`: the diffusion-model APIs on one shared base (:class:`DiffusionUNetAPI`,
+  :class:`DiTAPI`, :class:`StableDiffusionAPI`, :class:`ImprovedDiffusionAPI`); they import
+  diffusers only in ``setup``, so importing this package stays fast;
+* :mod:`.drawtext`, :mod:`.avatar`, :mod:`.nearest_image`: weight-free simulators
+  (:class:`DrawText`, :class:`Avatar`, :class:`NearestImage`);
+* :mod:`.imagenet_classes`: the ImageNet class condition shared by DiT and improved-diffusion.
 """
 
 from pe_lightning.apis.avatar import Avatar
 from pe_lightning.apis.base import APIOutput, ImageAPI
-from pe_lightning.apis.diffusion import DiffusionUNetAPI
-from pe_lightning.apis.dit import DiTAPI
+from pe_lightning.apis.diffusers import DiffusionUNetAPI, DiTAPI, ImprovedDiffusionAPI, StableDiffusionAPI
 from pe_lightning.apis.drawtext import DrawText
-from pe_lightning.apis.improved_diffusion import ImprovedDiffusionAPI
 from pe_lightning.apis.nearest_image import NearestImage
-from pe_lightning.apis.stable_diffusion import StableDiffusionAPI
 
 __all__ = ["APIOutput", "DiTAPI", "DiffusionUNetAPI", "DrawText", "ImageAPI", "ImprovedDiffusionAPI", "StableDiffusionAPI"]
 __all__ += ["Avatar", "NearestImage"]  # weight-free simulators: python-avatars, a public image set

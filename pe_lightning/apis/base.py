@@ -1,6 +1,6 @@
 """The foundation-model API interface used by Private Evolution.
 
-PE only ever calls two functions of a foundation model (DESIGN.md section 1):
+PE only ever calls two functions of a foundation model (docs/design.md §1):
 
 * ``random(labels, generator)`` draws fresh samples (RANDOM_API);
 * ``variation(images, conditions, labels, degree, generator)`` returns samples similar
@@ -23,6 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from pe_lightning.images import check_images
+
 __all__ = ["APIOutput", "ImageAPI"]
 
 
@@ -44,12 +46,7 @@ class APIOutput:
     conditions: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(
-                "APIOutput.images must be a uint8 numpy array of shape (N, H, W, C), got "
-                f"{type(self.images).__name__} {getattr(self.images, 'dtype', None)} "
-                f"{getattr(self.images, 'shape', None)}"
-            )
+        check_images(self.images, name="APIOutput.images", channels=None)
         n = self.images.shape[0]
         for key, value in self.conditions.items():
             if not isinstance(value, np.ndarray) or value.shape[:1] != (n,):

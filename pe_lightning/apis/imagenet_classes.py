@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pe_lightning.apis.diffusion import _draw_classes
+from pe_lightning.apis.diffusers.base import draw_classes as _draw_classes
 
 __all__ = ["CONDITION", "check_class_subsets_fit", "draw_imagenet_classes", "imagenet_class_condition"]
 

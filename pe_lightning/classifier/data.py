@@ -11,7 +11,6 @@ validation split from the *synthetic* data; the real data module contributes its
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -21,23 +20,19 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pe_lightning.data.base import PrivateImageDataModule
-from pe_lightning.data.image_files import read_image
 from pe_lightning.data.splits import stratified_split
+from pe_lightning.png_tree import read_png_tree
 from pe_lightning.population import Population
 
 __all__ = ["SyntheticDataModule", "load_image_tree", "stratified_split"]
 
-_IMAGE_SUFFIXES = (".png",)
 _IN_MEMORY = "<in-memory Population>"
 
 
 def load_image_tree(root: str | os.PathLike, *, class_names: Sequence[str]) -> Population:
-    """Load an ImageFolder tree ``<root>/<class>/<index>.png`` as a :class:`Population`.
+    """Load a PNG tree ``<root>/<class>/<index>.png`` as a :class:`Population`.
 
-    Folder names are mapped to labels by their position in ``class_names`` (the private
-    data module's class order). Images are ordered by their numeric file index when every
-    file name is a number (the order :meth:`Population.save_image_folder` wrote them in),
-    else by class and file name.
+    The reading (folder-to-label mapping, order, errors) is :func:`pe_lightning.png_tree.read_png_tree`.
 
     Args:
         root: the tree's root folder.
@@ -48,46 +43,11 @@ def load_image_tree(root: str | os.PathLike, *, class_names: Sequence[str]) -> P
 
     Raises:
         FileNotFoundError: ``root`` is not a folder.
-        ValueError: unknown class folders, no images, an unreadable (corrupt or truncated)
-            file, or images of different shapes or channel counts (the file is named).
+        ValueError: unknown class folders, no images, an unreadable file, or images of
+            different shapes (the file is named).
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"population image folder not found: {root}")
-    label_of = {str(name): i for i, name in enumerate(class_names)}
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    unknown = [p.name for p in folders if p.name not in label_of]
-    if unknown:
-        raise ValueError(
-            f"{root}: class folders {unknown} are not classes of the real data module; expected folder names among "
-            f"{list(label_of)}"
-        )
-    entries: list[tuple[float, int, str, Path]] = []
-    for folder in folders:
-        for f in folder.iterdir():
-            if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES and not f.name.startswith("."):
-                stem_is_index = re.fullmatch(r"\d+", f.stem) is not None
-                entries.append((int(f.stem) if stem_is_index else -1, label_of[folder.name], f.name, f))
-    if not entries:
-        raise ValueError(f"{root}: no images found (expected <class>/<index>.png)")
-    if all(e[0] >= 0 for e in entries):
-        entries.sort(key=lambda e: (e[0], e[1], e[2]))
-    else:
-        entries.sort(key=lambda e: (e[1], e[2]))
-    images = []
-    shape = None
-    for _, _, _, path in entries:
-        arr = read_image(path)
-        if shape is None:
-            shape = arr.shape
-        elif arr.shape != shape:
-            raise ValueError(
-                f"{path}: image shape {arr.shape} (H, W, C) differs from {shape} of {entries[0][3]}; every image "
-                f"of a population must have one shape (expected {shape}, found {arr.shape})"
-            )
-        images.append(arr)
-    labels = np.array([e[1] for e in entries], dtype=np.int64)
-    return Population(images=np.stack(images), labels=labels)
+    images, labels = read_png_tree(root, class_names=class_names)
+    return Population(images=images, labels=labels)
 
 
 class SyntheticDataModule(pl.LightningDataModule):
@@ -118,7 +78,7 @@ class SyntheticDataModule(pl.LightningDataModule):
             only its test split is used.
         val_fraction: fraction of the synthetic data held out for validation, in
             ``[0, 1)``. ``0`` disables validation (then nothing can be monitored: the
-            last model is the one to test, as in BENCHMARK.md).
+            last model is the one to test, as in docs/benchmark.md).
         split_seed: seed of the validation split.
         batch_size: images per batch (train, validation and test).
         num_workers: DataLoader worker processes.

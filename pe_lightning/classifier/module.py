@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 from torchmetrics.classification import MulticlassAccuracy
 
 from pe_lightning.classifier.networks import NETWORKS, build_network
+from pe_lightning.images import check_image_tensor
 
 __all__ = ["DownstreamClassifier", "OPTIMIZERS", "INPUT_RANGES"]
 
@@ -45,7 +46,7 @@ class DownstreamClassifier(pl.LightningModule):
     ``test/loss``, ``test/acc`` (per epoch). Accuracy is the plain fraction of correct
     predictions (torchmetrics ``MulticlassAccuracy(average="micro")``), in ``[0, 1]``.
 
-    BENCHMARK.md's MNIST recipe is the default (``small_cnn``, Adam, lr 1e-3, pixels/255).
+    docs/benchmark.md's MNIST recipe is the default (``small_cnn``, Adam, lr 1e-3, pixels/255).
     DPImageBench's CIFAR-10 recipe is ``network="wrn"``, Adam lr 0.01, ``lr_step_size=20``,
     ``lr_gamma=0.2``, ``ema_decay=0.9999``, ``input_range="minus_one_one"``, dropout 0.3.
 
@@ -68,7 +69,7 @@ class DownstreamClassifier(pl.LightningModule):
             ``(0, 1)``, warm-up ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates,
             updated after every optimizer step; BatchNorm statistics follow the live
             network) is used for validation and test. It is part of the checkpoint.
-        input_range: ``"zero_one"`` (pixels / 255, BENCHMARK.md) or ``"minus_one_one"``
+        input_range: ``"zero_one"`` (pixels / 255, docs/benchmark.md) or ``"minus_one_one"``
             (pixels / 127.5 - 1, DPImageBench).
         network_kwargs: extra keyword arguments for the network (e.g. ``{"depth": 16,
             "widen_factor": 4, "dropout": 0.3}`` for ``wrn``; ``{"image_size": 32}`` for
@@ -161,10 +162,7 @@ class DownstreamClassifier(pl.LightningModule):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, H, W, C)`` -> float ``(N, C, H, W)`` in the configured input range."""
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(
-                f"DownstreamClassifier expects uint8 (N, H, W, C) images, got {images.dtype} {tuple(images.shape)}"
-            )
+        images = check_image_tensor(images, name="DownstreamClassifier input images", channels=None)
         x = images.permute(0, 3, 1, 2).float()
         if self.input_range == "zero_one":
             return x / 255.0

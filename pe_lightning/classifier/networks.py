@@ -1,9 +1,9 @@
-"""Downstream classifier networks: the BENCHMARK.md CNN, WideResNet and a CIFAR ResNet-18.
+"""Downstream classifier networks: the docs/benchmark.md CNN, WideResNet and a CIFAR ResNet-18.
 
 Every network maps float ``(N, C, H, W)`` images (already scaled, see
 :class:`~pe_lightning.classifier.DownstreamClassifier`) to ``(N, num_classes)`` logits.
 Weights are initialised from the global torch RNG: seed it (``torch.manual_seed(s)``,
-BENCHMARK.md) before building a network to make the initialisation reproducible.
+docs/benchmark.md) before building a network to make the initialisation reproducible.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _check_common(name: str, *, num_classes: int, in_channels: int) -> None:
 
 
 class SmallCNN(nn.Module):
-    """The BENCHMARK.md classifier (for 28×28 MNIST by default).
+    """The docs/benchmark.md classifier (for 28×28 MNIST by default).
 
     ``conv(C→32, 3, pad 1)–ReLU–maxpool 2 → conv(32→64, 3, pad 1)–ReLU–maxpool 2 → flatten →
     linear(64·(S/4)²→128)–ReLU → linear(128→num_classes)``; with ``S = 28`` the flattened

@@ -18,19 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pe_lightning.images import check_images
+
 __all__ = ["PrivateImageDataModule", "check_images", "check_labels"]
-
-
-def check_images(images: np.ndarray, *, name: str) -> np.ndarray:
-    """Validate a uint8 ``(N, H, W, C)`` array and return it (C-contiguous)."""
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(
-            f"{name} must be a uint8 array of shape (N, H, W, C), got "
-            f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', None)}"
-        )
-    if images.shape[-1] not in (1, 3):
-        raise ValueError(f"{name} must have 1 or 3 channels (last axis), got shape {images.shape}")
-    return np.ascontiguousarray(images)
 
 
 def check_labels(labels: np.ndarray, *, num_classes: int, n: int, name: str) -> np.ndarray:
@@ -162,7 +152,7 @@ class PrivateImageDataModule(pl.LightningDataModule):
 
         Under DDP Lightning wraps this in a ``DistributedSampler`` which may pad ranks with
         duplicate indices; the PE module stores one vote *per private index*, so duplicates
-        overwrite rather than add (DESIGN.md invariant 1).
+        overwrite rather than add (docs/design.md §3, invariant 1).
         """
         if self.private_images is None:
             raise RuntimeError("call setup() first")

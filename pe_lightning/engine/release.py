@@ -19,9 +19,9 @@ from typing import Sequence
 import torch
 
 from pe_lightning.noise import NoiseKey
-from pe_lightning.voting import add_gaussian_noise, apply_threshold, vote_histogram
+from pe_lightning.voting import add_gaussian_noise, apply_threshold, select_parents, vote_histogram
 
-__all__ = ["NoisyRelease", "combine_assignments", "release_histogram", "release_votes"]
+__all__ = ["NoisyRelease", "combine_assignments", "release_and_select", "release_histogram", "release_votes"]
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,13 @@ class NoisyRelease:
         noisy_counts: float64 ``(..., N)``: vote histogram + Gaussian noise.
         weights: float64 ``(..., N)``: ``max(noisy_counts - threshold, 0)``, the
             selection weights (post-processing).
+        parents: int64 ``(P,)``: the selected parents, grouped by class
+            (:func:`release_and_select`; post-processing), else ``None``.
     """
 
     noisy_counts: torch.Tensor
     weights: torch.Tensor
+    parents: torch.Tensor | None = None
 
 
 def combine_assignments(parts: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -94,3 +97,45 @@ def release_votes(
     histogram = vote_histogram(assignments, num_synthetic=num_synthetic, clients=clients)
     return release_histogram(histogram, noise_multiplier=noise_multiplier, threshold=threshold, key=key, iteration=iteration)
 
+
+
+def release_and_select(
+    assignments: torch.Tensor,
+    *,
+    labels: torch.Tensor,
+    num_parents_per_class: Sequence[int],
+    selection: str,
+    generator: torch.Generator,
+    class_names: Sequence[str],
+    noise_multiplier: float,
+    threshold: float,
+    key: NoiseKey,
+    iteration: int,
+    clients: torch.Tensor | None = None,
+) -> NoisyRelease:
+    """One iteration's whole DP step: votes in; noisy counts, weights and parents out.
+
+    :func:`release_votes` (the Gaussian mechanism on the vote histogram, L2 sensitivity 1
+    per sample, or per client with ``clients``; neighbours: add/remove one sample or
+    client), then :func:`pe_lightning.voting.select_parents` on the thresholded noisy
+    counts. The selection reads only noisy quantities and public configuration, so it is
+    post-processing; the raw histogram never leaves this function.
+
+    Args:
+        assignments: combined ``(M, k)`` votes (:func:`combine_assignments`).
+        labels: ``(N,)`` class of each synthetic sample.
+        num_parents_per_class: parents to select in each class.
+        selection: ``"sample"`` (∝ the weights, with replacement) or ``"rank"`` (largest).
+        generator: the public selection stream.
+        class_names: for error messages.
+        noise_multiplier, threshold, key, iteration, clients: as in :func:`release_votes`.
+    """
+    released = release_votes(
+        assignments, num_synthetic=len(labels), noise_multiplier=noise_multiplier, threshold=threshold,
+        key=key, iteration=iteration, clients=clients,
+    )
+    parents = select_parents(
+        weights=released.weights, labels=labels, num_per_class=list(num_parents_per_class),
+        generator=generator, class_names=list(class_names), mode=selection,
+    )
+    return NoisyRelease(noisy_counts=released.noisy_counts, weights=released.weights, parents=parents)

@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from pe_lightning.apis.diffusion import randn
+from pe_lightning.apis.diffusers.base import randn
 
 __all__ = ["NOISE_SCHEDULES", "RespacedSchedule", "ddim_sample", "named_betas", "parse_respacing", "space_timesteps"]
 

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from pe_lightning.apis.base import APIOutput
-from pe_lightning.apis.diffusion import (
+from pe_lightning.apis.diffusers.base import (
     SCHEDULERS,
     DiffusersAPI,
-    _check_guidance,
-    _check_positive_int,
-    _is_int,
+    check_guidance,
+    check_positive_int,
+    is_int,
     check_strength,
     load_first,
     make_scheduler,
@@ -54,7 +54,7 @@ class StableDiffusionAPI(DiffusersAPI):
             ``None``.
         negative_prompt: one negative prompt for all samples, or ``None``.
         scheduler: ``None`` keeps the checkpoint's scheduler, or a key of
-            :data:`~pe_lightning.apis.diffusion.SCHEDULERS` built from its config.
+            :data:`~pe_lightning.apis.diffusers.base.SCHEDULERS` built from its config.
         scheduler_kwargs: scheduler config entries to override.
         num_inference_steps: ``K``; img2img with strength ``s`` runs ``int(K * s)`` steps.
         guidance_scale: classifier-free guidance scale, or one scale per PE iteration
@@ -66,7 +66,7 @@ class StableDiffusionAPI(DiffusersAPI):
         vae_batch_size: images per VAE encoder/decoder pass (at 512 px each image holds
             about 1 GB of float16 decoder activations).
         revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size, variant:
-            see :class:`~pe_lightning.apis.diffusion.DiffusersAPI` (``variant: auto`` loads
+            see :class:`~pe_lightning.apis.diffusers.base.DiffusersAPI` (``variant: auto`` loads
             the checkpoint's ``fp16`` files for ``torch_dtype: float16``).
     """
 
@@ -98,7 +98,7 @@ class StableDiffusionAPI(DiffusersAPI):
             local_files_only=local_files_only, num_inference_steps=num_inference_steps,
             image_size=image_size, channels=channels, batch_size=batch_size, variant=variant,
         )
-        self.vae_batch_size = _check_positive_int("vae_batch_size", vae_batch_size)
+        self.vae_batch_size = check_positive_int("vae_batch_size", vae_batch_size)
         if prompts is not None:
             if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts:
                 raise ValueError(f"prompts must be None or a non-empty list of strings (one per private class), got {prompts!r}")
@@ -121,14 +121,14 @@ class StableDiffusionAPI(DiffusersAPI):
             raise ValueError(f"scheduler_kwargs must be None or a dict, got {scheduler_kwargs!r}")
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
-        if model_resolution is not None and (not _is_int(model_resolution) or model_resolution < 8):
+        if model_resolution is not None and (not is_int(model_resolution) or model_resolution < 8):
             raise ValueError(f"model_resolution must be None or an int >= 8, got {model_resolution!r}")
         self.prompts = prompts
         self.prompt_template = prompt_template
         self.negative_prompt = negative_prompt
         self.scheduler_name = scheduler
         self.scheduler_kwargs = dict(scheduler_kwargs or {})
-        self.guidance_scale = _check_guidance(guidance_scale)
+        self.guidance_scale = check_guidance(guidance_scale)
         self.eta = float(eta)
         self.model_resolution = model_resolution
         self._txt2img: Any = None

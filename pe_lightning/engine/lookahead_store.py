@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from pe_lightning.apis.base import APIOutput
-from pe_lightning.storage import ScratchSpace
+from pe_lightning.engine.scratch import ScratchSpace
 
 __all__ = ["LookaheadStore"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from pe_lightning.apis.improved_diffusion.schedule import NOISE_SCHEDULES
-from pe_lightning.apis.improved_diffusion.unet import ADMUNet
+from pe_lightning.apis.diffusers.improved_diffusion.schedule import NOISE_SCHEDULES
+from pe_lightning.apis.diffusers.improved_diffusion.unet import ADMUNet
 
 __all__ = ["ADMConfig", "CHECKPOINT_BASE_URL", "PRESETS", "config_from"]
 

@@ -1,7 +1,10 @@
-"""Foundation-model APIs through diffusers: shared SDEdit helpers and :class:`DiffusionUNetAPI`.
+"""The shared base of the diffusers APIs: :class:`DiffusersAPI`, its validation, loading, image and SDEdit helpers.
 
-The diffusers APIs (:class:`DiffusionUNetAPI` here, :class:`~pe_lightning.apis.DiTAPI` and
-:class:`~pe_lightning.apis.StableDiffusionAPI`) share one recipe:
+The diffusers APIs (:class:`~pe_lightning.apis.diffusers.unet.DiffusionUNetAPI`,
+:class:`~pe_lightning.apis.diffusers.dit.DiTAPI` and
+:class:`~pe_lightning.apis.diffusers.stable_diffusion.StableDiffusionAPI`) share one recipe
+(:class:`~pe_lightning.apis.diffusers.improved_diffusion.ImprovedDiffusionAPI` runs its own
+U-Net and schedule without diffusers, but subclasses :class:`DiffusersAPI` for the conventions below):
 
 * RANDOM_API samples from pure noise with the model's scheduler.
 * VARIATION_API is SDEdit (Meng et al., 2022), as diffusers' img2img pipelines do it: the
@@ -55,19 +58,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pe_lightning.apis.base import APIOutput, ImageAPI
+from pe_lightning.apis.base import ImageAPI
 from pe_lightning.devices import to_device
+from pe_lightning.images import check_images
 
 __all__ = [
     "DTYPES",
     "SCHEDULERS",
-    "DiffusionUNetAPI",
     "DiffusersAPI",
     "NonFiniteOutputError",
     "autocast_context",
+    "check_class_subsets",
+    "check_guidance",
+    "check_positive_int",
     "check_strength",
     "download_hint",
+    "draw_classes",
     "from_images",
+    "is_int",
+    "is_number",
     "load_first",
     "load_pretrained",
     "make_scheduler",
@@ -99,16 +108,19 @@ _LUMA = (0.299, 0.587, 0.114)
 # ---------------------------------------------------------------------------- validation helpers
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """``value`` is an integer (Python or numpy), not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """``value`` is a real number (Python or numpy int or float), not a bool."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not _is_int(value) or value < minimum:
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``int(value)``; ``ValueError`` naming ``name`` unless ``value`` is an int >= ``minimum``."""
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
@@ -123,23 +135,30 @@ def _check_dtype_name(name: str, value: Any, *, allow_none: bool = False) -> str
 
 
 def _check_image_size(value: Any) -> tuple[int, int]:
-    size = (value, value) if _is_int(value) else value
+    size = (value, value) if is_int(value) else value
     try:
         h, w = size  # type: ignore[misc]
     except (TypeError, ValueError):
         raise ValueError(f"image_size must be an int >= 8 or (height, width), got {value!r}") from None
-    if not (_is_int(h) and _is_int(w) and h >= 8 and w >= 8):
+    if not (is_int(h) and is_int(w) and h >= 8 and w >= 8):
         raise ValueError(f"image_size must be an int >= 8 or (height, width) of ints >= 8, got {value!r}")
     return int(h), int(w)
 
 
-def _check_guidance(value: Any) -> float | list[float]:
-    """A guidance scale, or a per-iteration list of them (index 0: the initial RANDOM call)."""
+def check_guidance(value: Any) -> float | list[float]:
+    """Validate a guidance scale (a finite number >= 0), or a per-iteration list of them (index 0: the initial RANDOM call).
+
+    Returns:
+        The scale as a float, or the list of them as floats.
+
+    Raises:
+        ValueError: not a finite number >= 0, or an empty list.
+    """
     if isinstance(value, (list, tuple)):
         if not value:
             raise ValueError("guidance_scale must be a number or a non-empty list of numbers, got []")
-        return [_check_guidance(v) for v in value]  # type: ignore[misc]
-    if not _is_number(value) or not math.isfinite(float(value)) or float(value) < 0:
+        return [check_guidance(v) for v in value]  # type: ignore[misc]
+    if not is_number(value) or not math.isfinite(float(value)) or float(value) < 0:
         raise ValueError(f"guidance_scale must be a finite number >= 0 (or a list of them), got {value!r}")
     return float(value)
 
@@ -158,7 +177,7 @@ def check_strength(degree: Any, num_inference_steps: int) -> float:
         ValueError: ``degree`` is not a finite number in ``(0, 1]``, or it leaves no
             denoising step (``int(num_inference_steps * degree) < 1``).
     """
-    if not _is_number(degree):
+    if not is_number(degree):
         raise ValueError(f"variation degree must be a number (an SDEdit strength in (0, 1]), got {degree!r}")
     strength = float(degree)
     if not (math.isfinite(strength) and 0.0 < strength <= 1.0):
@@ -172,8 +191,19 @@ def check_strength(degree: Any, num_inference_steps: int) -> float:
     return strength
 
 
-def _check_class_subsets(name: str, value: Any) -> list[list[int]] | None:
-    """``None`` or one non-empty list of non-negative ints per private class."""
+def check_class_subsets(name: str, value: Any) -> list[list[int]] | None:
+    """Validate ``None`` or one non-empty list of non-negative ints (model class ids) per private class.
+
+    Args:
+        name: the argument, for messages (e.g. ``"class_map"``).
+        value: ``None`` or a list of lists of class ids.
+
+    Returns:
+        ``None``, or the lists with plain ``int`` entries.
+
+    Raises:
+        ValueError: anything else.
+    """
     if value is None:
         return None
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
@@ -182,10 +212,37 @@ def _check_class_subsets(name: str, value: Any) -> list[list[int]] | None:
     for c, subset in enumerate(value):
         if isinstance(subset, (str, bytes)) or not isinstance(subset, (list, tuple)) or not subset:
             raise ValueError(f"{name}[{c}] must be a non-empty list of class ids, got {subset!r}")
-        if not all(_is_int(k) and k >= 0 for k in subset):
+        if not all(is_int(k) and k >= 0 for k in subset):
             raise ValueError(f"{name}[{c}] must contain ints >= 0, got {subset!r}")
         out.append([int(k) for k in subset])
     return out
+
+
+def draw_classes(
+    labels: np.ndarray, subsets: list[list[int]] | None, generator: torch.Generator, *, field: str
+) -> np.ndarray:
+    """One model class per sample, uniform within its private class's subset (identity when ``None``).
+
+    Args:
+        labels: int64 ``(N,)`` private class of each sample.
+        subsets: ``None`` (model class = private class) or one list of model classes per private class.
+        generator: the only randomness (one float64 uniform per sample, drawn on its device).
+        field: the argument that holds ``subsets``, for messages.
+
+    Returns:
+        int64 ``(N,)`` model classes.
+    """
+    if subsets is None:
+        return labels.copy()
+    if labels.size and labels.max() >= len(subsets):
+        raise ValueError(
+            f"{field} has {len(subsets)} lists (one per private class) but a label {labels.max()} was given"
+        )
+    lengths = torch.tensor([len(s) for s in subsets], dtype=torch.float64)
+    u = torch.rand(labels.shape[0], generator=generator, device=generator.device, dtype=torch.float64).cpu()
+    pick = torch.floor(u * lengths[torch.from_numpy(labels)]).long().clamp_(min=0)
+    table = [np.asarray(s, dtype=np.int64) for s in subsets]
+    return np.array([table[c][i] for c, i in zip(labels.tolist(), pick.tolist())], dtype=np.int64).reshape(-1)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -586,12 +643,12 @@ class DiffusersAPI(ImageAPI):
         if self.autocast == "float32":
             self.autocast = None
         self.local_files_only = local_files_only
-        self.num_inference_steps = _check_positive_int("num_inference_steps", num_inference_steps)
+        self.num_inference_steps = check_positive_int("num_inference_steps", num_inference_steps)
         self.size = _check_image_size(image_size)
-        self.image_size = image_size if _is_int(image_size) else self.size
+        self.image_size = image_size if is_int(image_size) else self.size
         self.channels = int(channels)
         self.image_shape = (self.size[0], self.size[1], self.channels)
-        self.batch_size = _check_positive_int("batch_size", batch_size)
+        self.batch_size = check_positive_int("batch_size", batch_size)
         self.device = torch.device("cpu")
         self.class_names: list[str] | None = None
         self.iteration = 0
@@ -680,12 +737,8 @@ class DiffusersAPI(ImageAPI):
         return labels
 
     def _check_images(self, images: np.ndarray) -> np.ndarray:
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != self.image_shape:
-            raise ValueError(
-                f"images must be a uint8 array of shape (N, {', '.join(map(str, self.image_shape))}), got "
-                f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', None)}"
-            )
-        return images
+        """VARIATION's input images, checked to be uint8 ``(N, *image_shape)`` (C-contiguous)."""
+        return check_images(images, name="images", shape=self.image_shape)
 
     def _require_setup(self, loaded: bool) -> None:
         if not loaded:
@@ -706,7 +759,7 @@ class DiffusersAPI(ImageAPI):
         Raises:
             ValueError: ``guidance_scale`` is a list with no entry for ``iteration``.
         """
-        if not _is_int(iteration) or iteration < 0:
+        if not is_int(iteration) or iteration < 0:
             raise ValueError(f"iteration must be an int >= 0, got {iteration!r}")
         self.iteration = int(iteration)
         if getattr(self, "guidance_scale", None) is not None:
@@ -724,259 +777,3 @@ class DiffusersAPI(ImageAPI):
                 )
             return float(scale[self.iteration])
         return float(scale)
-
-
-# ---------------------------------------------------------------------------- UNet API
-
-
-def _draw_classes(
-    labels: np.ndarray, subsets: list[list[int]] | None, generator: torch.Generator, *, field: str
-) -> np.ndarray:
-    """One model class per sample, uniform within its private class's subset (identity when ``None``)."""
-    if subsets is None:
-        return labels.copy()
-    if labels.size and labels.max() >= len(subsets):
-        raise ValueError(
-            f"{field} has {len(subsets)} lists (one per private class) but a label {labels.max()} was given"
-        )
-    lengths = torch.tensor([len(s) for s in subsets], dtype=torch.float64)
-    u = torch.rand(labels.shape[0], generator=generator, device=generator.device, dtype=torch.float64).cpu()
-    pick = torch.floor(u * lengths[torch.from_numpy(labels)]).long().clamp_(min=0)
-    table = [np.asarray(s, dtype=np.int64) for s in subsets]
-    return np.array([table[c][i] for c, i in zip(labels.tolist(), pick.tolist())], dtype=np.int64).reshape(-1)
-
-
-class DiffusionUNetAPI(DiffusersAPI):
-    """Any diffusers ``UNet2DModel`` (pixel space) with a DDPM/DDIM-family scheduler.
-
-    RANDOM samples from noise; VARIATION is SDEdit with the degree as strength (see the
-    module docstring). Unconditional models ignore the private labels (PE votes per class);
-    class-conditional models (``class_conditional=True``, ``class_labels`` passed to the UNet)
-    get one model class per sample, kept in the API condition ``"model_class"`` (int64) so
-    that each sample keeps its class through its variations.
-
-    Example (YAML)::
-
-        api:
-          class_path: pe_lightning.apis.DiffusionUNetAPI
-          init_args: {model: google/ddpm-cifar10-32, scheduler: ddim}
-
-    Args:
-        model: Hub id or local folder holding the UNet (and usually its scheduler config).
-        subfolder: folder of the UNet inside ``model``: ``"auto"`` (the default) tries
-            ``unet/`` (the pipeline layout written by ``DDPMPipeline.save_pretrained``) and
-            then the root (the layout of e.g. ``google/ddpm-cifar10-32``); a folder name, or
-            ``None`` for the root, is passed to ``from_pretrained`` as it is. A model found
-            nowhere is an ``OSError`` listing the paths (and weight variants) tried.
-        scheduler_subfolder: folder of ``scheduler_config.json`` inside ``model``, the same
-            way (``"auto"``: ``scheduler/``, then the root). Its config (betas, number of
-            training steps, ...) is reused.
-        scheduler: scheduler class to sample with, a key of :data:`SCHEDULERS`
-            (``"ddim"``, ``"ddpm"``, ``"dpmsolver"``, ...), built from the loaded config.
-        scheduler_kwargs: config entries overriding the loaded ones.
-        num_inference_steps: ``K`` (see :class:`DiffusersAPI`).
-        eta: DDIM eta (0: deterministic DDIM steps).
-        class_conditional: pass ``class_labels`` to the UNet.
-        num_classes: number of model classes; defaults to the UNet's ``num_class_embeds``.
-        class_map: ``None`` (private class ``c`` -> model class ``c``) or one list of model
-            classes per private class, drawn uniformly by RANDOM.
-        revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size, variant:
-            see :class:`DiffusersAPI`.
-    """
-
-    def __init__(
-        self,
-        *,
-        model: str,
-        subfolder: str | None = "auto",
-        scheduler_subfolder: str | None = "auto",
-        scheduler: str = "ddim",
-        scheduler_kwargs: dict[str, Any] | None = None,
-        num_inference_steps: int = 50,
-        eta: float = 0.0,
-        class_conditional: bool = False,
-        num_classes: int | None = None,
-        class_map: list[list[int]] | None = None,
-        revision: str | None = None,
-        torch_dtype: str = "float32",
-        autocast: str | None = "float16",
-        local_files_only: bool = False,
-        image_size: int | tuple[int, int] = 32,
-        channels: int = 3,
-        batch_size: int = 256,
-        variant: str | None = "auto",
-    ) -> None:
-        super().__init__(
-            model=model, revision=revision, torch_dtype=torch_dtype, autocast=autocast,
-            local_files_only=local_files_only, num_inference_steps=num_inference_steps,
-            image_size=image_size, channels=channels, batch_size=batch_size, variant=variant,
-        )
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}")
-        if scheduler_kwargs is not None and not isinstance(scheduler_kwargs, dict):
-            raise ValueError(f"scheduler_kwargs must be None or a dict, got {scheduler_kwargs!r}")
-        for field_name, value in (("subfolder", subfolder), ("scheduler_subfolder", scheduler_subfolder)):
-            if value is not None and not isinstance(value, str):
-                raise ValueError(f"{field_name} must be None or a folder name, got {value!r}")
-        if not _is_number(eta) or not (0.0 <= float(eta) <= 1.0):
-            raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
-        if not isinstance(class_conditional, bool):
-            raise ValueError(f"class_conditional must be a bool, got {class_conditional!r}")
-        if num_classes is not None:
-            _check_positive_int("num_classes", num_classes)
-        self.class_map = _check_class_subsets("class_map", class_map)
-        if self.class_map is not None and not class_conditional:
-            raise ValueError("class_map is only used with class_conditional=True")
-        self.subfolder = subfolder or None
-        self.scheduler_subfolder = scheduler_subfolder or None
-        self.scheduler_name = scheduler
-        self.scheduler_kwargs = dict(scheduler_kwargs or {})
-        self.eta = float(eta)
-        self.class_conditional = class_conditional
-        self.num_classes = num_classes
-        self._unet: Any = None
-        self._scheduler: Any = None
-        self._loaded_key: tuple | None = None
-
-    def setup(self, *, device: torch.device | str = "cpu", class_names: Sequence[str] | None = None) -> None:
-        """Load the UNet and scheduler config (once) and move the UNet to ``device``.
-
-        Raises:
-            OSError / FileNotFoundError: the model is not available (see :func:`load_pretrained`).
-            ValueError: the model is not class-conditional but ``class_conditional=True``,
-                or ``class_map`` does not match ``class_names`` / ``num_classes``.
-        """
-        self._setup_common(device, class_names)
-        key = (self.model, self.subfolder, self.scheduler_subfolder, self.revision, self.torch_dtype, self.variant)
-        if self._loaded_key != key:
-            from diffusers import DDPMScheduler, UNet2DModel
-
-            what = f"DiffusionUNetAPI(model={self.model!r}, subfolder={self.subfolder!r})"
-            unet, _ = load_first(
-                UNet2DModel.from_pretrained, self.model, what=what + " UNet", revision=self.revision,
-                attempts=self._load_attempts(self._layouts(self.subfolder, "unet")), **self._load_kwargs(),
-            )
-            config_kwargs = {"local_files_only": True} if self.local_files_only else {}
-            config, _ = load_first(
-                DDPMScheduler.load_config, self.model, what=what + " scheduler config", revision=self.revision,
-                attempts=self._layouts(self.scheduler_subfolder, "scheduler"), **config_kwargs,
-            )
-            base = DDPMScheduler.from_config(config)
-            self._scheduler = make_scheduler(self.scheduler_name, base, kwargs=self.scheduler_kwargs)
-            self._unet = unet.eval().requires_grad_(False)
-            self._loaded_key = key
-        self._unet.to(self.device)
-        cfg = self._unet.config
-        embeds = cfg.get("num_class_embeds")
-        if self.class_conditional:
-            if embeds is None and cfg.get("class_embed_type") is None:
-                raise ValueError(
-                    f"class_conditional=True but the UNet of {self.model!r} has no class embedding (num_class_embeds is None)"
-                )
-            limit = self.num_classes or embeds
-            if self.class_map is not None:
-                if self.class_names is not None and len(self.class_map) != len(self.class_names):
-                    raise ValueError(
-                        f"class_map has {len(self.class_map)} lists but there are {len(self.class_names)} private classes"
-                    )
-                bad = [k for s in self.class_map for k in s if limit is not None and k >= limit]
-                if bad:
-                    raise ValueError(f"class_map contains model classes {bad[:5]} outside [0, {limit})")
-            elif limit is not None and self.class_names is not None and len(self.class_names) > limit:
-                raise ValueError(
-                    f"class_conditional=True maps private class c to model class c, but there are "
-                    f"{len(self.class_names)} private classes and the model has {limit}; give class_map"
-                )
-        size = cfg.sample_size
-        self._model_size = (size, size) if _is_int(size) else (int(size[0]), int(size[1]))
-        self._model_channels = int(cfg.in_channels)
-
-    def _layouts(self, subfolder: str | None, usual: str) -> list[tuple[str, dict[str, Any]]]:
-        """Where to look for a component: ``usual/`` then the root for ``"auto"``, else just ``subfolder``."""
-        folders = [usual, None] if subfolder == "auto" else [subfolder]
-        return [(f"{self.model}/{f}" if f else f"{self.model} (root)", {"subfolder": f}) for f in folders]
-
-    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
-        """RANDOM_API: sample ``len(labels)`` images from noise.
-
-        Args:
-            labels: int64 ``(N,)`` private class of each sample (used by class-conditional models).
-            generator: the only source of randomness.
-
-        Returns:
-            uint8 ``(N, H, W, channels)`` images at ``image_size``; conditions
-            ``{"model_class": int64 (N,)}`` for class-conditional models, else empty.
-        """
-        self._require_setup(self._unet is not None)
-        labels = self._check_labels(labels)
-        classes = _draw_classes(labels, self.class_map, generator, field="class_map") if self.class_conditional else None
-        return self._run(labels.shape[0], classes, None, 1.0, generator)
-
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
-        generator: torch.Generator,
-    ) -> APIOutput:
-        """VARIATION_API: SDEdit each image with strength ``degree``.
-
-        Args:
-            images: uint8 ``(N, H, W, channels)`` at ``image_size``.
-            conditions: ``{"model_class": int64 (N,)}`` for class-conditional models
-                (missing: derived from the labels as RANDOM would with the identity map).
-            labels: int64 ``(N,)`` class of each input.
-            degree: SDEdit strength in ``(0, 1]``.
-            generator: the only source of randomness.
-
-        Returns:
-            ``N`` images and their conditions, in input order.
-        """
-        strength = check_strength(degree, self.num_inference_steps)
-        self._require_setup(self._unet is not None)
-        images = self._check_images(images)
-        labels = self._check_labels(labels, images.shape[0])
-        classes = None
-        if self.class_conditional:
-            if "model_class" in conditions:
-                classes = np.asarray(conditions["model_class"])
-                if classes.shape != labels.shape or (classes.size and not np.issubdtype(classes.dtype, np.integer)):
-                    raise ValueError(f"conditions['model_class'] must be an int array of shape {labels.shape}, got {classes.shape}")
-                classes = classes.astype(np.int64)
-            elif self.class_map is None:
-                classes = labels.copy()
-            else:
-                raise ValueError("conditions['model_class'] is missing (class_conditional=True with a class_map)")
-        return self._run(images.shape[0], classes, images, strength, generator)
-
-    @torch.no_grad()
-    def _run(self, n: int, classes: np.ndarray | None, images: np.ndarray | None, strength: float,
-             generator: torch.Generator) -> APIOutput:
-        out = np.empty((n, *self.image_shape), np.uint8)
-        c = self._model_channels
-        unet = self._unet
-        for sl in self._batches(n):
-            m = sl.stop - sl.start
-            class_t = None if classes is None else torch.from_numpy(classes[sl]).to(self.device)
-
-            def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                with self._autocast():
-                    pred = unet(x.to(unet.dtype), t, class_labels=class_t).sample.float()
-                variance_type = self._scheduler.config.get("variance_type")
-                if pred.shape[1] == 2 * c and variance_type not in ("learned", "learned_range"):
-                    pred = pred[:, :c]  # drop a learned variance the scheduler does not use
-                return pred
-
-            init = None
-            if images is not None:
-                init = from_images(images[sl], size=self._model_size, channels=c, device=self.device)
-            x = sdedit_sample(
-                scheduler=self._scheduler, model_fn=model_fn, shape=(m, c, *self._model_size),
-                num_inference_steps=self.num_inference_steps, generator=generator, device=self.device,
-                init=init, strength=strength, eta=self.eta,
-            )
-            out[sl] = self._to_images(x, call="random" if images is None else "variation", batch=sl, n=n)
-        conditions = {} if classes is None else {"model_class": classes.astype(np.int64)}
-        return APIOutput(images=out, conditions=conditions)

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from pe_lightning.apis.base import APIOutput
-from pe_lightning.apis.diffusion import (
+from pe_lightning.apis.diffusers.base import (
     SCHEDULERS,
     DiffusersAPI,
-    _check_class_subsets,
-    _check_guidance,
-    _check_positive_int,
+    check_class_subsets,
+    check_guidance,
+    check_positive_int,
     check_strength,
     load_first,
     make_scheduler,
@@ -60,7 +60,7 @@ class DiTAPI(DiffusersAPI):
         model: Hub id or local folder in DiTPipeline's layout (``transformer/``, ``vae/``,
             ``scheduler/``, ``model_index.json``).
         scheduler: ``None`` keeps the model's scheduler (DDIM for ``facebook/DiT-*``), or a
-            key of :data:`~pe_lightning.apis.diffusion.SCHEDULERS` built from its config.
+            key of :data:`~pe_lightning.apis.diffusers.base.SCHEDULERS` built from its config.
         scheduler_kwargs: scheduler config entries to override.
         num_inference_steps: ``K``; a variation of strength ``s`` runs ``int(K * s)`` steps.
         guidance_scale: classifier-free guidance scale (DiTPipeline's default is 4.0; the
@@ -73,7 +73,7 @@ class DiTAPI(DiffusersAPI):
         vae_batch_size: images per VAE encoder/decoder pass (at 256 px each image holds
             about 0.3 GB of float16 decoder activations; the default keeps it near 2.5 GB).
         revision, torch_dtype, autocast, local_files_only, image_size, channels, batch_size, variant:
-            see :class:`~pe_lightning.apis.diffusion.DiffusersAPI`.
+            see :class:`~pe_lightning.apis.diffusers.base.DiffusersAPI`.
     """
 
     def __init__(
@@ -101,7 +101,7 @@ class DiTAPI(DiffusersAPI):
             local_files_only=local_files_only, num_inference_steps=num_inference_steps,
             image_size=image_size, channels=channels, batch_size=batch_size, variant=variant,
         )
-        self.vae_batch_size = _check_positive_int("vae_batch_size", vae_batch_size)
+        self.vae_batch_size = check_positive_int("vae_batch_size", vae_batch_size)
         if scheduler is not None and scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be None (the model's own) or one of {sorted(SCHEDULERS)}, got {scheduler!r}")
         if scheduler_kwargs is not None and not isinstance(scheduler_kwargs, dict):
@@ -110,8 +110,8 @@ class DiTAPI(DiffusersAPI):
             raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
         self.scheduler_name = scheduler
         self.scheduler_kwargs = dict(scheduler_kwargs or {})
-        self.guidance_scale = _check_guidance(guidance_scale)
-        self.imagenet_classes = _check_class_subsets("imagenet_classes", imagenet_classes)
+        self.guidance_scale = check_guidance(guidance_scale)
+        self.imagenet_classes = check_class_subsets("imagenet_classes", imagenet_classes)
         self.eta = float(eta)
         self._transformer: Any = None
         self._vae: Any = None

@@ -13,8 +13,8 @@ import os
 
 import torch
 
-from pe_lightning.apis.improved_diffusion.presets import CHECKPOINT_BASE_URL, PRESETS, ADMConfig
-from pe_lightning.apis.improved_diffusion.unet import ADMUNet
+from pe_lightning.apis.diffusers.improved_diffusion.presets import CHECKPOINT_BASE_URL, PRESETS, ADMConfig
+from pe_lightning.apis.diffusers.improved_diffusion.unet import ADMUNet
 
 __all__ = ["PUBLISHED_CHECKPOINTS", "load_unet", "resolve_checkpoint"]
 

@@ -7,8 +7,8 @@
 * :mod:`.api`: :class:`ImprovedDiffusionAPI`.
 """
 
-from pe_lightning.apis.improved_diffusion.api import ImprovedDiffusionAPI
-from pe_lightning.apis.improved_diffusion.presets import PRESETS, ADMConfig, config_from
-from pe_lightning.apis.improved_diffusion.unet import ADMUNet
+from pe_lightning.apis.diffusers.improved_diffusion.api import ImprovedDiffusionAPI
+from pe_lightning.apis.diffusers.improved_diffusion.presets import PRESETS, ADMConfig, config_from
+from pe_lightning.apis.diffusers.improved_diffusion.unet import ADMUNet
 
 __all__ = ["ADMConfig", "ADMUNet", "ImprovedDiffusionAPI", "PRESETS", "config_from"]

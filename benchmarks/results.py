@@ -1,10 +1,14 @@
-"""The privacy–utility results on the MNIST protocol of BENCHMARK.md, and the transfer suite.
+"""The privacy–utility results on the MNIST protocol of docs/benchmark.md, and the transfer suite.
 
-    python -m pe_lightning.results --out results/mnist            # full protocol (about an hour on 2 cores)
-    python -m pe_lightning.results --quick --out /tmp/r           # smoke run (tests use it)
-    python -m pe_lightning.results --suite transfer --out results/transfer --epsilons 1 10
-    python -m pe_lightning.results --config configs/mnist_drawtext_fitted.yaml --out results/fitted
-    python -m pe_lightning.results --merge /tmp/a /tmp/b --out results/transfer   # join parallel parts
+    python benchmarks/results.py --out results/mnist            # full protocol (about an hour on 2 cores)
+    python benchmarks/results.py --quick --out /tmp/r           # smoke run (tests use it)
+    python benchmarks/results.py --suite transfer --out results/transfer --epsilons 1 10
+    python benchmarks/results.py --config configs/mnist_drawtext_fitted.yaml --out results/fitted
+    python benchmarks/results.py --merge /tmp/a /tmp/b --out results/transfer   # join parallel parts
+
+An experiment script, not part of the installed library (run it from a checkout with the
+package installed). Its default config is the shipped demo config, found with
+:func:`pe_lightning.run_config.shipped_config` (the same file as ``configs/mnist_drawtext.yaml``).
 
 ``--suite transfer`` runs the same settings, unchanged, on every set of
 :mod:`pe_lightning.data.transfer` (MNIST and its shifted variants, each with its own
@@ -14,7 +18,7 @@ The DP noise is ``seeded`` by default here (``--noise secret`` for a fresh key p
 so that every number can be reproduced; a seeded run is private only while its seed is
 secret.
 
-For each setting it evaluates synthetic sets with the BENCHMARK.md protocol: the SmallCNN
+For each setting it evaluates synthetic sets with the docs/benchmark.md protocol: the SmallCNN
 trained from scratch on the synthetic set only (Adam 1e-3, batch 128, 30 epochs,
 ``torch.manual_seed(s)`` before building it, ``s`` in the classifier seeds), accuracy on
 the 1,000 real held-out test digits, and the pixel-space Fréchet distance to them.
@@ -22,7 +26,8 @@ the 1,000 real held-out test digits, and the pixel-space Fréchet distance to th
 Settings: PE with DrawText at each epsilon (delta 1e-5) and without noise (``inf``), the
 RANDOM API alone (iteration 0 of the same runs: no private information used), and the
 real private training split (the non-private bound). PE hyperparameters come from
-``configs/mnist_drawtext.yaml`` (the demo), so the table measures what ``make demo`` runs.
+``configs/mnist_drawtext.yaml`` (the demo; ``--config`` for another), so the table measures
+what ``make demo`` runs.
 
 Writes ``runs.csv`` (one row per PE seed x classifier seed), ``summary.csv`` (mean ± std
 over PE seeds of the per-seed means), ``results.png`` (accuracy and FD against epsilon,
@@ -40,33 +45,22 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import scipy.linalg
 import yaml
 
+from pe_lightning.atomic import atomic_write
 from pe_lightning.callbacks.base import PopulationCallback
 from pe_lightning.callbacks.downstream import DownstreamEvaluation
 from pe_lightning.callbacks.privacy import PrivacyAccountant
 from pe_lightning.data.mnist import MNISTDataModule
 from pe_lightning.data.transfer import VARIANTS, MNISTVariantDataModule
 from pe_lightning.grid import class_grid, save_png
-from pe_lightning.population import Population, atomic_write
+from pe_lightning.metrics.frechet import pixel_frechet_distance
+from pe_lightning.population import Population
+from pe_lightning.run_config import resolve_class, shipped_config
 
-__all__ = ["pixel_frechet_distance", "run_results", "run_transfer_suite", "merge_transfer", "main"]
+__all__ = ["run_results", "run_transfer_suite", "merge_transfer", "main"]
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist_drawtext.yaml"
-
-
-def pixel_frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """BENCHMARK.md Fréchet distance: flatten to [0, 1], means and unbiased covariances.
-
-    ``|mu1 - mu2|^2 + Tr S1 + Tr S2 - 2 Tr sqrtm(S1 S2)`` for uint8 ``(N, H, W, C)`` arrays.
-    """
-    x = a.reshape(len(a), -1).astype(np.float64) / 255.0
-    y = b.reshape(len(b), -1).astype(np.float64) / 255.0
-    m1, m2 = x.mean(0), y.mean(0)
-    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
-    covmean = scipy.linalg.sqrtm(s1 @ s2)
-    return float(((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(np.real(covmean)))
+DEMO_CONFIG = shipped_config("mnist_drawtext.yaml")
 
 
 class _Keep(PopulationCallback):
@@ -78,7 +72,7 @@ class _Keep(PopulationCallback):
         self.fd_per_iteration: dict[int, float] = {}
 
     def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
-        if iteration in (0, pl_module.iterations):
+        if iteration in (0, pl_module.run.iterations):
             self.populations[iteration] = population
         if self.real is not None:
             self.fd_per_iteration[iteration] = pixel_frechet_distance(np.asarray(population.images), self.real)
@@ -89,8 +83,6 @@ def _demo_model_args(config: Path) -> dict:
 
 
 def _demo_model_class(config: Path) -> type:
-    from pe_lightning.run_config import resolve_class
-
     cls = resolve_class(yaml.safe_load(config.read_text())["model"]["class_path"])
     if cls is None:
         raise ValueError(f"{config}: model class_path cannot be imported")
@@ -176,7 +168,7 @@ def run_results(
 ) -> list[dict]:
     """Run every setting and write the CSVs, plot, table and grids to ``out``. Returns the summary rows.
 
-    ``datamodule``: the private / test data (default: the BENCHMARK.md MNIST split).
+    ``datamodule``: the private / test data (default: the docs/benchmark.md MNIST split).
     ``fd_curves``: a dict that receives ``{epsilon: {iteration: FD}}`` of each epsilon's first PE seed.
     """
     out = Path(out)
@@ -235,7 +227,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _summarise(rows: list[dict]) -> list[dict]:
-    """Mean ± std over PE seeds of the per-PE-seed means (BENCHMARK.md)."""
+    """Mean ± std over PE seeds of the per-PE-seed means (docs/benchmark.md)."""
     keys = []
     for r in rows:
         k = (r["setting"], r["epsilon"])
@@ -403,7 +395,7 @@ def _plot_curves(curves: list[dict], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description="Privacy-utility results (BENCHMARK.md protocol) and the transfer suite")
+    parser = argparse.ArgumentParser(description="Privacy-utility results (docs/benchmark.md protocol) and the transfer suite")
     parser.add_argument("--out", default="results/mnist")
     parser.add_argument("--suite", choices=["mnist", "transfer"], default="mnist",
                         help="'transfer': the same settings on MNIST and each shifted variant (pe_lightning.data.transfer)")

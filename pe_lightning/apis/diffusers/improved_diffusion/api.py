@@ -3,8 +3,8 @@
 The PE paper's CIFAR-10 and Camelyon17 results use improved-diffusion's class-conditional
 ImageNet 64 x 64 model (``imagenet64_cond_270M_250K.pt``) with DDIM over a respaced
 schedule. This API runs that model (or any checkpoint of the same code, see
-:mod:`~pe_lightning.apis.improved_diffusion.presets`) with the conventions of the diffusers
-APIs (:class:`~pe_lightning.apis.diffusion.DiffusersAPI`: validation, ``torch.Generator``
+:mod:`~pe_lightning.apis.diffusers.improved_diffusion.presets`) with the conventions of the diffusers
+APIs (:class:`~pe_lightning.apis.diffusers.base.DiffusersAPI`: validation, ``torch.Generator``
 noise drawn on the CPU, ``batch_size`` batches, autocast on CUDA, antialiased resizing to the
 private resolution):
 
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from pe_lightning.apis.base import APIOutput
-from pe_lightning.apis.diffusion import (
+from pe_lightning.apis.diffusers.base import (
     DTYPES,
     DiffusersAPI,
-    _check_class_subsets,
-    _is_number,
+    check_class_subsets as _check_class_subsets,
+    is_number as _is_number,
     check_strength,
     from_images,
 )
@@ -40,9 +40,14 @@ from pe_lightning.apis.imagenet_classes import (
     draw_imagenet_classes,
     imagenet_class_condition,
 )
-from pe_lightning.apis.improved_diffusion.presets import PRESETS, config_from
-from pe_lightning.apis.improved_diffusion.schedule import RespacedSchedule, ddim_sample, named_betas, parse_respacing
-from pe_lightning.apis.improved_diffusion.weights import load_unet, resolve_checkpoint
+from pe_lightning.apis.diffusers.improved_diffusion.presets import PRESETS, config_from
+from pe_lightning.apis.diffusers.improved_diffusion.schedule import (
+    RespacedSchedule,
+    ddim_sample,
+    named_betas,
+    parse_respacing,
+)
+from pe_lightning.apis.diffusers.improved_diffusion.weights import load_unet, resolve_checkpoint
 
 __all__ = ["ImprovedDiffusionAPI"]
 
@@ -62,11 +67,11 @@ class ImprovedDiffusionAPI(DiffusersAPI):
 
     Args:
         preset: flags of a published checkpoint (a key of
-            :data:`~pe_lightning.apis.improved_diffusion.presets.PRESETS`:
+            :data:`~pe_lightning.apis.diffusers.improved_diffusion.presets.PRESETS`:
             ``imagenet64_cond_270M``, ``imagenet64_uncond_100M``, ``cifar10_uncond_50M``), or
             ``None`` for improved-diffusion's script defaults.
         model_config: flags overriding the preset's (names of
-            :class:`~pe_lightning.apis.improved_diffusion.presets.ADMConfig`, e.g.
+            :class:`~pe_lightning.apis.diffusers.improved_diffusion.presets.ADMConfig`, e.g.
             ``{num_channels: 64}``).
         checkpoint: a path to the ``.pt`` state dict, or a bare file name looked up in the
             current folder and ``<torch.hub.get_dir()>/checkpoints``; ``None``: the preset's

@@ -1,0 +1,386 @@
+"""One PE run's state and its per-iteration stages, without Lightning (docs/design.md §1).
+
+:class:`PEEngine` holds the population, the iteration counter, the sizes per class and
+the noise record, and runs the stages of an iteration as named methods, in order:
+
+1. :meth:`PEEngine.begin_iteration`: lookahead embeddings of the population (sharded).
+2. :meth:`PEEngine.vote`: each private sample's nearest synthetic samples (per batch).
+3. :meth:`PEEngine.gather_assignments`: the votes of every rank, each sample once.
+4. :meth:`PEEngine.evolve`: the DP release (:func:`~pe_lightning.engine.release.release_and_select`,
+   the only step that reads private data), then the children (:mod:`~pe_lightning.engine.reuse`)
+   as the next population.
+
+The Lightning module maps its hooks onto these (:mod:`pe_lightning.evolution`);
+:func:`pe_lightning.engine.loop.run_loop` calls them in a plain loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from pe_lightning.apis.base import APIOutput, ImageAPI
+from pe_lightning.embedding_cache import EmbeddingCache
+from pe_lightning.embeddings.base import Embedding
+from pe_lightning.engine.lookahead_store import LookaheadStore
+from pe_lightning.engine.release import combine_assignments, release_and_select
+from pe_lightning.engine.reuse import children, next_population
+from pe_lightning.engine.scratch import ScratchSpace
+from pe_lightning.engine.settings import EngineSettings
+from pe_lightning.engine.sharding import Collective, ProcessGroupCollective, assemble, reported_chunks, sharded_rows
+from pe_lightning.noise import NoiseKey
+from pe_lightning.population import Population
+from pe_lightning.seeding import make_generator
+from pe_lightning.voting import assign_votes
+
+__all__ = ["EngineAttribute", "PEEngine", "as_slice"]
+
+#: ``report(stage, done, total)``: progress of a stage (:data:`pe_lightning.engine.hooks.STAGES`).
+StageReport = Callable[[str, int, int], None]
+
+
+def as_slice(indices: torch.Tensor) -> slice | None:
+    """``slice(a, b)`` when ``indices`` is exactly ``a, a + 1, ..., b - 1``, else ``None``."""
+    n = indices.numel()
+    if indices.ndim != 1 or n == 0:
+        return None
+    first, last = int(indices[0]), int(indices[-1])
+    if last - first + 1 != n or (n > 1 and not bool((indices[1:] - indices[:-1] == 1).all())):
+        return None
+    return slice(first, last + 1)
+
+
+class PEEngine:
+    """The PE loop's state and stages.
+
+    Args:
+        settings: the run's configuration.
+        api: RANDOM and VARIATION.
+        embedding: the voting embedding (private and synthetic images alike).
+
+    Before running stages, :meth:`attach` gives it the process group, scratch storage and
+    device; :meth:`load_state_dict` (resume) may come before or after.
+    """
+
+    def __init__(self, *, settings: EngineSettings, api: ImageAPI, embedding: Embedding) -> None:
+        self.settings = settings
+        self.api = api
+        self.embedding = embedding
+        self.population: Population | None = None
+        self.iteration = 0  # completed iterations
+        self.class_names: list[str] = []
+        self.sizes_per_iteration: list[list[int]] = []  # per class, at iterations 0 .. T
+        self.noise_record: list[dict] = []  # per iteration: sigma used, noise mode, public key id
+        self.timings: dict[str, float] = defaultdict(float)
+        self.collective: Collective = ProcessGroupCollective()
+        self.scratch: ScratchSpace | None = None
+        self.device = torch.device("cpu")
+        self.report: StageReport = lambda stage, done, total: None
+        self._private_embeddings: torch.Tensor | None = None
+        self._private_labels: torch.Tensor | None = None
+        self._private_clients: torch.Tensor | None = None
+        self._synthetic_embeddings: torch.Tensor | None = None
+        self._synthetic_labels: torch.Tensor | None = None
+        self._assignments: torch.Tensor | None = None
+        self._lookahead: LookaheadStore | None = None  # this rank's lookahead variations (reuse only)
+        self._embedding_buffer: np.ndarray | None = None  # (N, D) float32, reused every iteration
+
+    # ------------------------------------------------------------------ set-up
+    def attach(
+        self, *, collective: Collective, scratch: ScratchSpace, device: torch.device | str, report: StageReport | None = None
+    ) -> None:
+        """Where the stages run: the ranks' collective, scratch storage, the device, a progress callback."""
+        self.collective, self.scratch, self.device = collective, scratch, torch.device(device)
+        if report is not None:
+            self.report = report
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Adds the wall time of the block to :attr:`timings` ``[name]`` (seconds)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] += time.perf_counter() - start
+
+    def take_timings(self) -> dict[str, float]:
+        """This iteration's stage times (seconds), then reset."""
+        out = dict(self.timings)
+        self.timings.clear()
+        return out
+
+    def embed(self, images: np.ndarray) -> torch.Tensor:
+        """``(n, D)`` float32 embeddings of uint8 NHWC ``images`` (timed as ``embedding``)."""
+        with self.timed("embedding"):
+            return self.embedding.embed(images, batch_size=self.settings.embedding_batch_size).float()
+
+    def _chunks(self, stage: str, n: int):
+        return reported_chunks(n, self.settings.api_batch_size, collective=self.collective,
+                               report=lambda done, total: self.report(stage, done, total))
+
+    def _sharded(self, n: int, rows_of_chunk, *, stage: str, buffer: bool = False) -> torch.Tensor:
+        def reuse_buffer(dim: int) -> np.ndarray:
+            if self._embedding_buffer is None or self._embedding_buffer.shape != (n, dim):
+                self._embedding_buffer = np.empty((n, dim), dtype=np.float32)
+            return self._embedding_buffer
+
+        return sharded_rows(n, rows_of_chunk, chunk_size=self.settings.api_batch_size, collective=_Timed(self),
+                            out=reuse_buffer if buffer else None, report=lambda done, total: self.report(stage, done, total))
+
+    def _assemble(self, parts, *, n: int, name: str) -> APIOutput:
+        return assemble(parts, n=n, collective=_Timed(self), scratch=self.scratch, name=name, api_name=type(self.api).__name__)
+
+    def private_embeddings(
+        self, images: np.ndarray, *, cache: EmbeddingCache | None = None, data_fingerprint: str = "",
+        info: Callable[[str], None] = print,
+    ) -> torch.Tensor:
+        """Private embeddings ``(N_private, D)``, sharded across ranks or read from ``cache``.
+
+        The cache holds data derived from the private images: keep it on the private side.
+        Its entries are keyed by ``data_fingerprint`` and the embedding's fingerprint.
+        """
+        if cache is not None:
+            info(f"[PE] private-embedding cache (derived from private images; keep private): {cache.directory}")
+            cache_key = EmbeddingCache.key(data_fingerprint=data_fingerprint, embedding_fingerprint=self.embedding.fingerprint)
+            cached = cache.load(cache_key, num_rows=len(images))
+            if all(_Timed(self).gather(cached is not None)):  # every rank hit: use it
+                info(f"[PE] private embeddings read from the cache {cache.path(cache_key)}")
+                return torch.from_numpy(cached)
+        embeddings = self._sharded(len(images), lambda i, sl: self.embed(images[sl]), stage="private embedding")
+        self._check_finite(embeddings, what="private images", where="private indices")
+        if cache is not None and self.collective.rank == 0:
+            cache.save(cache_key, embeddings.numpy())
+        return embeddings
+
+    def set_private(self, *, embeddings: torch.Tensor, labels: np.ndarray, clients: np.ndarray | None = None) -> None:
+        """The private side of the votes: embeddings ``(M, D)``, labels ``(M,)``, client ids ``(M,)`` (client-level DP)."""
+        self._private_embeddings = embeddings.to(self.device)
+        self._private_labels = torch.from_numpy(labels).to(self.device)
+        self._private_clients = torch.from_numpy(clients) if clients is not None else None
+
+    def _check_finite(self, embeddings: torch.Tensor, *, what: str, where: str) -> None:
+        """Raise naming the rows with NaN/inf (one float32 sum decides whether to look row by row)."""
+        if math.isfinite(float(embeddings.sum())) or torch.isfinite(embeddings).all():
+            return
+        bad = torch.nonzero(~torch.isfinite(embeddings).all(dim=1)).flatten()
+        raise ValueError(
+            f"the embedding {type(self.embedding).__name__} produced NaN/inf for {len(bad)} {what} "
+            f"(e.g. {where} {bad[:5].tolist()})"
+        )
+
+    # ------------------------------------------------------------- generation
+    def random_population(self) -> Population:
+        """``S_0``: RANDOM samples, ``sizes_per_iteration[0]`` per class (no privacy spent)."""
+        sizes = self.sizes_per_iteration[0]
+        labels = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        self.api.set_iteration(0)
+        parts = []
+        with self.timed("api"), self.timed("api_random"):
+            for i, sl in self._chunks("random", len(labels)):
+                out = self.api.random(labels=labels[sl], generator=make_generator(self.settings.seed, 0, "random", i))
+                parts.append((np.arange(sl.start, sl.stop), out))
+        out = self._assemble(parts, n=len(labels), name="population")
+        self.population, self.iteration = Population(images=out.images, labels=labels, conditions=out.conditions), 0
+        return self.population
+
+    def variation(self, population: Population, rows: slice | np.ndarray, *, iteration: int, generator: torch.Generator) -> APIOutput:
+        """VARIATION of ``population[rows]`` at iteration ``iteration``'s degree."""
+        return self.api.variation(
+            images=np.ascontiguousarray(population.images[rows]),
+            conditions={k: v[rows] for k, v in population.conditions.items()},
+            labels=population.labels[rows],
+            degree=self.settings.variation_degrees[iteration - 1],
+            generator=generator,
+        )
+
+    # ---------------------------------------------------------------- the loop
+    def begin_iteration(self) -> torch.Tensor:
+        """Stage 1: the synthetic embeddings of iteration ``iteration + 1`` (mean of ``k`` lookahead variations)."""
+        s, t, pop = self.settings, self.iteration + 1, self.population
+        k = s.lookahead_degree
+        self.api.set_iteration(t)
+        store = self._lookahead
+        if s.reuse_lookahead and k > 0:
+            shape = dict(k=k, n=len(pop), chunk_size=s.api_batch_size, image_shape=pop.images.shape[1:])
+            if store is None or not store.matches(**shape):
+                # A spilled store keeps its file across iterations (same shape every iteration).
+                store = self._lookahead = LookaheadStore(scratch=self.scratch, **shape)
+
+        def lookahead_embedding(i: int, sl: slice) -> torch.Tensor:
+            if k == 0:
+                return self.embed(np.ascontiguousarray(pop.images[sl]))
+            emb = None
+            for r in range(k):
+                with self.timed("api"), self.timed("api_lookahead"):
+                    out = self.variation(pop, sl, iteration=t, generator=make_generator(s.seed, t, "lookahead", r, i))
+                e = self.embed(out.images)
+                with self.timed("embedding"):
+                    emb = e if emb is None else emb.add_(e)
+                if store is not None:
+                    store.put(r, i, out)
+                del out
+            if store is not None:
+                store.evict()
+            with self.timed("embedding"):
+                return emb.div_(k)
+
+        emb = self._sharded(len(pop), lookahead_embedding, buffer=True, stage="lookahead")
+        self._check_finite(emb, what="synthetic images", where=f"iteration {t}, population indices")
+        self._synthetic_embeddings = emb.to(self.device)
+        self._synthetic_labels = torch.from_numpy(pop.labels).to(self.device)
+        n_private = len(self._private_embeddings)
+        self._assignments = torch.full((n_private, s.num_nearest_neighbors), -1, dtype=torch.int64, device=self.device)
+        return self._synthetic_embeddings
+
+    def vote(self, indices: torch.Tensor) -> None:
+        """Stage 2: the votes of private samples ``indices`` (a sample seen twice overwrites its own row)."""
+        rows = as_slice(indices)  # in-order batches (one process) are views, not copies
+        if rows is None:
+            rows = indices.to(self.device)
+        s = self.settings
+        with self.timed("voting"):
+            self._assignments[rows] = assign_votes(
+                private_embeddings=self._private_embeddings[rows],
+                private_labels=self._private_labels[rows],
+                synthetic_embeddings=self._synthetic_embeddings,
+                synthetic_labels=self._synthetic_labels,
+                k=s.num_nearest_neighbors,
+                backend=s.search_backend,
+                distance=s.distance,
+            )
+
+    def gather_assignments(self) -> torch.Tensor:
+        """Stage 3: votes of all private samples, combined across ranks (collective: every rank calls it)."""
+        parts = [self._assignments]
+        if self.collective.world_size > 1:
+            parts = _Timed(self).gather(self._assignments.cpu())
+        try:
+            return combine_assignments(parts)
+        except RuntimeError as err:
+            raise RuntimeError(f"{err} in iteration {self.iteration + 1}") from None
+
+    def parents_per_class(self, iteration: int) -> list[int]:
+        """Parents to select per class in ``iteration`` (1-based): the next sizes / (variations + kept)."""
+        return [n // self.settings.fold for n in self.sizes_per_iteration[iteration]]
+
+    def evolve(self, *, noise_multiplier: float, key: NoiseKey) -> dict[str, float]:
+        """Stage 4: DP release with ``noise_multiplier``, selection, children; the iteration is complete.
+
+        Noise is drawn once, after the cross-rank combination, keyed by ``key`` and the
+        iteration: every rank draws the same numbers. Only noisy quantities come back.
+
+        Returns:
+            The iteration's ``pe/*`` metrics.
+        """
+        s, t, pop = self.settings, self.iteration + 1, self.population
+        assignments = self.gather_assignments()
+        with self.timed("selection"):
+            released = release_and_select(
+                assignments.cpu(), labels=torch.from_numpy(pop.labels), num_parents_per_class=self.parents_per_class(t),
+                selection=s.selection, generator=make_generator(s.seed, t, "selection"), class_names=self.class_names,
+                noise_multiplier=float(noise_multiplier), threshold=s.threshold, key=key, iteration=t,
+                clients=self._private_clients,
+            )
+            self.noise_record.append(
+                {"iteration": t, "noise_multiplier": float(noise_multiplier), "noise_mode": key.mode, "key_id": key.key_id}
+            )
+        parents = released.parents.numpy()
+        child_parents = np.repeat(parents, s.variations_per_parent)  # grouped by class, like parents
+        out, reused = children(self, pop, child_parents, iteration=t)
+        if self._lookahead is not None:
+            self._lookahead.clear()  # in-memory variations are not needed any more
+        old_images = pop.images
+        self.population = next_population(pop, out, child_parents, parents, keep_selected=s.keep_selected)
+        ScratchSpace.release(old_images)
+        self.iteration = t
+        self._synthetic_embeddings = self._assignments = None
+        return {
+            "pe/selected_unique": float(len(np.unique(parents))),
+            "pe/noisy_count_max": float(released.noisy_counts.max()),
+            "pe/nonzero_after_threshold": float((released.weights > 0).sum()),
+            "pe/variation_degree": s.variation_degrees[t - 1],
+            "pe/reused_lookahead_fraction": reused / max(len(child_parents), 1),
+        }
+
+    def save_final(self, directory: Path, *, png: bool) -> list[str]:
+        """Write the population to ``directory`` (``population.npz``, and a PNG tree with ``png``); returns console lines."""
+        pop = self.population
+        pop.save(directory, class_names=self.class_names, png=png)
+        modes = sorted({r["noise_mode"] for r in self.noise_record})
+        keys = sorted({r["key_id"] for r in self.noise_record})
+        return [
+            f"[PE] final population ({len(pop)} synthetic images, iteration {self.iteration}) written to "
+            f"{directory / 'population.npz'}" + (f" and {directory / 'images'}/<class>/<index>.png" if png else ""),
+            f"[PE] DP noise: {'+'.join(modes) or 'none'} (key id {', '.join(keys) or '-'})"
+            + (" -- SEEDED: private only while the seed stays secret" if "seeded" in modes else ""),
+        ]
+
+    def close(self) -> None:
+        """Drop working state; remove scratch files (arrays still mapping them stay readable on POSIX)."""
+        self._lookahead, self._embedding_buffer = None, None
+        if self.scratch is not None:
+            self.scratch.close()
+
+    # ------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """The run's resumable state (synthetic data and public records only)."""
+        return {
+            "population": self.population.state_dict() if self.population is not None else None,
+            "iteration": self.iteration,
+            "num_per_class": list(self.sizes_per_iteration[0]) if self.sizes_per_iteration else [],
+            "class_names": list(self.class_names),
+            "noise_record": [dict(r) for r in self.noise_record],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; refuses a checkpoint without a noise record for each iteration."""
+        self.population = Population.from_state_dict(state["population"]) if state["population"] is not None else None
+        self.iteration = int(state["iteration"])
+        self.noise_record = [dict(r) for r in state.get("noise_record", [])]
+        if len(self.noise_record) != self.iteration:
+            raise ValueError(
+                f"checkpoint records noise for {len(self.noise_record)} iterations but holds iteration {self.iteration}: "
+                "it was written by an older pe_lightning without a noise record; its privacy spend cannot be extended"
+            )
+
+
+class EngineAttribute:
+    """A class attribute of an adapter that reads (and writes) ``obj.engine``'s run state, or reads its settings."""
+
+    def __init__(self, *, settings: bool = False) -> None:
+        self.settings = settings
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        return getattr(obj.engine.settings if self.settings else obj.engine, self.name)
+
+    def __set__(self, obj, value) -> None:
+        if self.settings:
+            raise AttributeError(f"{self.name} is configuration: set it when building PrivateEvolution")
+        setattr(obj.engine, self.name, value)
+
+
+class _Timed:
+    """The engine's collective, with its gathers timed as ``gather``."""
+
+    def __init__(self, engine: PEEngine) -> None:
+        self._engine = engine
+        self.rank, self.world_size = engine.collective.rank, engine.collective.world_size
+
+    def gather(self, obj: Any) -> list[Any]:
+        with self._engine.timed("gather"):
+            return self._engine.collective.gather(obj)
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        return self._engine.collective.broadcast(obj, src)

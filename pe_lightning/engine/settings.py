@@ -1,0 +1,91 @@
+"""The PE loop's configuration, checked once (public: every field may be published)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pe_lightning.apis.base import ImageAPI
+from pe_lightning.voting import SELECTION_MODES, check_distance, resolve_backend
+
+__all__ = ["EngineSettings"]
+
+PRIVACY_UNITS = ("sample", "client")
+
+
+def _is_int(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What one PE run does per iteration (see :class:`pe_lightning.PrivateEvolution` for each field).
+
+    Attributes:
+        iterations: ``T``.
+        variation_degrees: the degree of iterations ``1 .. T`` (resolved, ``T`` values).
+        lookahead_degree: ``k`` variations averaged per synthetic embedding (0: none).
+        threshold: ``H`` in votes.
+        num_nearest_neighbors: ``k'`` votes per private sample, each weighing ``1/sqrt(k')``.
+        search_backend, distance: the nearest-neighbour search.
+        selection: ``"sample"`` or ``"rank"``.
+        variations_per_parent, keep_selected: children per selected parent; whether the
+            parent itself stays.
+        privacy_unit: ``"sample"`` or ``"client"``.
+        seed: the public seed of every stream except the DP noise.
+        api_batch_size, embedding_batch_size: images per API call / embedding pass.
+        reuse_lookahead: children taken from the lookahead variations (post-processing).
+    """
+
+    iterations: int
+    variation_degrees: tuple[float, ...]
+    lookahead_degree: int = 8
+    threshold: float = 0.0
+    num_nearest_neighbors: int = 1
+    search_backend: str = "auto"
+    distance: str = "l2"
+    selection: str = "sample"
+    variations_per_parent: int = 1
+    keep_selected: bool = False
+    privacy_unit: str = "sample"
+    seed: int = 0
+    api_batch_size: int = 4096
+    embedding_batch_size: int = 2048
+    reuse_lookahead: bool = True
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.iterations, 1):
+            raise ValueError(f"iterations must be an integer >= 1, got {self.iterations!r}")
+        if len(self.variation_degrees) != self.iterations:
+            raise ValueError(f"variation_degrees must have {self.iterations} values, got {len(self.variation_degrees)}")
+        if self.lookahead_degree < 0:
+            raise ValueError(f"lookahead_degree must be >= 0, got {self.lookahead_degree}")
+        if not (math.isfinite(self.threshold) and self.threshold >= 0):
+            raise ValueError(f"threshold must be finite and >= 0, got {self.threshold}")
+        if self.num_nearest_neighbors < 1:
+            raise ValueError(f"num_nearest_neighbors must be >= 1, got {self.num_nearest_neighbors}")
+        if min(self.api_batch_size, self.embedding_batch_size) < 1:
+            raise ValueError("api_batch_size and embedding_batch_size must be >= 1")
+        resolve_backend(self.search_backend)
+        check_distance(self.distance)
+        if self.selection not in SELECTION_MODES:
+            raise ValueError(f"selection must be one of {SELECTION_MODES}, got {self.selection!r}")
+        if not _is_int(self.variations_per_parent, 0):
+            raise ValueError(f"variations_per_parent must be an integer >= 0, got {self.variations_per_parent!r}")
+        if self.variations_per_parent == 0 and not self.keep_selected:
+            raise ValueError("variations_per_parent=0 needs keep_selected=True, or the next population would be empty")
+        if self.privacy_unit not in PRIVACY_UNITS:
+            raise ValueError(f"privacy_unit must be 'sample' or 'client', got {self.privacy_unit!r}")
+
+    @property
+    def fold(self) -> int:
+        """Samples each selected parent makes in the next population."""
+        return self.variations_per_parent + int(self.keep_selected)
+
+    def check_api(self, api: ImageAPI) -> None:
+        """Every iteration's degree is in ``api``'s range (``api.validate_degree``)."""
+        for t, d in enumerate(self.variation_degrees, start=1):
+            try:
+                api.validate_degree(d)
+            except ValueError as err:
+                raise ValueError(f"variation_degrees[{t - 1}] (iteration {t}): {err}") from err
