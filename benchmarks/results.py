@@ -143,6 +143,18 @@ def run_pe(*, epsilon: float, seed: int, datamodule: MNISTDataModule, out: Path,
     return keep.populations
 
 
+#: The RANDOM API alone with as many images per class as PE releases (the first ones of iteration 0:
+#: RANDOM samples are drawn independently, so these are a RANDOM draw of that size).
+RANDOM_AT_RELEASED_SIZE = "random API alone, released size"
+
+
+def _first_per_class(pop: Population, *, like: Population) -> Population:
+    """The first ``n_c`` samples of each class ``c`` of ``pop``, ``n_c`` being ``like``'s class sizes."""
+    sizes = np.bincount(like.labels, minlength=int(pop.labels.max()) + 1)
+    keep = np.concatenate([np.flatnonzero(pop.labels == c)[:n] for c, n in enumerate(sizes)])
+    return pop.take(keep)
+
+
 def _evaluate(pop: Population, *, datamodule, clf_seeds: Sequence[int], epochs: int) -> list[float]:
     return [DownstreamEvaluation(max_epochs=epochs, val_fraction=0.0, seed=s).evaluate(pop, datamodule=datamodule)[0] for s in clf_seeds]
 
@@ -200,6 +212,8 @@ def run_results(
             final = max(pops)
             if eps == epsilons[0]:  # iteration 0 is the same RANDOM draw for every epsilon of a seed
                 record("random API alone", 0.0, pe_seed, pops[0], 0.0)
+                if len(pops[0]) != len(pops[final]):  # a larger RANDOM population: also RANDOM at the released size
+                    record(RANDOM_AT_RELEASED_SIZE, 0.0, pe_seed, _first_per_class(pops[0], like=pops[final]), 0.0)
             record("PE", eps, pe_seed, pops[final], seconds)
             if pe_seed == pe_seeds[0] and eps in grid_epsilons:
                 pop = pops[final]
@@ -269,7 +283,8 @@ def _plot(summary: list[dict], path: Path) -> None:
         if finite:
             ax.errorbar([s["epsilon"] for s in finite], [s[f"{key}_mean"] for s in finite], yerr=[s[f"{key}_std"] for s in finite],
                         marker="o", capsize=3, label="PE (DrawText)")
-        styles = {"random API alone": ("gray", "--"), "real private training set": ("green", ":")}
+        styles = {"random API alone": ("gray", "--"), RANDOM_AT_RELEASED_SIZE: ("black", "--"),
+                  "real private training set": ("green", ":")}
         for s in summary:
             if s["setting"] in styles:
                 color, ls = styles[s["setting"]]
@@ -359,7 +374,8 @@ def _transfer_markdown(table: list[dict]) -> str:
     def label(setting, eps):
         if setting == "PE":
             return f"PE ε = {'∞' if math.isinf(eps) else f'{eps:g}'}"
-        return {"real private training set": "real data (bound)", "random API alone": "RANDOM API alone"}.get(setting, setting)
+        return {"real private training set": "real data (bound)", "random API alone": "RANDOM API alone (iteration 0)",
+                RANDOM_AT_RELEASED_SIZE: "RANDOM API alone (released size)"}.get(setting, setting)
     head = "| set | " + " | ".join(f"{label(*k)}: acc % / FD" for k in settings) + " |"
     lines = [head, "|---" * (len(settings) + 1) + "|"]
     for name in sets:

@@ -388,7 +388,7 @@ def apply_threshold(noisy: torch.Tensor, *, threshold: float) -> torch.Tensor:
     return torch.clamp(noisy - threshold, min=0.0)
 
 
-SELECTION_MODES = ("sample", "rank")
+SELECTION_MODES = ("sample", "rank", "systematic")
 
 
 def select_parents(
@@ -404,8 +404,11 @@ def select_parents(
 
     ``mode="sample"`` draws with replacement with probability ∝ ``weights`` (the paper's
     and the reference's default); ``mode="rank"`` takes the ``n_c`` largest weights of
-    class ``c`` (ties broken by index), each parent once. Either reads only the noisy
-    histogram and public configuration, so it is post-processing: no privacy cost.
+    class ``c`` (ties broken by index), each parent once; ``mode="systematic"`` gives each
+    bin its expected number of children under ``"sample"``, ``n_c w_i / sum(w)``, rounded
+    by largest remainders (deterministic, no multinomial noise: a low-count survivor of
+    the threshold is not lost by chance). Each reads only the noisy histogram and public
+    configuration, so it is post-processing: no privacy cost.
 
     A class whose weights are all zero (e.g. every noisy count fell below the threshold)
     is drawn uniformly with a :class:`ZeroHistogramWarning`; still post-processing.
@@ -455,6 +458,16 @@ def select_parents(
                     f"{len(idx)} synthetic samples"
                 )
             out.append(idx[torch.sort(w, descending=True, stable=True).indices[:n_c]])
+        elif mode == "systematic":
+            # Expected counts of "sample" without its multinomial noise: n_c * w / sum(w), floored,
+            # the remainder to the largest fractional parts (ties by index). Every bin above the
+            # threshold with a share >= 1 / n_c gets children; no parent is lost to sampling.
+            exact = w / w.sum() * n_c
+            counts = torch.floor(exact).to(torch.int64)
+            rest = n_c - int(counts.sum())
+            if rest > 0:
+                counts[torch.sort(exact - counts, descending=True, stable=True).indices[:rest]] += 1
+            out.append(torch.repeat_interleave(idx, counts))
         else:
             out.append(idx[torch.multinomial(w, n_c, replacement=True, generator=generator)])
     return torch.cat(out) if out else torch.empty(0, dtype=torch.int64)

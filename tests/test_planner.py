@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pe_lightning.planner import ITERATIONS, Plan, PlannedPrivateEvolution, plan
+from pe_lightning.planner import ITERATIONS, RANDOM_FACTOR, SELECTION, Plan, PlannedPrivateEvolution, plan
 from pe_lightning.privacy import noise_multiplier
 
 
@@ -19,21 +19,39 @@ def _plan(epsilon: float, n: int = 4000, **kw) -> Plan:
 @pytest.mark.parametrize(
     "epsilon, n, bins, sigma",
     [
-        (1.0, 4000, 10, 9.138144),     # 400 votes per class / (4 * 9.14) = 10.9 -> 10
-        (10.0, 4000, 81, 1.224472),    # 400 / (4 * 1.22) = 81.7 -> 81
-        (1.0, 40000, 109, 9.138144),   # ten times the data: ten times the bins
-        (0.5, 4000, 10, 17.224387),    # below the floor: MIN_BINS
-        (math.inf, 4000, 200, 0.0),    # no noise: the final size throughout
+        (1.0, 4000, 26, 3.730632),     # T = 1: 400 votes per class / (4 * 3.73) = 26.8 -> 26 (no voted population between)
+        (10.0, 4000, 200, 0.499889),   # 400 / (4 * 0.50) = 200 -> clipped at the final size
+        (1.0, 40000, 200, 3.730632),   # ten times the data: 268 -> clipped
+        (0.5, 4000, 14, 7.031827),
+        (math.inf, 4000, 200, 0.0),    # no noise: the final size
     ],
 )
 def test_documented_values(epsilon, n, bins, sigma):
     p = _plan(epsilon, n)
-    assert p.iterations == ITERATIONS == 6
+    assert p.iterations == ITERATIONS == 1
     assert p.bins_per_class == bins
-    assert p.num_samples_schedule == [200] + [bins] * 5 + [200]
+    assert p.num_samples_schedule == [RANDOM_FACTOR * 200, 200] == [1000, 200]  # a large RANDOM population, one vote
     assert p.noise_multiplier == pytest.approx(sigma, rel=1e-6)
     assert p.threshold == pytest.approx(2.0 * sigma, rel=1e-6)
     assert p.variation_degrees == {"start": 0.3, "end": 0.1}
+    assert SELECTION == "systematic"
+
+
+@pytest.mark.parametrize(
+    "epsilon, n, bins, sigma",
+    [
+        (1.0, 4000, 10, 9.138144),     # T = 6: 400 / (4 * 9.14) = 10.9 -> 10
+        (10.0, 4000, 81, 1.224472),    # 400 / (4 * 1.22) = 81.7 -> 81
+        (1.0, 40000, 109, 9.138144),   # ten times the data: ten times the bins
+        (0.5, 4000, 10, 17.224387),    # below the floor: MIN_BINS
+    ],
+)
+def test_documented_values_with_more_iterations(epsilon, n, bins, sigma):
+    p = _plan(epsilon, n, iterations=6)
+    assert p.iterations == 6 and p.bins_per_class == bins
+    assert p.num_samples_schedule == [1000] + [bins] * 5 + [200]
+    assert p.noise_multiplier == pytest.approx(sigma, rel=1e-6)
+    assert p.threshold == pytest.approx(2.0 * sigma, rel=1e-6)
 
 
 def test_noise_is_the_accountants_and_monotone_in_epsilon():
@@ -46,7 +64,7 @@ def test_noise_is_the_accountants_and_monotone_in_epsilon():
     assert all(a.bins_per_class <= b.bins_per_class for a, b in zip(plans, plans[1:]))
     assert all(a.threshold >= b.threshold for a, b in zip(plans, plans[1:]))
     for delta in (1e-6, 1e-4):
-        assert _plan(1.0, delta=delta).noise_multiplier == noise_multiplier(epsilon=1.0, iterations=6, delta=delta)
+        assert _plan(1.0, delta=delta).noise_multiplier == noise_multiplier(epsilon=1.0, iterations=ITERATIONS, delta=delta)
 
 
 def test_bad_arguments():

@@ -16,6 +16,22 @@ from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
 
 
 # ------------------------------------------------------------------ selection
+def test_systematic_gives_each_bin_its_expected_share_by_largest_remainders():
+    # Class 0: weights 3, 1, 0, 4 over 5 parents -> exact 1.875, 0.625, 0, 2.5 -> floors 1, 0, 0, 2 (3),
+    # the 2 left go to the largest remainders 0.875 (index 0) and 0.625 (index 1). Class 1: 6 parents, weights 1, 1, 1.
+    weights = torch.tensor([3.0, 1.0, 0.0, 4.0, 1.0, 1.0, 1.0])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    got = select_parents(weights=weights, labels=labels, num_per_class=[5, 6], generator=torch.Generator(), mode="systematic")
+    assert got.tolist() == [0, 0, 1, 3, 3, 4, 4, 5, 5, 6, 6]
+    # Deterministic (no draw), and the mean of "sample" over many draws.
+    again = select_parents(weights=weights, labels=labels, num_per_class=[5, 6], generator=torch.Generator().manual_seed(9), mode="systematic")
+    assert torch.equal(got, again)
+    g = torch.Generator().manual_seed(0)
+    counts = sum(torch.bincount(select_parents(weights=weights, labels=labels, num_per_class=[5, 6], generator=g), minlength=7)
+                 for _ in range(2000)) / 2000
+    np.testing.assert_allclose(counts.numpy(), [1.875, 0.625, 0, 2.5, 2, 2, 2], atol=0.08)
+
+
 def test_rank_takes_the_largest_counts_of_each_class_once():
     weights = torch.tensor([0.0, 5.0, 2.0, 5.0, 9.0, 1.0, 0.0, 3.0], dtype=torch.float64)
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])

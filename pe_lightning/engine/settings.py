@@ -28,7 +28,7 @@ class EngineSettings:
         threshold: ``H`` in votes.
         num_nearest_neighbors: ``k'`` votes per private sample, each weighing ``1/sqrt(k')``.
         search_backend, distance: the nearest-neighbour search.
-        selection: ``"sample"`` or ``"rank"``.
+        selection: ``"sample"``, ``"rank"`` or ``"systematic"`` (:func:`pe_lightning.voting.select_parents`).
         variations_per_parent, keep_selected: children per selected parent; whether the
             parent itself stays.
         privacy_unit: ``"sample"`` or ``"client"``.
