@@ -29,6 +29,7 @@ __all__ = [
     "resolve_backend",
     "check_distance",
     "nearest_neighbors",
+    "as_slice",
     "assign_votes",
     "vote_histogram",
     "vote_weight",
@@ -250,11 +251,21 @@ def nearest_neighbors(
     return _torch_knn(queries, keys, k, chunk_size, max_chunk_bytes, distance)
 
 
+def as_slice(indices: torch.Tensor) -> slice | None:
+    """``slice(a, b)`` when ``indices`` is exactly ``a, a + 1, ..., b - 1``, else ``None``."""
+    n = indices.numel()
+    if indices.ndim != 1 or n == 0:
+        return None
+    first, last = int(indices[0]), int(indices[-1])
+    if last - first + 1 != n or (n > 1 and not bool((indices[1:] - indices[:-1] == 1).all())):
+        return None
+    return slice(first, last + 1)
+
+
 def _rows_of(indices: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor[indices]`` for ascending unique ``indices``; a view (no copy) when they form one contiguous range."""
-    if len(indices) and int(indices[-1]) - int(indices[0]) + 1 == len(indices):
-        return tensor[int(indices[0]) : int(indices[-1]) + 1]
-    return tensor[indices.to(tensor.device)]
+    """``tensor[indices]``; a view (no copy) when they form one contiguous range (:func:`as_slice`)."""
+    rows = as_slice(indices)
+    return tensor[rows] if rows is not None else tensor[indices.to(tensor.device)]
 
 
 def assign_votes(

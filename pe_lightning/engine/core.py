@@ -38,23 +38,12 @@ from pe_lightning.engine.sharding import Collective, ProcessGroupCollective, ass
 from pe_lightning.noise import NoiseKey
 from pe_lightning.population import Population
 from pe_lightning.seeding import make_generator
-from pe_lightning.voting import assign_votes
+from pe_lightning.voting import as_slice, assign_votes
 
-__all__ = ["EngineAttribute", "PEEngine", "as_slice"]
+__all__ = ["EngineAttribute", "PEEngine"]
 
 #: ``report(stage, done, total)``: progress of a stage (:data:`pe_lightning.engine.hooks.STAGES`).
 StageReport = Callable[[str, int, int], None]
-
-
-def as_slice(indices: torch.Tensor) -> slice | None:
-    """``slice(a, b)`` when ``indices`` is exactly ``a, a + 1, ..., b - 1``, else ``None``."""
-    n = indices.numel()
-    if indices.ndim != 1 or n == 0:
-        return None
-    first, last = int(indices[0]), int(indices[-1])
-    if last - first + 1 != n or (n > 1 and not bool((indices[1:] - indices[:-1] == 1).all())):
-        return None
-    return slice(first, last + 1)
 
 
 class PEEngine:
