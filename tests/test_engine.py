@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pe_lightning import DrawText, MNISTDataModule, PixelEmbedding
+from pe_lightning import DrawText, PixelEmbedding
 from pe_lightning.apis.base import APIOutput
 from pe_lightning.callbacks import PopulationCallback, PrivacyAccountant
 from pe_lightning.engine import EngineSettings, NoiseMultiplierSource, PEEngine, PopulationHooks, RunView, run_loop

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pe_lightning.apis.base import APIOutput, ImageAPI
+from pe_lightning.apis.base import APIOutput, ImageAPI, check_api_labels
 
 __all__ = ["ATTRIBUTES", "Avatar"]
 
@@ -206,16 +206,8 @@ class Avatar(ImageAPI):
     def _check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
         if self._allowed is None:
             self.setup(class_names=self.class_names)
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or (n is not None and len(labels) != n) or (
-            labels.size and not np.issubdtype(labels.dtype, np.integer)
-        ):
-            raise ValueError(f"labels must be integers of shape ({'N' if n is None else n},), got {labels.dtype} {labels.shape}")
         limit = len(self._allowed) if self.class_names else None
-        if labels.size and (labels.min() < 0 or (limit is not None and labels.max() >= limit)):
-            raise ValueError(f"labels must lie in [0, {limit}) for the private classes {self.class_names}, "
-                             f"got min {labels.min()} max {labels.max()}")
-        return labels.astype(np.int64)
+        return check_api_labels(labels, n=n, limit=limit, what=f"the private classes {self.class_names}")
 
     def _draw(self, labels: np.ndarray, generator: torch.Generator) -> dict[str, np.ndarray]:
         """A RANDOM choice of every attribute of every sample (two uniforms per attribute and sample)."""

@@ -25,7 +25,36 @@ import torch
 
 from pe_lightning.images import check_images
 
-__all__ = ["APIOutput", "ImageAPI"]
+__all__ = ["APIOutput", "ImageAPI", "check_api_labels"]
+
+
+def check_api_labels(
+    labels: np.ndarray, *, n: int | None = None, limit: int | None = None, what: str = "the classes", check_range: bool = True
+) -> np.ndarray:
+    """Validate the class labels an API call receives and return them as int64 ``(N,)``.
+
+    Args:
+        labels: one class index per sample.
+        n: the required length (e.g. the number of input images); ``None``: any.
+        limit: labels must lie in ``[0, limit)``; ``None``: only ``>= 0``.
+        what: what ``limit`` counts, for the error (e.g. ``"the 10 class_names"``).
+        check_range: ``False`` checks only shape and dtype (labels the API ignores).
+
+    Raises:
+        ValueError: wrong shape, a non-integer dtype, or a label outside the range.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or (n is not None and labels.shape[0] != n):
+        raise ValueError(f"labels must have shape ({'N' if n is None else n},), got {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if check_range and labels.size and (labels.min() < 0 or (limit is not None and labels.max() >= limit)):
+        raise ValueError(
+            f"labels must lie in [0, {limit if limit is not None else 'inf'}) for {what}, "
+            f"got min {labels.min()} max {labels.max()}"
+        )
+    return labels
 
 
 @dataclass

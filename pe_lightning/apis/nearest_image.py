@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pe_lightning.apis.base import APIOutput, ImageAPI
+from pe_lightning.apis.base import APIOutput, ImageAPI, check_api_labels
 from pe_lightning.data.public import PublicImages, load_public_images
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.embeddings.pixels import PixelEmbedding
@@ -276,18 +276,10 @@ class NearestImage(ImageAPI):
 
     def _pool_of(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
         """Each sample's pool (its label, or 0 when unconditional), validated."""
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or (n is not None and labels.shape[0] != n) or (
-            labels.size and not np.issubdtype(labels.dtype, np.integer)
-        ):
-            raise ValueError(f"labels must be integers of shape ({'N' if n is None else n},), got {labels.dtype} {labels.shape}")
         if not self.class_conditional:
-            return np.zeros(len(labels), dtype=np.int64)
+            return np.zeros(len(check_api_labels(labels, n=n, check_range=False)), dtype=np.int64)
         limit = len(self.class_names)
-        if labels.size and (labels.min() < 0 or labels.max() >= limit):
-            raise ValueError(f"labels must lie in [0, {limit}) for the {limit} private classes, "
-                             f"got min {labels.min()} max {labels.max()}")
-        return labels.astype(np.int64)
+        return check_api_labels(labels, n=n, limit=limit, what=f"the {limit} private classes")
 
     def _output(self, public_index: np.ndarray) -> APIOutput:
         return APIOutput(images=self.public.images[public_index], conditions={"public_index": public_index})

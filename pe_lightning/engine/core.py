@@ -78,7 +78,7 @@ class PEEngine:
         self._synthetic_embeddings: torch.Tensor | None = None
         self._synthetic_labels: torch.Tensor | None = None
         self._assignments: torch.Tensor | None = None
-        self._lookahead: LookaheadStore | None = None  # this rank's lookahead variations (reuse only)
+        self.lookahead_store: LookaheadStore | None = None  # this rank's lookahead variations (reuse only)
         self._embedding_buffer: np.ndarray | None = None  # (N, D) float32, reused every iteration
 
     # ------------------------------------------------------------------ set-up
@@ -110,7 +110,8 @@ class PEEngine:
         with self.timed("embedding"):
             return self.embedding.embed(images, batch_size=self.settings.embedding_batch_size).float()
 
-    def _chunks(self, stage: str, n: int):
+    def chunks(self, stage: str, n: int):
+        """This rank's ``(chunk index, slice)`` of ``range(n)``, reporting ``stage``'s progress."""
         return reported_chunks(n, self.settings.api_batch_size, collective=self.collective,
                                report=lambda done, total: self.report(stage, done, total))
 
@@ -123,7 +124,8 @@ class PEEngine:
         return sharded_rows(n, rows_of_chunk, chunk_size=self.settings.api_batch_size, collective=_Timed(self),
                             out=reuse_buffer if buffer else None, report=lambda done, total: self.report(stage, done, total))
 
-    def _assemble(self, parts, *, n: int, name: str) -> APIOutput:
+    def assemble(self, parts, *, n: int, name: str) -> APIOutput:
+        """Every rank's ``(positions, output)`` parts as one ``n``-sample output (:func:`~pe_lightning.engine.sharding.assemble`)."""
         return assemble(parts, n=n, collective=_Timed(self), scratch=self.scratch, name=name, api_name=type(self.api).__name__)
 
     def private_embeddings(
@@ -147,6 +149,11 @@ class PEEngine:
         if cache is not None and self.collective.rank == 0:
             cache.save(cache_key, embeddings.numpy())
         return embeddings
+
+    @property
+    def num_private(self) -> int:
+        """Private samples that vote (after :meth:`set_private`)."""
+        return len(self._private_embeddings)
 
     def set_private(self, *, embeddings: torch.Tensor, labels: np.ndarray, clients: np.ndarray | None = None) -> None:
         """The private side of the votes: embeddings ``(M, D)``, labels ``(M,)``, client ids ``(M,)`` (client-level DP)."""
@@ -172,10 +179,10 @@ class PEEngine:
         self.api.set_iteration(0)
         parts = []
         with self.timed("api"), self.timed("api_random"):
-            for i, sl in self._chunks("random", len(labels)):
+            for i, sl in self.chunks("random", len(labels)):
                 out = self.api.random(labels=labels[sl], generator=make_generator(self.settings.seed, 0, "random", i))
                 parts.append((np.arange(sl.start, sl.stop), out))
-        out = self._assemble(parts, n=len(labels), name="population")
+        out = self.assemble(parts, n=len(labels), name="population")
         self.population, self.iteration = Population(images=out.images, labels=labels, conditions=out.conditions), 0
         return self.population
 
@@ -195,12 +202,12 @@ class PEEngine:
         s, t, pop = self.settings, self.iteration + 1, self.population
         k = s.lookahead_degree
         self.api.set_iteration(t)
-        store = self._lookahead
+        store = self.lookahead_store
         if s.reuse_lookahead and k > 0:
             shape = dict(k=k, n=len(pop), chunk_size=s.api_batch_size, image_shape=pop.images.shape[1:])
             if store is None or not store.matches(**shape):
                 # A spilled store keeps its file across iterations (same shape every iteration).
-                store = self._lookahead = LookaheadStore(scratch=self.scratch, **shape)
+                store = self.lookahead_store = LookaheadStore(scratch=self.scratch, **shape)
 
         def lookahead_embedding(i: int, sl: slice) -> torch.Tensor:
             if k == 0:
@@ -283,8 +290,8 @@ class PEEngine:
         parents = released.parents.numpy()
         child_parents = np.repeat(parents, s.variations_per_parent)  # grouped by class, like parents
         out, reused = children(self, pop, child_parents, iteration=t)
-        if self._lookahead is not None:
-            self._lookahead.clear()  # in-memory variations are not needed any more
+        if self.lookahead_store is not None:
+            self.lookahead_store.clear()  # in-memory variations are not needed any more
         old_images = pop.images
         self.population = next_population(pop, out, child_parents, parents, keep_selected=s.keep_selected)
         ScratchSpace.release(old_images)
@@ -313,7 +320,7 @@ class PEEngine:
 
     def close(self) -> None:
         """Drop working state; remove scratch files (arrays still mapping them stay readable on POSIX)."""
-        self._lookahead, self._embedding_buffer = None, None
+        self.lookahead_store, self._embedding_buffer = None, None
         if self.scratch is not None:
             self.scratch.close()
 

@@ -46,7 +46,7 @@ def run_loop(
     if engine.population is None:
         raise RuntimeError("run_loop needs a population: call engine.random_population() first")
     sigma_of = noise_multiplier if callable(noise_multiplier) else (lambda t: float(noise_multiplier))
-    n_private = len(engine._private_embeddings)
+    n_private = engine.num_private
     last = engine.settings.iterations if until is None else until
     while engine.iteration < last:
         t = engine.iteration + 1

@@ -55,7 +55,7 @@ def children(engine: "PEEngine", pop: Population, parents: np.ndarray, *, iterat
     n = len(parents)
     if n == 0:  # variations_per_parent=0 with keep_selected: the next population is the selected parents
         return APIOutput(images=pop.images[:0].copy(), conditions={k: v[:0] for k, v in pop.conditions.items()}), 0
-    store = engine._lookahead
+    store = engine.lookahead_store
     if store is not None:
         reuse, occurrence = reuse_plan(parents, lookahead_degree=engine.settings.lookahead_degree)
     else:
@@ -70,10 +70,10 @@ def children(engine: "PEEngine", pop: Population, parents: np.ndarray, *, iterat
     if len(fresh_slots):
         selected = pop.take(parents[fresh_slots])
         with engine.timed("api"), engine.timed("api_variation"):
-            for i, sl in engine._chunks("variation", len(fresh_slots)):
+            for i, sl in engine.chunks("variation", len(fresh_slots)):
                 gen = make_generator(engine.settings.seed, iteration, "variation", 0, i)
                 parts.append((fresh_slots[sl], engine.variation(selected, sl, iteration=iteration, generator=gen)))
-    return engine._assemble(parts, n=n, name="population"), len(reused_slots)
+    return engine.assemble(parts, n=n, name="population"), len(reused_slots)
 
 
 def next_population(

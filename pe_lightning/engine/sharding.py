@@ -27,6 +27,7 @@ __all__ = [
     "gather_objects",
     "my_chunks",
     "rank_and_world",
+    "reported_chunks",
     "sharded_rows",
 ]
 

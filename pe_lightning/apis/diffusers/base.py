@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pe_lightning.apis.base import ImageAPI
+from pe_lightning.apis.base import ImageAPI, check_api_labels
 from pe_lightning.devices import to_device
 from pe_lightning.images import check_images
 
@@ -724,17 +724,9 @@ class DiffusersAPI(ImageAPI):
         check_strength(degree, self.num_inference_steps)
 
     def _check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or (n is not None and labels.shape[0] != n):
-            raise ValueError(f"labels must have shape ({'N' if n is None else n},), got {labels.shape}")
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-        labels = labels.astype(np.int64)
-        if labels.size and labels.min() < 0:
-            raise ValueError(f"labels must be >= 0, got min {labels.min()}")
-        if labels.size and self.class_names is not None and labels.max() >= len(self.class_names):
-            raise ValueError(f"labels must lie in [0, {len(self.class_names)}) (the class_names), got max {labels.max()}")
-        return labels
+        names = self.class_names
+        return check_api_labels(labels, n=n, limit=None if names is None else len(names),
+                                what="non-negative labels" if names is None else f"the {len(names)} class_names")
 
     def _check_images(self, images: np.ndarray) -> np.ndarray:
         """VARIATION's input images, checked to be uint8 ``(N, *image_shape)`` (C-contiguous)."""

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pe_lightning.apis.base import APIOutput, ImageAPI
+from pe_lightning.apis.base import APIOutput, ImageAPI, check_api_labels
 from pe_lightning.apis.drawtext.fonts import resolve_fonts
 from pe_lightning.apis.drawtext.parameters import (
     CONTINUOUS,
@@ -321,24 +321,13 @@ class DrawText(DrawTextParameters, GlyphRenderer, ImageAPI):
             raise ValueError(f"variation degree must be a finite number in [0, {self.max_degree}], got {degree!r}")
 
     def _check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or (n is not None and labels.shape[0] != n):
-            raise ValueError(f"labels must have shape ({'N' if n is None else n},), got {labels.shape}")
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-        labels = labels.astype(np.int64)
         if self.class_conditional:
             limit, what = len(self.texts), f"the {len(self.texts)} texts (class c draws texts[c])"
         elif self.class_names is not None:
             limit, what = len(self.class_names), f"the {len(self.class_names)} class_names"
         else:
             limit, what = None, "non-negative labels"
-        if labels.size and (labels.min() < 0 or (limit is not None and labels.max() >= limit)):
-            raise ValueError(
-                f"labels must lie in [0, {limit if limit is not None else 'inf'}) for {what}, "
-                f"got min {labels.min()} max {labels.max()}"
-            )
-        return labels
+        return check_api_labels(labels, n=n, limit=limit, what=what)
 
     # ------------------------------------------------------------------ APIs
 
