@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -20,7 +20,7 @@ import pe_lightning  # noqa: F401  - registers the classes for class_path resolu
 from pe_lightning.checkpoints import check_checkpoint, resolve_last
 from pe_lightning.errors import TRACEBACK_ENV, TRACEBACK_FLAG, is_user_error, report, traceback_requested
 from pe_lightning.quiet import silence_start_up_notices
-from pe_lightning.run_config import fill_output_paths, link_iterations
+from pe_lightning.run_config import fill_output_paths, link_budget, link_iterations, unlink_budget
 
 __all__ = ["main", "console_main", "PECLI", "PROG"]
 
@@ -31,6 +31,14 @@ _SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
 class PECLI(LightningCLI):
     """LightningCLI with pe_lightning's defaults (see the module docstring)."""
 
+    _budget_filled: list[str] = []
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: D102 - LightningCLI hook
+        parser.add_argument("--epsilon", type=Optional[float], default=None,
+                            help="The run's privacy budget epsilon: sets the PrivacyAccountant's (the planner reads it).")
+        parser.add_argument("--delta", type=Optional[float], default=None,
+                            help="The run's privacy budget delta: sets the PrivacyAccountant's (the planner reads it).")
+
     def parse_arguments(self, parser, args) -> None:  # noqa: D102 - LightningCLI hook
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
@@ -40,8 +48,13 @@ class PECLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:  # noqa: D102 - LightningCLI hook
         config = self.config[self.subcommand] if self.subcommand else self.config
+        self._budget_filled = link_budget(config)
         link_iterations(config)
         fill_output_paths(config)
+
+    def after_instantiate_classes(self) -> None:  # noqa: D102 - LightningCLI hook
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        unlink_budget(config, self._budget_filled)  # the saved config.yaml states the budget once
 
     def instantiate_trainer(self, **kwargs: Any):  # noqa: D102 - LightningCLI hook
         from pe_lightning.evolution import PrivateEvolution

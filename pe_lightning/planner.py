@@ -49,10 +49,14 @@ settings from :func:`plan`, usable from a config (the demo uses it).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
 
 from pe_lightning.apis.base import ImageAPI
 from pe_lightning.embeddings.base import Embedding
+from pe_lightning.engine.class_sizes import class_sizes, resolve_size_schedule
+from pe_lightning.engine.hooks import NoiseMultiplierSource
 from pe_lightning.evolution import PrivateEvolution
 from pe_lightning.privacy import noise_multiplier as calibrate_noise_multiplier
 from pe_lightning.schedules import Schedule
@@ -124,6 +128,7 @@ def plan(
     approx_private_size: int,
     final_samples_per_class: int = 200,
     iterations: int | None = None,
+    noise_multiplier: float | None = None,
 ) -> Plan:
     """The documented default settings for a budget (module docstring: the rule).
 
@@ -139,6 +144,10 @@ def plan(
         final_samples_per_class: synthetic samples per class of the released population.
         iterations: ``T`` chosen by the user instead of the rule's ``ITERATIONS`` (the
             rest of the rule then follows that ``T``).
+        noise_multiplier: the sigma the run's accountant states for the iterations to come
+            (:class:`PlannedPrivateEvolution` passes it when the fit starts, so the plan
+            follows the noise actually used, e.g. a resume's remaining budget); ``None``:
+            ``sigma_T`` calibrated for ``(epsilon, delta, T)`` (rule step 2).
 
     Returns:
         The :class:`Plan`.
@@ -158,7 +167,7 @@ def plan(
         raise ValueError(f"iterations must be None or an int >= 1, got {iterations!r}")
     per_class = approx_private_size / num_classes
     iterations = ITERATIONS if iterations is None else iterations
-    sigma = _sigma(epsilon, iterations, delta)
+    sigma = _sigma(epsilon, iterations, delta) if noise_multiplier is None else float(noise_multiplier)
     raw = _bins(per_class, sigma)
     bins = int(min(final_samples_per_class, max(MIN_BINS, math.floor(raw) if math.isfinite(raw) else final_samples_per_class)))
     schedule = [RANDOM_FACTOR * final_samples_per_class] + [bins] * (iterations - 1) + [final_samples_per_class]
@@ -173,17 +182,26 @@ class PlannedPrivateEvolution(PrivateEvolution):
     """:class:`~pe_lightning.PrivateEvolution` whose ``T``, size schedule, threshold and
     degree schedule come from :func:`plan` (public quantities only).
 
-    Give it the same ``epsilon`` and ``delta`` as the run's ``PrivacyAccountant``; the run
-    refuses to start when the accountant's calibrated noise differs from the plan's (the
-    threshold is a multiple of it). Any other ``PrivateEvolution`` argument passes through.
+    **One budget.** The run's budget is the ``PrivacyAccountant``'s ``(epsilon, delta)``,
+    stated once (``python -m pe_lightning`` fills ``epsilon``/``delta`` here from it, and
+    ``--epsilon``/``--delta`` set it). ``epsilon`` is read only to plan ``T`` (rule step 4);
+    the settings that depend on the noise (the threshold, rule step 5, and the sizes of the
+    voted populations, step 3) are planned when the fit starts from the sigma the run's
+    :class:`~pe_lightning.engine.hooks.NoiseMultiplierSource` states for the next iteration,
+    the sigma that iteration is released with. A resumed run that asks for more iterations or
+    a larger budget is therefore re-planned from the remaining budget (or refused by the
+    accountant's :class:`~pe_lightning.callbacks.PrivacyBudgetExceededError`), like any
+    ``PrivateEvolution``. A fresh run whose accountant states another budget than the one
+    given here is refused before anything is spent.
 
     Args:
         api: the foundation-model API.
         embedding: the voting embedding.
-        epsilon: the accountant's epsilon.
-        delta: the accountant's delta.
         approx_private_size: the user's public estimate of the private-set size.
         num_classes: classes of the private data.
+        epsilon: the accountant's epsilon (``None``: filled by ``python -m pe_lightning``;
+            needed in Python unless ``iterations`` is given).
+        delta: the accountant's delta (``None``: filled like ``epsilon``; ``1e-5`` otherwise).
         image_size: image side, pixels (default: ``api.image_size``).
         final_samples_per_class: synthetic samples per class released (default 200).
         iterations: ``T`` instead of the plan's (the plan's schedule and noise follow it).
@@ -194,6 +212,8 @@ class PlannedPrivateEvolution(PrivateEvolution):
             save_png, search_backend, api_batch_size: as in :class:`~pe_lightning.PrivateEvolution`.
         selection: as in :class:`~pe_lightning.PrivateEvolution` (default the plan's
             ``"systematic"``: every survivor of the threshold gets its expected share).
+        **kwargs: any other :class:`~pe_lightning.PrivateEvolution` argument (``distance``,
+            ``population_path`` to evaluate a saved population, ``private_state_dir``, ...).
     """
 
     def __init__(
@@ -201,10 +221,10 @@ class PlannedPrivateEvolution(PrivateEvolution):
         *,
         api: ImageAPI,
         embedding: Embedding,
-        epsilon: float,
-        delta: float = 1e-5,
         approx_private_size: int,
         num_classes: int,
+        epsilon: float | None = None,
+        delta: float | None = None,
         image_size: int | None = None,
         final_samples_per_class: int = 200,
         lookahead_degree: int = 8,
@@ -222,11 +242,24 @@ class PlannedPrivateEvolution(PrivateEvolution):
         variation_degrees: Schedule | None = None,
         threshold: float | None = None,
         selection: str = SELECTION,
+        **kwargs,
     ) -> None:
+        if epsilon is None and iterations is None:
+            raise ValueError(
+                "PlannedPrivateEvolution needs the run's epsilon to plan T: give the PrivacyAccountant's epsilon "
+                "(python -m pe_lightning fills it from the config's PrivacyAccountant), or iterations"
+            )
         size = image_size if image_size is not None else int(getattr(api, "image_size", 0) or 0)
-        self.plan = plan(epsilon=epsilon, delta=delta, num_classes=num_classes, image_size=size,
-                         approx_private_size=approx_private_size, final_samples_per_class=final_samples_per_class,
-                         iterations=iterations)
+        self.budget = (epsilon, delta)  # what T was planned for; checked against the accountant's when the fit starts
+        self._plan_inputs = dict(
+            epsilon=math.inf if epsilon is None else epsilon, delta=1e-5 if delta is None else delta,
+            num_classes=num_classes, image_size=size, approx_private_size=approx_private_size,
+            final_samples_per_class=final_samples_per_class,
+        )
+        # Provisional until the fit starts (on_fit_start re-plans the noise-dependent settings from the stated sigma).
+        self.plan = plan(**self._plan_inputs, iterations=iterations)
+        self._explicit = {"sizes": num_samples_per_class is not None or num_samples_schedule is not None,
+                          "threshold": threshold is not None}
         settings = self.plan.model_kwargs()
         if num_samples_per_class is not None:
             settings.pop("num_samples_schedule")
@@ -238,7 +271,7 @@ class PlannedPrivateEvolution(PrivateEvolution):
         super().__init__(api=api, embedding=embedding, **settings, lookahead_degree=lookahead_degree,
                          num_nearest_neighbors=num_nearest_neighbors, seed=seed, noise=noise,
                          reuse_lookahead=reuse_lookahead, output_dir=output_dir, save_png=save_png,
-                         search_backend=search_backend, api_batch_size=api_batch_size, selection=selection)
+                         search_backend=search_backend, api_batch_size=api_batch_size, selection=selection, **kwargs)
         self.planned_num_classes = num_classes
 
     @classmethod
@@ -247,6 +280,11 @@ class PlannedPrivateEvolution(PrivateEvolution):
         get = init_args.get if hasattr(init_args, "get") else (lambda k, d=None: getattr(init_args, k, d))
         if get("iterations") is not None:
             return int(get("iterations"))
+        if get("epsilon") is None:
+            raise ValueError(
+                "PlannedPrivateEvolution plans T from the run's budget, and this config states none: add a "
+                "pe_lightning.callbacks.PrivacyAccountant to trainer.callbacks (or set model.init_args.iterations)"
+            )
         api = get("api")
         size = get("image_size")
         if size is None:
@@ -266,10 +304,39 @@ class PlannedPrivateEvolution(PrivateEvolution):
             )
 
     def on_fit_start(self) -> None:
-        sigma = self.noise_multiplier
-        if sigma is not None and not math.isclose(sigma, self.plan.noise_multiplier, rel_tol=1e-9, abs_tol=1e-12):
-            raise ValueError(
-                f"the calibrated noise multiplier {sigma:g} differs from the plan's {self.plan.noise_multiplier:g}: "
-                "give PlannedPrivateEvolution the same epsilon and delta as the PrivacyAccountant"
-            )
+        # After any checkpoint is restored: the source states sigma from what is left of the budget (or refuses).
+        sigma = self.stated_noise_multiplier()
+        if sigma is not None:
+            self._check_budget_matches_the_accountant()
+            self._plan_from_noise(sigma)
         super().on_fit_start()
+
+    def _check_budget_matches_the_accountant(self) -> None:
+        """Refuse a run whose accountant states another budget than the one ``T`` was planned for."""
+        epsilon, delta = self.budget
+        sources = [cb for cb in self.trainer.callbacks if isinstance(cb, NoiseMultiplierSource)]
+        stated = [(getattr(s, "epsilon", None), getattr(s, "delta", None), type(s).__name__) for s in sources]
+        for source_eps, source_delta, name in stated:
+            for field, mine, theirs in (("epsilon", epsilon, source_eps), ("delta", delta, source_delta)):
+                if mine is not None and theirs is not None and float(mine) != float(theirs):
+                    raise ValueError(
+                        f"PlannedPrivateEvolution {field}={mine:g} but the run's {name} has {field}={theirs:g}: state "
+                        "the budget once, on the accountant (python -m pe_lightning: --epsilon/--delta, or the "
+                        "PrivacyAccountant's init_args); the planner reads it from there"
+                    )
+
+    def _plan_from_noise(self, sigma: float) -> None:
+        """Re-plan the noise-dependent settings (threshold, voted-population sizes) for ``sigma``."""
+        self.plan = plan(**self._plan_inputs, iterations=self.iterations, noise_multiplier=sigma)
+        if not self._explicit["threshold"]:
+            self.engine.settings = replace(self.engine.settings, threshold=self.plan.threshold)
+        if not self._explicit["sizes"] and self.class_names:
+            self._size_schedule = resolve_size_schedule(self.plan.num_samples_schedule, self.iterations)
+            counts = None
+            if self.counts_from_private_labels:
+                counts = np.bincount(self._datamodule().private_labels, minlength=len(self.class_names))
+            self.sizes_per_iteration = class_sizes(
+                configured=self._configured_counts, schedule=self._size_schedule, iterations=self.iterations,
+                class_names=self.class_names, private_label_counts=counts,
+                num_nearest_neighbors=self.num_nearest_neighbors, fold=self.engine.settings.fold,
+            )

@@ -1,4 +1,6 @@
-"""Every shipped config runs end to end: ``python -m pe_lightning fit --config configs/<name>`` in a subprocess.
+"""Every shipped config runs end to end: ``python -m pe_lightning fit --config configs/<name>`` in a subprocess,
+then ``test`` evaluates what it saved (a PE config: ``--model.init_args.population_path <final>/population.npz``;
+a classifier config: its checkpoint).
 
 Each run uses the config's own classes and code paths, on the CPU, with the overrides in
 :data:`SHRINK`, which may only shrink sizes (T, N, lookahead, steps, private set, image
@@ -208,6 +210,17 @@ def test_shipped_config_runs_end_to_end(config: Path, random_inception_weights: 
         assert images.dtype == np.uint8 and images.ndim == 4
         counts = np.bincount(labels).tolist()
         assert counts == [int(per_class or counts[0])] * len(counts)  # every class at its (public) size
+        evaluate = ["--model.init_args.population_path", str(final)]  # README: "evaluate a saved run"
+    else:  # a classifier config: its saved input population was trained on; test the checkpoint
+        evaluate = ["--ckpt_path", str(next(run.glob("**/last.ckpt")))]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pe_lightning", "test", "--config", str(config), *overrides, *_device_overrides(), *evaluate],
+        capture_output=True, text=True, cwd=run, env=env, timeout=900,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    if model.endswith("PrivateEvolution"):
+        assert "[PE] evaluation of the population" in log and "[PE] iteration" not in log, log[-3000:]
 
 
 def _override(overrides: list[str], name: str) -> str | None:
