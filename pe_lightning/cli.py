@@ -14,11 +14,14 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
 
 import pe_lightning  # noqa: F401  - registers the classes for class_path resolution
 from pe_lightning.checkpoints import check_checkpoint, resolve_last
-from pe_lightning.errors import TRACEBACK_ENV, TRACEBACK_FLAG, is_user_error, report, traceback_requested
+from pe_lightning.errors import (TRACEBACK_ENV, TRACEBACK_FLAG, is_user_error, parser_error_line, report,
+                                 traceback_requested)
+from pe_lightning.help import HELP_ALL_FLAG
 from pe_lightning.quiet import silence_start_up_notices
 from pe_lightning.run_config import fill_output_paths, link_budget, link_iterations, unlink_budget
 
@@ -89,15 +92,24 @@ def _pe_trainer_defaults(trainer_config: dict) -> dict[str, Any]:
     return defaults
 
 
-def main(args: Sequence[str] | None = None, *, run: bool = True) -> PECLI:
-    """Run the CLI. ``args`` as on the command line (default ``sys.argv[1:]``); errors are raised."""
+def main(args: Sequence[str] | None = None, *, run: bool = True, exit_on_error: bool = True) -> PECLI:
+    """Run the CLI. ``args`` as on the command line (default ``sys.argv[1:]``); errors are raised.
+
+    ``exit_on_error=False``: a parser error raises jsonargparse's ``ArgumentError`` instead of
+    printing the usage and exiting (:func:`console_main` reports it in one line).
+    """
     os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` later
     silence_start_up_notices()
+    if args is None:
+        sys.argv = [a if a != HELP_ALL_FLAG else "--help" for a in sys.argv]  # LightningCLI's full help
+    else:
+        args = ["--help" if a == HELP_ALL_FLAG else a for a in args]
     return PECLI(
-        args=list(args) if args is not None else None,
+        args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": PROG, "description": "Private Evolution (DP synthetic images) on PyTorch Lightning"},
+        parser_kwargs={"prog": PROG, "description": "Private Evolution (DP synthetic images) on PyTorch Lightning",
+                       "exit_on_error": exit_on_error},
     )
 
 
@@ -111,7 +123,12 @@ def console_main() -> int:
         sys.argv = [a for a in sys.argv if a != TRACEBACK_FLAG]
         os.environ[TRACEBACK_ENV] = "1"
     try:
-        main()
+        main(exit_on_error=traceback_requested())
+    except ArgumentError as err:  # a config or command-line value the parser refuses: the field and why
+        print(f"{PROG}: error: {parser_error_line(str(err))}", file=sys.stderr)
+        print(f"{PROG}: (the options of a config: {PROG} fit --config X --help; {TRACEBACK_FLAG} for the full "
+              "message)", file=sys.stderr)
+        return 2
     except Exception as err:  # noqa: BLE001 - reported, or re-raised with its traceback
         if traceback_requested() or not is_user_error(err):
             raise

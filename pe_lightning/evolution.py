@@ -48,6 +48,18 @@ __all__ = ["PrivateEvolution", "NotPrivateWarning", "NoiseKeyLostWarning"]
 warnings.filterwarnings("ignore", message=r".*configure_optimizers.* returned `None`", category=UserWarning)
 
 
+def _check_channels(*, api: ImageAPI, data: PrivateImageDataModule) -> None:
+    """Refuse an API that makes images with another channel count than the private ones (before any spend)."""
+    made, private = getattr(api, "channels", None), int(data.private_images.shape[-1])
+    if made is not None and int(made) != private:
+        kind = {1: "grayscale", 3: "RGB"}
+        raise ValueError(
+            f"the private images have {private} channel(s) ({kind.get(private, '?')}) but {type(api).__name__} makes "
+            f"{made}-channel images: set the API's channels to {private} (model.init_args.api.init_args.channels) or "
+            f"the data module's channels to {made} (data.init_args.channels)"
+        )
+
+
 class NotPrivateWarning(UserWarning):
     """The run uses ``noise_multiplier=0``: its output has no privacy guarantee."""
 
@@ -284,6 +296,7 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
             )
         dm = self._datamodule()
         dm.setup("fit")
+        _check_channels(api=self.api, data=dm)
         self.class_names = list(dm.class_names)
         present = np.bincount(dm.private_labels, minlength=len(self.class_names))
         empty = [name for name, n in zip(self.class_names, present) if n == 0]

@@ -9,11 +9,30 @@
 * :mod:`.imagenet_classes`: the ImageNet class condition shared by DiT and improved-diffusion.
 """
 
-from pe_lightning.apis.avatar import Avatar
-from pe_lightning.apis.base import APIOutput, ImageAPI
-from pe_lightning.apis.diffusers import DiffusionUNetAPI, DiTAPI, ImprovedDiffusionAPI, StableDiffusionAPI
-from pe_lightning.apis.drawtext import DrawText
-from pe_lightning.apis.nearest_image import NearestImage
+from __future__ import annotations
 
-__all__ = ["APIOutput", "DiTAPI", "DiffusionUNetAPI", "DrawText", "ImageAPI", "ImprovedDiffusionAPI", "StableDiffusionAPI"]
-__all__ += ["Avatar", "NearestImage"]  # weight-free simulators: python-avatars, a public image set
+from typing import TYPE_CHECKING
+
+from pe_lightning.lazy import lazy_exports
+
+# Imported on first use (pe_lightning.lazy): importing the package stays cheap.
+_EXPORTS = {
+    "APIOutput": "pe_lightning.apis.base",
+    "Avatar": "pe_lightning.apis.avatar",
+    "DiTAPI": "pe_lightning.apis.diffusers",
+    "DiffusionUNetAPI": "pe_lightning.apis.diffusers",
+    "DrawText": "pe_lightning.apis.drawtext",
+    "ImageAPI": "pe_lightning.apis.base",
+    "ImprovedDiffusionAPI": "pe_lightning.apis.diffusers",
+    "NearestImage": "pe_lightning.apis.nearest_image",
+    "StableDiffusionAPI": "pe_lightning.apis.diffusers",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from pe_lightning.apis.avatar import Avatar
+    from pe_lightning.apis.base import APIOutput, ImageAPI
+    from pe_lightning.apis.diffusers import DiffusionUNetAPI, DiTAPI, ImprovedDiffusionAPI, StableDiffusionAPI
+    from pe_lightning.apis.drawtext import DrawText
+    from pe_lightning.apis.nearest_image import NearestImage
