@@ -272,6 +272,8 @@ class PlannedPrivateEvolution(PrivateEvolution):
                          num_nearest_neighbors=num_nearest_neighbors, seed=seed, noise=noise,
                          reuse_lookahead=reuse_lookahead, output_dir=output_dir, save_png=save_png,
                          search_backend=search_backend, api_batch_size=api_batch_size, selection=selection, **kwargs)
+        for field in ("epsilon", "delta"):  # the budget is the accountant's (in the checkpoint's ledger), not a hyperparameter:
+            self.hparams.pop(field, None)  # LightningCLI would re-apply it from a checkpoint against the accountant's
         self.planned_num_classes = num_classes
 
     @classmethod

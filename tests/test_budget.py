@@ -116,3 +116,10 @@ def test_resume_asking_for_more_re_plans_or_refuses_like_private_evolution(tmp_p
         total.record(iteration=t, noise_multiplier=sigma)
     assert total.epsilon == pytest.approx(2.0, rel=1e-6) and total.epsilon <= 2.0 * (1 + 1e-9)
     assert cli.model.threshold == pytest.approx(THRESHOLD_SIGMAS * sigmas[1], rel=1e-12)  # planned from the sigma used
+
+
+def test_the_checkpoint_keeps_no_second_copy_of_the_budget(tmp_path):
+    """LightningCLI re-applies a checkpoint's hyperparameters (``test --ckpt_path``): the budget must not be among them."""
+    model = _planned(epsilon=2.0)
+    assert "epsilon" not in model.hparams and "delta" not in model.hparams
+    assert model.hparams["approx_private_size"] == 120
