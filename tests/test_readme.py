@@ -125,6 +125,7 @@ def test_gpu_commands_parse(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # eight CLI runs in a row
 def test_readme_runnable_commands_run(tmp_path):
     _write_digit_folders(tmp_path)
     (tmp_path / "configs").symlink_to(ROOT / "configs")  # the README's commands run from the checkout's root

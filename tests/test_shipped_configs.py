@@ -177,6 +177,7 @@ def test_every_shipped_config_has_a_shrink_entry_that_only_shrinks() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two CLI runs (fit, then test on what it saved); a loaded 2-core machine needs the room
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_shipped_config_runs_end_to_end(config: Path, random_inception_weights: str, request, tmp_path: Path) -> None:
     """The real entry point, the shipped config, its classes; sizes shrunk, random weights (2-40 s each)."""
