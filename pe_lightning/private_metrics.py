@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pe_lightning.atomic import atomic_write
+from pe_lightning.private_dir import default_private_dir
 from pe_lightning.private_side import PRIVATE_DERIVED, data_class
 
 __all__ = ["NOT_DP_SUFFIX", "PrivateMetricsWarning", "check_private_opt_ins", "private_report_path", "publish_metrics"]
@@ -102,7 +103,7 @@ def publish_metrics(callback: Any, trainer: Any, pl_module: Any, metrics: Mappin
     if trainer.is_global_zero:
         from lightning.pytorch.utilities import rank_zero_info
 
-        path = private_report_path(run.private_dir, getattr(pl_module, "run_id", None))
+        path = private_report_path(run.private_dir or default_private_dir(), getattr(pl_module, "run_id", None))
         stage = getattr(getattr(trainer, "state", None), "fn", None)
         if _record(path, stage=str(getattr(stage, "value", stage) or "fit"), iteration=int(run.iteration), metrics=metrics):
             rank_zero_info(f"[PE] {owner}: metrics against private images (not DP) are kept on the private side: {path}")
