@@ -212,3 +212,27 @@ def test_ledger_notes_are_state_and_older_states_load():
     assert again.notes == [] and len(again) == 1
     with pytest.raises(ValueError, match="non-empty"):
         ledger.add_note(" ")
+
+
+def test_a_run_resumed_to_finish_its_final_write_summarises_every_iteration(tmp_path, monkeypatch):
+    from pe_lightning.callbacks import FIDCallback, RunSummary
+    from pe_lightning.embeddings import PixelEmbedding
+
+    def callbacks():
+        return [PrivacyAccountant(epsilon=2.0), FIDCallback(feature=PixelEmbedding(size=14), name="pixel"), RunSummary(plot=False),
+                ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)]
+
+    with monkeypatch.context() as patched:  # the final write fails (a full disk)
+        patched.setattr(final_stage, "write_png_tree", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+        with pytest.raises(OSError, match="full"):
+            tiny_trainer(tmp_path, enable_checkpointing=True, callbacks=callbacks()).fit(
+                tiny_model(save_png=True), datamodule=tiny_datamodule(120))
+    assert not (tmp_path / "final").exists() and not (tmp_path / "summary.json").exists()
+    tiny_trainer(tmp_path, enable_checkpointing=True, callbacks=callbacks()).fit(
+        tiny_model(save_png=True), datamodule=tiny_datamodule(120), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert (tmp_path / "final" / "images").is_dir()
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["iteration"] for r in data["per_iteration"]] == [0, 1, 2]
+    assert data["fid"]["key"] == "fid/pixel" and data["fid"]["final"] == data["per_iteration"][2]["fid/pixel"] > 0
+    assert data["privacy"]["epsilon"] == pytest.approx(2.0) and data["iterations_completed"] == 2
+    assert {"final_population", "final_images"} <= set(data["outputs"])
