@@ -24,9 +24,8 @@ from lightning.pytorch.cli import LightningCLI
 import pe_lightning  # noqa: F401  - registers the classes for class_path resolution
 from pe_lightning.atomic import remove_stale_temporaries
 from pe_lightning.checkpoints import check_checkpoint, resolve_last
-from pe_lightning.errors import TRACEBACK_ENV, TRACEBACK_FLAG, is_user_error, report, traceback_requested
+from pe_lightning.errors import TRACEBACK_ENV, TRACEBACK_FLAG, ConfigError, is_user_error, report, traceback_requested
 from pe_lightning.quiet import silence_start_up_notices
-from pe_lightning.errors import ConfigError
 from pe_lightning.resume import finished_run, move_to_fresh_version
 from pe_lightning.run_config import fill_output_paths, is_private_evolution, link_iterations
 from pe_lightning.run_lock import RunLock
@@ -106,12 +105,10 @@ class PECLI(LightningCLI):
 
 def _pe_trainer_defaults(trainer_config: dict) -> dict[str, Any]:
     """No model summary (PE has no parameters), the PE progress display, the run summary, no batch logging notice."""
+    from lightning.fabric.plugins import CheckpointIO
     from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 
     from pe_lightning.callbacks import PEProgressBar, RunSummary
-
-    from lightning.fabric.plugins import CheckpointIO
-
     from pe_lightning.checkpoint_io import AtomicCheckpointIO
 
     callbacks = list(trainer_config.get("callbacks") or [])

@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from pe_lightning.apis.base import ImageAPI
 from pe_lightning.atomic import check_writable
-from pe_lightning.checkpoints import claim_unreadable_last, save_as_last
+from pe_lightning.checkpoints import save_as_last
 from pe_lightning.data.base import PrivateImageDataModule
 from pe_lightning.embedding_cache import EmbeddingCache
 from pe_lightning.embeddings.base import Embedding
@@ -40,7 +40,8 @@ from pe_lightning.engine.sharding import ProcessGroupCollective
 from pe_lightning.lightning_compat import count_iteration_as_step, skip_ddp_wrapping
 from pe_lightning.noise import NOISE_MODES, NoiseKey, NoiseKeyStore
 from pe_lightning.private_dir import check_private_side, resolve_private_dir
-from pe_lightning.run_fingerprint import check_resume, note_accepted_changes, run_fingerprint
+from pe_lightning.resume import start_resumed
+from pe_lightning.run_fingerprint import check_resume, run_fingerprint
 from pe_lightning.schedules import Schedule, resolve_schedule
 
 __all__ = ["PrivateEvolution", "NotPrivateWarning", "NoiseKeyLostWarning"]
@@ -323,12 +324,8 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
             msg = "noise_multiplier=0: this run is NOT differentially private; its synthetic data may reveal private images."
             warnings.warn(msg, NotPrivateWarning, stacklevel=2)
             rank_zero_info("!" * 80 + "\n" + msg + "\n" + "!" * 80)
-        for path in claim_unreadable_last(self.trainer):  # replaced by the next save, not shadowed by last-v1.ckpt
-            rank_zero_info(f"[PE] {path} cannot be read: the next checkpoint replaces it")
-        if self._accepted_changes:  # noted now: the accountant's ledger is restored after on_load_checkpoint
-            note_accepted_changes(self.trainer.callbacks, self._accepted_changes)
-            rank_zero_info("[PE] resumed with a changed configuration: " + "; ".join(self._accepted_changes))
-            self._accepted_changes = []
+        start_resumed(self.trainer, accepted_changes=self._accepted_changes, info=rank_zero_info)
+        self._accepted_changes = []
         if self.population is not None and self.iteration >= self.iterations:  # resumed a finished run
             return self.on_train_end()  # its final stage, if a kill or a full disk cut it short
         collective = ProcessGroupCollective()

@@ -4,20 +4,24 @@
   ``<root>/version_<n>`` (:func:`~pe_lightning.run_lock.fresh_version`).
 * :func:`finished_run`: resuming a run whose last checkpoint holds its last iteration and whose
   final population is complete on disk is a no-op; the CLI then runs nothing and writes nothing.
+
+:func:`start_resumed` is what the PE module does when a fit starts, once the checkpoint's state
+is restored.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pe_lightning.final_stage import FINAL_DIR, final_is_complete
 from pe_lightning.population import Population
-from pe_lightning.run_fingerprint import check_resume
+from pe_lightning.checkpoints import claim_unreadable_last
+from pe_lightning.run_fingerprint import check_resume, note_accepted_changes
 from pe_lightning.run_lock import fresh_version
 
-__all__ = ["finished_run", "move_to_fresh_version"]
+__all__ = ["finished_run", "move_to_fresh_version", "start_resumed"]
 
 
 def _under(path: str | os.PathLike, root: Path) -> bool:
@@ -80,3 +84,23 @@ def finished_run(*, model: Any, datamodule: Any, ckpt_path: str | os.PathLike, o
         return None
     return (f"[PE] nothing to do: the run in {ckpt_path} finished all {model.iterations} iterations and its final "
             f"population is complete in {final}; every output is left as it is")
+
+
+def start_resumed(trainer: Any, *, accepted_changes: list[str], info: Callable[[str], None] = print) -> None:
+    """At the start of a fit (``on_fit_start``, the checkpoint's state restored), on every rank.
+
+    An unreadable ``last`` checkpoint is claimed so that the next save replaces it
+    (:func:`~pe_lightning.checkpoints.claim_unreadable_last`), and the configuration changes a
+    resume accepted are noted in the ledger (:func:`~pe_lightning.run_fingerprint.note_accepted_changes`;
+    the accountant's ledger is restored after the module's ``on_load_checkpoint``, so not before).
+
+    Args:
+        trainer: the fitting trainer.
+        accepted_changes: one line per accepted difference (:func:`~pe_lightning.run_fingerprint.check_resume`).
+        info: where the lines saying so go.
+    """
+    for path in claim_unreadable_last(trainer):
+        info(f"[PE] {path} cannot be read: the next checkpoint replaces it")
+    if accepted_changes:
+        note_accepted_changes(trainer.callbacks, accepted_changes)
+        info("[PE] resumed with a changed configuration: " + "; ".join(accepted_changes))
