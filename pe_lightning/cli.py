@@ -90,9 +90,9 @@ class PECLI(LightningCLI):
         with ExitStack() as held:
             for folder in dict.fromkeys([root.absolute(), output_dir.absolute()]):
                 held.enter_context(RunLock(folder))
-            for cb in self.trainer.checkpoint_callbacks:  # what a killed checkpoint write left
-                if getattr(cb, "dirpath", None):
-                    remove_stale_temporaries(cb.dirpath)
+            for folder in [root, *(getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks)]:
+                if folder:  # what a killed write (summary, checkpoint) left
+                    remove_stale_temporaries(folder)
             resumed = resolve_last([getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks]) \
                 if ckpt_path == "last" else ckpt_path
             if resumed and datamodule is not None:

@@ -64,6 +64,8 @@ def test_sigkill_at_each_point_of_the_final_write_then_resume_writes_the_same_by
         assert killed.returncode == -9, (killed.stdout + killed.stderr)[-3000:]
         assert not (out / "final").exists()  # the folder appears whole or not at all
         assert len(temporaries(out)) == 1  # this kill's temporary; the previous one was removed
+    (out / ".summary.json.k1ll3d_x.tmp").write_text("{")  # as a kill in the middle of the summary's write leaves it
+    (out / "checkpoints" / ".last.ckpt.k1ll3d_x.tmp").write_bytes(b"PK")
     resumed = run_cli(config(tmp_path, "resume", out=out), "--ckpt_path=last", cwd=tmp_path)
     assert "[PE] iteration" not in resumed.stdout + resumed.stderr  # nothing spent again
     assert tree_bytes(out / "final") == expected
