@@ -313,6 +313,19 @@ class PlannedPrivateEvolution(PrivateEvolution):
             self._plan_from_noise(sigma)
         super().on_fit_start()
 
+    def configured_sizes(self) -> dict:
+        """The sizes as configured: the plan's public inputs, not the schedule it derives from ``T`` and sigma.
+
+        A resume that asks for more iterations or a larger budget re-plans that schedule (like
+        ``PrivateEvolution`` with the same ``num_samples_per_class``); changing what the user
+        configured (``final_samples_per_class``, ``approx_private_size``, explicit sizes) still
+        changes the run's fingerprint.
+        """
+        sizes = super().configured_sizes()
+        if not self._explicit["sizes"]:
+            sizes["schedule"] = {k: self._plan_inputs[k] for k in ("final_samples_per_class", "approx_private_size")}
+        return sizes
+
     def _check_budget_matches_the_accountant(self) -> None:
         """Refuse a run whose accountant states another budget than the one ``T`` was planned for."""
         epsilon, delta = self.budget
