@@ -16,12 +16,9 @@ compared here). The resize is :func:`pe_lightning.metrics.clean_resize.clean_res
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from pe_lightning.devices import to_device
 from pe_lightning.embeddings.inception import InceptionEmbedding
-from pe_lightning.embeddings.pixels import as_uint8_nhwc
 from pe_lightning.metrics.clean_resize import CLEAN_SIZE, clean_resize, resize_uint8
 
 __all__ = ["CleanInceptionEmbedding", "inception_pool_features"]
@@ -82,27 +79,8 @@ class CleanInceptionEmbedding(InceptionEmbedding):
     def config(self) -> dict:
         return {**super().config(), "preprocessing": "clean-fid", "resolution": self.resolution}
 
-    @torch.no_grad()
-    def embed(self, images: np.ndarray | torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-        """Embed images.
-
-        Args:
-            images: uint8 ``(N, H, W, C)`` with values 0..255, C in {1, 3}; numpy or torch.
-            batch_size: images per forward pass, capped at ``max_batch_size``.
-
-        Returns:
-            float32 CPU tensor ``(N, 2048)``, an ordinary (writable, non-inference) tensor.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        batch_size = min(batch_size, self.max_batch_size)
-        x = as_uint8_nhwc(images)
-        if self._net is None:
-            self.setup(device=self.device)
-        out = torch.empty((x.shape[0], self.dim), dtype=torch.float32)
-        for start in range(0, x.shape[0], batch_size):
-            batch = to_device(x[start : start + batch_size], self.device)
-            if self.resolution is not None:
-                batch = resize_uint8(batch, size=self.resolution)
-            out[start : start + batch_size] = inception_pool_features(self._net, clean_resize(batch)).cpu()
-        return out
+    def _features(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, C)`` on the device -> float32 ``(B, 2048)``: resize to ``resolution``, clean resize, network."""
+        if self.resolution is not None:
+            batch = resize_uint8(batch, size=self.resolution)
+        return inception_pool_features(self._net, clean_resize(batch))
