@@ -1,4 +1,4 @@
-"""The GPU figures of the performance issue in one prepared run (about 8 minutes on one GPU).
+"""The GPU figures of the performance issue in one prepared run (about 8 minutes on one GPU, plus the reproduction smoke).
 
     python benchmarks/gpu_check.py --out gpu.jsonl                  # on a machine with CUDA
     python benchmarks/gpu_check.py --device cuda:1 --out gpu.jsonl  # another GPU of the machine
@@ -25,7 +25,8 @@
    ``cat_sd``) with its own API settings and vote embedding, real weights when present (else a random-weight
    full-size ADM, the same work per step; Stable Diffusion is skipped without its weights): RANDOM and VARIATION
    images/s at one API batch, the embedding's images/s, peak CUDA memory, and the full run's projected hours on
-   this device; then a markdown table to paste into docs/reproduction.md. Alone, under 10 minutes on one H100:
+   this device; then a markdown table to paste into docs/reproduction.md. Sized for under 10 minutes on one H100
+   (one API batch per call type; not yet run on one), alone:
    ``python benchmarks/gpu_check.py --parts reproduction --out repro.jsonl``.
 
 Each part runs in its own process under its own time limit (``--part-timeout``); a part
@@ -365,7 +366,7 @@ def reproduction_table(rows: list[dict]) -> str:
 
 
 PARTS = {"voting": voting, "pe_iteration": pe_iteration, "shipped_configs": shipped_configs, "reproduction": reproduction}
-#: Seconds each part may run when --part-timeout is not given (the reproduction smoke: under 10 minutes on one H100).
+#: Seconds each part may run when --part-timeout is not given (the reproduction smoke is sized for 10 minutes on one H100).
 PART_TIMEOUTS = {"reproduction": 570.0}
 
 

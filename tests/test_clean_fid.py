@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import cleanfid.fid as cleanfid_fid  # the clean-fid package (dev dependency, pinned); imports offline, downloads nothing
+import cleanfid.resize as cleanfid_resize
 import numpy as np
 import pytest
 import torch
 
-cleanfid_resize = pytest.importorskip("cleanfid.resize")  # dev dependency (pyproject [dev]); imports offline
-cleanfid_fid = pytest.importorskip("cleanfid.fid")
-
-from pe_lightning.embeddings import CleanInceptionEmbedding, InceptionEmbedding  # noqa: E402
-from pe_lightning.embeddings.clean_inception import inception_pool_features  # noqa: E402
-from pe_lightning.metrics import feature_statistics, frechet_distance  # noqa: E402
-from pe_lightning.metrics.clean_resize import clean_resize, resize_uint8  # noqa: E402
+from pe_lightning.embeddings import CleanInceptionEmbedding, InceptionEmbedding
+from pe_lightning.embeddings.clean_inception import inception_pool_features
+from pe_lightning.metrics import feature_statistics, frechet_distance
+from pe_lightning.metrics.clean_resize import clean_resize, resize_uint8
 
 
 def _images(n: int, size: int, channels: int = 3, seed: int = 0) -> np.ndarray:
