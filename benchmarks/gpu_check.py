@@ -51,6 +51,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -274,13 +275,16 @@ def project_hours(*, name: str, config: dict, random_s_per_step: float, variatio
             "projected_embedding_h": round(embed_s / 3600, 2), "projected_hours": round((api_s + embed_s) / 3600, 2)}
 
 
-def reproduction(*, device: str, quick: bool) -> list[dict]:
+def reproduction(*, device: str, quick: bool) -> Iterator[dict]:
     """Each paper config's API and embedding at reduced N on ``device``: images/s per call type, memory, projected hours.
+
+    A generator: each config's row is printed as soon as it is done, so a part that runs out of time keeps them.
 
     The config's own API settings (respacing or steps, batch size, dtype, autocast) and vote embedding
     (CleanInceptionEmbedding at its resolution); RANDOM and one VARIATION at the first iteration's strength, one batch
     each after a warm-up batch; the embedding on 4 batches of its own outputs. The projection is linear in
-    sample-steps (docs/reproduction.md); the PE loop itself at small size is the shipped_configs part.
+    sample-steps (docs/reproduction.md). Then the config itself for one PE iteration at reduced N
+    (:func:`reduced_fit`, random stand-in data; ``--quick``: Camelyon17 only).
     """
     import numpy as np
     import torch
@@ -291,7 +295,6 @@ def reproduction(*, device: str, quick: bool) -> list[dict]:
 
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    rows = []
     for name in PAPER_RUNS:
         config = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
         model = config["model"]["init_args"]
@@ -303,9 +306,12 @@ def reproduction(*, device: str, quick: bool) -> list[dict]:
                 api = _instantiate(model["api"], **overrides)
                 api.setup(device=dev, class_names=[str(c) for c in range(classes)])
             except OSError as err:  # Stable Diffusion weights not in the cache (offline)
-                rows.append({**row, "skipped": f"weights not found: {str(err)[:300]}"})
+                yield {**row, "skipped": f"weights not found: {str(err)[:300]}"}
                 continue
             weights, row["inception_weights"] = _inception_weights(Path(tmp))
+            if not quick or name == "camelyon17_adm":  # --quick: one reduced fit (the shipped_configs part runs them all)
+                row.update(reduced_fit(name=name, device=device, quick=quick, api_overrides=overrides, inception=weights,
+                                       tmp=Path(tmp) / "fit"))
             embedding = CleanInceptionEmbedding(weights_path=weights, **model["embedding"].get("init_args", {}))
             embedding.setup(device=dev)
             batch = api.batch_size
@@ -343,25 +349,86 @@ def reproduction(*, device: str, quick: bool) -> list[dict]:
             row.update(project_hours(
                 name=name, config=config, random_s_per_step=random_s / (batch * row["random_steps"]),
                 variation_s_per_step=variation_s / (batch * row["variation_steps"]), embed_per_s=row["embedding_images_per_s"]))
-            rows.append(row)
             del api, embedding
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-    return rows
+            yield row
+
+
+#: Reduced runs of the paper configs (one PE iteration): synthetic samples per class on a GPU / with --quick.
+REDUCED_PER_CLASS = {"cifar10_adm": (10, 1), "camelyon17_adm": (50, 2), "cat_sd": (10, 2)}
+
+
+def _stand_in_data(name: str, folder: Path) -> list[str]:
+    """Random private/test images in the config's data layout (the real data sets are not needed for timing)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import tiny_weights
+
+    if name == "cifar10_adm":
+        root = tiny_weights.write_cifar10_batches(folder / "cifar10", per_batch=20, test=20)
+        return [f"--data.init_args.root={root}", "--data.init_args.verify_md5=false"]
+    if name == "camelyon17_adm":
+        tiny_weights.write_image_folder(folder / "cam" / "train", {"normal": 20, "tumor": 20}, size=96, seed=0)
+        tiny_weights.write_image_folder(folder / "cam" / "test", {"normal": 10, "tumor": 10}, size=96, seed=1)
+        return [f"--data.init_args.private_dir={folder / 'cam' / 'train'}", f"--data.init_args.test_dir={folder / 'cam' / 'test'}"]
+    return [f"--data.init_args.private_dir={tiny_weights.write_image_folder(folder / 'cat', {'cookie': 10}, size=64)}"]
+
+
+def reduced_fit(*, name: str, device: str, quick: bool, api_overrides: dict, inception: str | None, tmp: Path) -> dict:
+    """``python -m pe_lightning fit --config configs/<name>.yaml`` for one PE iteration at reduced N on ``device``.
+
+    The config's classes and settings, its API on the weights ``api_overrides`` names, random stand-in data; the
+    row holds the wall seconds of the fit and the iteration's ``time/*`` breakdown from the ``[PE] iteration 1/1`` line.
+    """
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    per_class = REDUCED_PER_CLASS[name][1 if quick else 0]
+    degree = config["model"]["init_args"]["variation_degrees"][0]
+    prefix = "--model.init_args.api.init_args."
+    args = [f"--model.init_args.iterations=1", "--trainer.max_epochs=1", f"--model.init_args.num_samples_per_class={per_class}",
+            f"--model.init_args.variation_degrees=[{degree}]", f"--trainer.default_root_dir={tmp / 'run'}",
+            *(f"{prefix}{k}={json.dumps(v) if isinstance(v, (dict, list, bool)) else v}" for k, v in api_overrides.items()),
+            *_stand_in_data(name, tmp / "data")]
+    dev = device.partition(":")
+    args += ["--trainer.accelerator=gpu", f"--trainer.devices=[{dev[2] or 0}]"] if dev[0] == "cuda" else ["--trainer.accelerator=cpu"]
+    env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
+    if inception is not None:  # random Inception weights where InceptionEmbedding looks for them
+        from pe_lightning.embeddings.inception import INCEPTION_WEIGHTS_FILENAME
+
+        hub = tmp / "torch_home" / "hub" / "checkpoints"
+        hub.mkdir(parents=True, exist_ok=True)
+        (hub / INCEPTION_WEIGHTS_FILENAME).symlink_to(inception)
+        env["TORCH_HOME"] = str(tmp / "torch_home")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pe_lightning", "fit", "--config", str(ROOT / "configs" / f"{name}.yaml"), *args],
+                          cwd=tmp, env=env, capture_output=True, text=True)
+    row = {"fit_seconds": round(time.perf_counter() - start, 1), "fit_samples": per_class * PAPER_RUNS[name][1]}
+    line = next((ln for ln in (proc.stdout + proc.stderr).splitlines() if "[PE] iteration 1/1" in ln), None)
+    if proc.returncode != 0 or line is None:
+        return {**row, "fit_error": (proc.stdout + proc.stderr)[-1500:]}
+    for part in line.split("|")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.startswith("time/") or key.startswith("fid/"):
+            row[f"fit_{key.replace('/', '_')}"] = float(value)
+    return row
 
 
 def reproduction_table(rows: list[dict]) -> str:
     """A markdown table of the reproduction rows, ready to paste into docs/reproduction.md."""
-    lines = ["| config | device | weights | RANDOM img/s | VARIATION img/s (s) | embedding img/s | peak MiB | projected h |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | device | weights | RANDOM img/s | VARIATION img/s (s) | embedding img/s | peak MiB | "
+             "1 iteration at N (s) | projected h |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "skipped" in r or "random_images_per_s" not in r:
-            lines.append(f"| `{r.get('config')}` | {r.get('device')} | {r.get('skipped') or r.get('error', '')[:80]} | | | | | |")
+            lines.append(f"| `{r.get('config')}` | {r.get('device')} | {r.get('skipped') or r.get('error', '')[:80]} | | | | | | |")
             continue
+        fit = (f"{r['fit_time_iteration_s']:.1f} at {r['fit_samples']}" if "fit_time_iteration_s" in r
+               else ("failed" if "fit_error" in r else "not run"))
         lines.append(f"| `{r['config']}` | {r['machine'] if 'machine' in r else r['device']} | {r['api_weights']} / Inception "
                      f"{r['inception_weights']} | {r['random_images_per_s']} | {r['variation_images_per_s']} "
                      f"({r['variation_degree']}) | {r['embedding_images_per_s']} | {r['cuda_peak_allocated_mib']} | "
-                     f"{r['projected_hours']} |")
+                     f"{fit} | {r['projected_hours']} |")
     return "\n".join(lines)
 
 

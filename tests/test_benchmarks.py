@@ -40,6 +40,8 @@ def test_gpu_check_smoke_run_on_cpu_records_every_part(tmp_path):
         assert r["random_images_per_s"] > 0 and r["variation_images_per_s"] > 0 and r["embedding_images_per_s"] > 0
         assert r["projected_hours"] > 0 and r["api_weights"] == "tiny random stand-in"
     assert repro["configs/cifar10_adm.yaml"]["image_shape"] == [64, 64, 3]  # the population stays at 64 px
+    fit = repro["configs/camelyon17_adm.yaml"]  # --quick: one reduced `pe_lightning fit` of a paper config
+    assert "fit_error" not in fit and fit["fit_time_iteration_s"] > 0 and fit["fit_samples"] == 4
     assert not any("error" in r for r in rows)
 
 
