@@ -14,6 +14,7 @@ from pe_lightning.callbacks.base import PopulationCallback
 from pe_lightning.callbacks.fid_reference import FIDReference
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.metrics.frechet import frechet_distance, statistics_from_sums
+from pe_lightning.private_metrics import check_private_opt_ins, publish_metrics
 
 __all__ = ["FIDCallback", "EmbeddingFeature"]
 
@@ -75,11 +76,14 @@ class FIDCallback(PopulationCallback):
     sums reduced over DDP ranks) and, with ``cache_reference``, kept on disk and reused;
     the population's metric states are sums, so under DDP each rank adds its share.
 
-    Privacy: with ``real_split='test'`` the reference images are the data module's
-    held-out split, which never votes; ``reference_dir`` is a folder the user declares
-    public. With ``real_split='private'`` the metric is computed on private data OUTSIDE
-    the DP guarantee; it is warned about, logged under ``fid/<name>_private_not_dp``, and
-    its cached statistics stay on the private side.
+    Privacy (docs/privacy.md): with ``real_split='test'`` and a held-out split given
+    separately (``test_dir``, ...), the reference images never vote and the value is logged;
+    ``reference_dir`` is a folder the user declares public. Against private images
+    (``real_split='private'``, or a held-out split carved out of the private data) the value
+    is OUTSIDE the DP guarantee: it is written only to the private-side report
+    (:func:`~pe_lightning.private_metrics.publish_metrics`), and shown or logged as
+    ``fid/<name>_private_not_dp`` only with the opt-ins below; its cached reference
+    statistics stay on the private side.
 
     Args:
         feature: embedding used as the feature network.
@@ -93,9 +97,13 @@ class FIDCallback(PopulationCallback):
             a data-module split, e.g. the CIFAR-10 training images as PNG files.
         subset_seed: seed of the ``max_real`` subset (public).
         cache_reference: keep the reference statistics on disk (public source:
-            ``<output root>/fid_reference`` or ``reference_cache_dir``; private split: the
+            ``<output root>/fid_reference`` or ``reference_cache_dir``; private images: the
             private side) and reuse them when the source and the feature are unchanged.
         reference_cache_dir: folder for a public source's cached statistics.
+        report_private_metrics: print a value computed against private images on the
+            console (outside the DP guarantee; warned).
+        log_private_metrics: also send it to the loggers and the run summary (needs
+            ``report_private_metrics``; outside the DP guarantee; warned).
     """
 
     evaluates_saved_runs = True  # python -m pe_lightning test evaluates a saved population with it
@@ -113,6 +121,8 @@ class FIDCallback(PopulationCallback):
         subset_seed: int = 0,
         cache_reference: bool = False,
         reference_cache_dir: str | None = None,
+        report_private_metrics: bool = False,
+        log_private_metrics: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(feature, Embedding):
@@ -121,6 +131,9 @@ class FIDCallback(PopulationCallback):
             raise ValueError(f"FIDCallback every_n_iterations must be >= 1, got {every_n_iterations}")
         self.reference = FIDReference(split=real_split, folder=reference_dir, max_images=max_real, subset_seed=subset_seed,
                                       cache=cache_reference, cache_dir=reference_cache_dir)
+        check_private_opt_ins("FIDCallback", report_private_metrics=report_private_metrics, log_private_metrics=log_private_metrics)
+        self.report_private_metrics = report_private_metrics
+        self.log_private_metrics = log_private_metrics
         self.feature = feature
         self.every_n_iterations = every_n_iterations
         self.real_split = real_split
@@ -156,4 +169,4 @@ class FIDCallback(PopulationCallback):
         self._update(population.images, real=False, trainer=trainer, device=pl_module.device)
         value = float(self.metric.compute())
         self.last_value = value if math.isfinite(value) else float("nan")
-        pl_module.log_iteration_metrics({self.key: self.last_value})
+        publish_metrics(self, trainer, pl_module, {self.key: self.last_value})

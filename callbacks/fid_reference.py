@@ -9,7 +9,8 @@ are read class by class, so a prefix would be (almost) one class.
 Statistics (mean and covariance of the features, float64, computed once per run from sums
 reduced over DDP ranks) can be cached as ``.npz``: for a public source under
 ``<output root>/fid_reference`` (or ``cache_dir``); for the private split always on the private
-side (``<private_state_dir>/fid_reference``), never in the output root. A cache file is keyed
+side (``<private_state_dir>/fid_reference``), never in the output root, and so are those of a held-out
+split carved out of the private data (``test_split_from_private``, docs/privacy.md). A cache file is keyed
 by the source's content (image bytes; for a folder its file names, sizes and modification
 times) and the feature's fingerprint, so a changed source or feature computes afresh.
 """
@@ -31,6 +32,7 @@ from pe_lightning.data.folder import IMAGE_EXTENSIONS
 from pe_lightning.data.image_files import read_image
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.private_dir import check_private_side, resolve_private_dir
+from pe_lightning.private_side import test_split_is_private
 
 __all__ = ["FIDReference", "load_statistics", "read_image_folder", "save_statistics", "seeded_subset"]
 
@@ -125,10 +127,9 @@ class FIDReference:
         self.cache = bool(cache)
         self.cache_dir = None if cache_dir is None else str(cache_dir)
 
-    @property
-    def private(self) -> bool:
-        """Whether the reference is the private split (statistics outside the DP guarantee)."""
-        return self.folder is None and self.split == "private"
+    def is_private(self, datamodule) -> bool:
+        """Whether the reference images are private: the private split, or a held-out split carved out of it."""
+        return self.folder is None and (self.split == "private" or test_split_is_private(datamodule))
 
     def _images(self, trainer: pl.Trainer, key: str) -> tuple[np.ndarray, str]:
         """The reference images (subset applied) and a digest of the source."""
@@ -149,7 +150,7 @@ class FIDReference:
     def _cache_path(self, trainer: pl.Trainer, pl_module: pl.LightningModule, digest: str, feature: Embedding) -> Path:
         name = f"{digest}-{feature.fingerprint}.npz"
         run = getattr(pl_module, "run", None)
-        if self.private:
+        if self.is_private(trainer.datamodule):
             path = resolve_private_dir(getattr(run, "private_dir", None)) / "fid_reference" / name
             check_private_side(path, output_roots=[trainer.default_root_dir], what="FID reference statistics of the private split")
             return path

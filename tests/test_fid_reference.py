@@ -91,6 +91,15 @@ def test_private_statistics_are_cached_only_on_the_private_side(tmp_path):
         FIDReference(split="private", cache=True).statistics(trainer, module, PixelEmbedding(), key="fid", batch_size=8)
 
 
+def test_a_test_split_carved_out_of_the_private_data_is_cached_on_the_private_side(tmp_path):
+    images = np.random.default_rng(3).integers(0, 256, (30, 4, 4, 1), dtype=np.uint8)
+    trainer, module = _fakes(tmp_path, test=images)
+    trainer.datamodule.test_split_from_private = True  # e.g. an image folder without test_dir
+    FIDReference(cache=True).statistics(trainer, module, PixelEmbedding(), key="fid", batch_size=8)
+    assert len(list((tmp_path / "private" / "fid_reference").glob("*.npz"))) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def _write_folder(root: Path, images: np.ndarray) -> Path:
     for i, image in enumerate(images):
         (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
