@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 RUNS = [
     ["startup.py", "--repeats", "3"],  # process start to PE iteration 0 of `make demo` (the real CLI)
     ["api_throughput.py", "--n", "18000"],  # DrawText images/s (RANDOM, VARIATION)
+    ["served_throughput.py", "--n", "8192", "--batch", "1024", "--servers", "2"],  # in process vs 1 and 2 `serve` servers
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8"],   # the reference implementation's workload (2,000 x 9 renders)
     ["iteration.py", "--num-per-class", "1000", "--lookahead", "8"],  # N_syn = 10,000
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8", "--backend", "torch"],
@@ -36,6 +37,7 @@ RUNS = [
 ]
 QUICK_RUNS = [
     ["api_throughput.py", "--n", "2000", "--repeats", "1"],
+    ["served_throughput.py", "--n", "256", "--batch", "128", "--servers", "1", "--repeats", "1"],
     ["iteration.py", "--num-per-class", "50", "--lookahead", "2", "--iterations", "2"],
     ["memory.py", "--num-per-class", "200", "--iterations", "1", "--lookahead", "2"],
     ["voting.py", "--sizes", "2000", "--dim", "256", "--classes", "10", "--backends", "faiss", "torch", "--no-append"],
@@ -77,6 +79,7 @@ def print_tables(results: list[dict]) -> None:
     voting = [r for r in results if r.get("benchmark") == "voting"]
     plain = [r for r in results if r.get("benchmark") == "plain_loop"]
     startup = [r for r in results if r.get("benchmark") == "startup"]
+    served = [r for r in results if r.get("benchmark") == "served_throughput"]
     if startup:
         print("\n| start-up (median) | imports + CLI | + trainer, W&B, data | process start to iteration 0 | iterations | total |"
               "\n|---|---|---|---|---|---|")
@@ -91,6 +94,11 @@ def print_tables(results: list[dict]) -> None:
         print("\n| API call | images | seconds | images / s |\n|---|---|---|---|")
         for r in throughput:
             print(f"| {r['api']} {r['call']} | {r['images']:,} | {r['seconds']} | {r['images_per_s']:,} |")
+    if served:
+        print("\n| DrawText served | servers | request size | call | images / s | HTTP overhead µs / image |\n|---|---|---|---|---|---|")
+        for r in served:
+            print(f"| {r['mode']} | {r['servers']} | {r.get('request_size') or '-'} | {r['call']} | {r['images_per_s']:,} | "
+                  f"{r.get('http_overhead_us_per_image', '-')} |")
     if memory:
         print("\n| memory workload | fit s | peak RSS GiB |\n|---|---|---|")
         for r in memory:
