@@ -247,9 +247,9 @@ class HostedImageAPI(ImageAPI):
     def _vary(self, image: np.ndarray, *, seed: int) -> np.ndarray:
         def send() -> np.ndarray:
             what = f"HostedImageAPI variation request (1 image, iteration {self.iteration})"
-            files = {"image": ("image.png", _png(image), "image/png")}
-            data = {"model": self.model, "n": "1", "size": self.size, "response_format": "b64_json"}
-            url, response = self.pool.request("POST", "/images/variations", what=what, images=1, files=files, data=data)
+            fields = {"image": ("image.png", _png(image), "image/png"), "model": self.model, "n": "1", "size": self.size,
+                      "response_format": "b64_json"}
+            url, response = self.pool.request("POST", "/images/variations", what=what, images=1, fields=fields)
             return self._decode(response, n=1, url=url, what=what)[0]
 
         return self._cached("variations", seed=seed, extra="", image=image, n=1, send=send)

@@ -1,8 +1,10 @@
 """HTTP calls to one or several servers: least-loaded choice, retries with backoff, timeouts, usage.
 
 Used by the clients of remote models (:class:`~pe_lightning.apis.RemoteImageAPI`,
-:class:`~pe_lightning.apis.HostedImageAPI`). httpx and tenacity are imported when a pool is
-built, so importing :mod:`pe_lightning.apis` stays fast.
+:class:`~pe_lightning.apis.HostedImageAPI`). The HTTP client is urllib3 (a connection pool per
+server; it reads a 1 MB answer on loopback several times faster than httpx or requests did
+here); urllib3 and tenacity are imported when a pool is built, so importing
+:mod:`pe_lightning.apis` stays fast.
 
 Failure handling of one request (:meth:`ServerPool.request`):
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import json
 import math
 import threading
 import time
@@ -78,6 +81,23 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     except (TypeError, ValueError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
+
+
+@dataclass
+class HTTPResponse:
+    """An answer: status, body bytes, headers (case-insensitive)."""
+
+    status_code: int
+    content: bytes
+    headers: Any
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``ValueError`` when it is not)."""
+        return json.loads(self.content)
 
 
 @dataclass
@@ -168,15 +188,16 @@ class ServerPool:
         headers: dict[str, str] | None = None,
         meter: UsageMeter | None = None,
     ) -> None:
-        import httpx
+        import urllib3
 
         self.urls = check_urls(urls)
         self.timeout_s, self.retries = timeout_s, retries
         self.backoff_s, self.max_backoff_s, self.cooldown_s = backoff_s, max_backoff_s, cooldown_s
         self.meter = meter if meter is not None else UsageMeter()
         self.max_concurrency = max_concurrency
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s), headers=headers or {},
-                                    limits=httpx.Limits(max_connections=max(max_concurrency, len(self.urls)) * 2))
+        self.headers = dict(headers or {})
+        self._timeout = urllib3.Timeout(connect=connect_timeout_s, read=timeout_s)
+        self._client = urllib3.PoolManager(maxsize=max(max_concurrency, 1), block=False, retries=False)
         self._lock = threading.Lock()
         self._in_flight = {u: 0 for u in self.urls}
         self._avoid_until = {u: 0.0 for u in self.urls}
@@ -185,7 +206,7 @@ class ServerPool:
 
     def close(self) -> None:
         """Close the connections and the worker threads."""
-        self._client.close()
+        self._client.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -220,17 +241,19 @@ class ServerPool:
 
     # ------------------------------------------------------------ one request
     def _attempt(self, method: str, path: str, *, what: str, tried: set[str], images: int, only: str | None, kwargs: dict):
-        import httpx
+        from urllib3.exceptions import HTTPError, TimeoutError
 
         url = self._acquire(tried, only)
         tried.add(url)
         self.meter.add(requests=1, images_requested=images)
+        headers = {**self.headers, **kwargs.pop("headers", {})}
         try:
-            response = self._client.request(method, url + path, **kwargs)
-        except httpx.TimeoutException as err:
+            raw = self._client.request(method, url + path, headers=headers, timeout=self._timeout, redirect=False, **kwargs)
+            response = HTTPResponse(raw.status, raw.data, raw.headers)
+        except TimeoutError as err:
             self._release(url, failed=True)
             raise _Retryable(url, f"no response within the timeout ({type(err).__name__}, timeout_s={self.timeout_s:g})") from None
-        except httpx.TransportError as err:
+        except (HTTPError, OSError) as err:
             self._release(url, failed=True)
             raise _Retryable(url, f"connection failed ({type(err).__name__}: {err})") from None
         status = response.status_code
@@ -245,7 +268,10 @@ class ServerPool:
         return url, response
 
     def request(self, method: str, path: str, *, what: str, images: int = 0, server: str | None = None, **kwargs: Any):
-        """Send one request (``httpx`` keyword arguments), retrying on another server; ``(url, response)``.
+        """Send one request, retrying on another server; ``(url, HTTPResponse)``.
+
+        ``kwargs`` go to ``urllib3.PoolManager.request``: ``body=`` bytes, ``json=``, or
+        ``fields=`` (multipart), and ``headers=``.
 
         Args:
             method: ``"GET"`` or ``"POST"``.
@@ -278,7 +304,7 @@ class ServerPool:
                             retry=retry_if_exception_type(_Retryable), reraise=False)
         def attempt():
             try:
-                return self._attempt(method, path, what=what, tried=tried, images=images, only=server, kwargs=kwargs)
+                return self._attempt(method, path, what=what, tried=tried, images=images, only=server, kwargs=dict(kwargs))
             except _Retryable as err:
                 failures.append(str(err))
                 raise
@@ -300,7 +326,7 @@ class ServerPool:
         return list(self._executor.map(fn, items))
 
 
-def _detail(response) -> str:
+def _detail(response: HTTPResponse) -> str:
     """The error detail of a response (FastAPI's ``{"detail": ...}`` or an OpenAI-style error), shortened."""
     try:
         body = response.json()

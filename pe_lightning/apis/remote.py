@@ -306,7 +306,7 @@ class RemoteImageAPI(ImageAPI):
                 self.meter.add(images=n, cached_images=n)
                 return APIOutput(images=images, conditions=conditions)
         url, response = self.pool.request("POST", f"/{request.call}", what=f"RemoteImageAPI {what}", images=n,
-                                          content=encode_request(request), headers={"Content-Type": "application/x-npz"})
+                                          body=encode_request(request), headers={"Content-Type": "application/x-npz"})
         try:
             images, conditions = decode_response(response.content, n=n, image_shape=self.image_shape)
         except ProtocolError as err:
