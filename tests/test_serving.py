@@ -36,6 +36,8 @@ from pe_lightning.serving.protocol import (
     encode_response,
 )
 
+from test_distributed_and_resume import load_final, run_cli  # the fit CLI in a subprocess (PYTHONPATH=tests)
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = ROOT / "configs" / "serve" / "mnist_drawtext.yaml"
 CLASS_NAMES = [str(i) for i in range(10)]
@@ -321,21 +323,6 @@ def pe_config(path: Path, *, out: Path, api: dict, callbacks=()) -> Path:
     return path
 
 
-def fit(config: Path, *args: str, cwd: Path, kill: bool = False, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", PE_TEST_KILL="1" if kill else "0",
-               PYTHONPATH=str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "pe_lightning", "fit", "--config", str(config), *args],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
-    if check:
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    return proc
-
-
-def final(out: Path) -> dict[str, np.ndarray]:
-    with np.load(out / "final" / "population.npz") as data:
-        return {k: data[k] for k in data.files}
-
-
 def assert_same_population(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -356,8 +343,8 @@ def in_process_population(tmp_path_factory) -> dict[str, np.ndarray]:
     """The reference: the same small run with DrawText in process."""
     tmp = tmp_path_factory.mktemp("in_process")
     api = {"class_path": "pe_lightning.apis.DrawText", "init_args": {"image_size": 28}}
-    fit(pe_config(tmp / "run.yaml", out=tmp / "out", api=api), cwd=tmp)
-    return final(tmp / "out")
+    run_cli(pe_config(tmp / "run.yaml", out=tmp / "out", api=api), cwd=tmp)
+    return load_final(tmp / "out")
 
 
 @pytest.fixture(scope="module")
@@ -380,8 +367,8 @@ def test_pe_against_two_served_drawtexts_gives_the_in_process_population_and_sen
 
     before = {s.url: len(recorded(s)) for s in (served_drawtext, second_server)}
     out = tmp_path / "out"
-    proc = fit(pe_config(tmp_path / "run.yaml", out=out, api=remote_api(served_drawtext.url, second_server.url)), cwd=tmp_path)
-    assert_same_population(final(out), in_process_population)
+    proc = run_cli(pe_config(tmp_path / "run.yaml", out=out, api=remote_api(served_drawtext.url, second_server.url)), cwd=tmp_path)
+    assert_same_population(load_final(out), in_process_population)
     log = proc.stdout + proc.stderr
     assert "api/images=" in log and "api/requests_s=" in log and "images requested from the model API:" in log
     assert json.loads((out / "summary.json").read_text())["api_images_requested"] > 0
@@ -418,11 +405,11 @@ def test_a_server_killed_mid_run_is_replaced_by_the_other_and_the_population_is_
         watcher = threading.Thread(target=kill_after_three_requests, daemon=True)
         watcher.start()
         out = tmp_path / "out"
-        proc = fit(pe_config(tmp_path / "run.yaml", out=out, api=remote_api(victim.url, served_drawtext.url)), cwd=tmp_path)
+        proc = run_cli(pe_config(tmp_path / "run.yaml", out=out, api=remote_api(victim.url, served_drawtext.url)), cwd=tmp_path)
         stop.set()
         watcher.join(timeout=10)
         assert victim.process.returncode == -9, "the server was killed during the run"
-    assert_same_population(final(out), in_process_population)
+    assert_same_population(load_final(out), in_process_population)
     retries = [float(part.split("=")[1]) for part in (proc.stdout + proc.stderr).split() if part.startswith("api/retries=")]
     assert sum(retries) >= 1
 
@@ -432,11 +419,11 @@ def test_a_resumed_run_reissues_no_request_it_already_received(served_drawtext, 
     kill = {"class_path": "pe_testing.KillAt", "init_args": {"iteration": 2}}
     before = len(recorded(served_drawtext))
     config = pe_config(tmp_path / "run.yaml", out=tmp_path / "out", api=remote_api(served_drawtext.url), callbacks=[kill])
-    killed = fit(config, cwd=tmp_path, kill=True, check=False)
+    killed = run_cli(config, cwd=tmp_path, kill=True, check=False)
     assert killed.returncode == -9, (killed.stdout + killed.stderr)[-3000:]
     during_first = len(recorded(served_drawtext)) - before
-    proc = fit(config, "--ckpt_path=last", cwd=tmp_path)
-    assert_same_population(final(tmp_path / "out"), in_process_population)
+    proc = run_cli(config, "--ckpt_path=last", cwd=tmp_path)
+    assert_same_population(load_final(tmp_path / "out"), in_process_population)
     bodies = [p.read_bytes() for p in recorded(served_drawtext)[before:]]
     digests = [hashlib.sha256(b).hexdigest() for b in bodies]
     assert len(bodies) > during_first > 0
@@ -476,3 +463,28 @@ def test_serve_reports_a_bad_config_in_one_line(tmp_path):
                           text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode != 0
     assert "image_size must be an int >= 8, got 3" in proc.stderr, proc.stderr[-3000:]
+
+
+def test_batched_workers_run_each_request_with_its_own_stream_and_isolate_bad_ones():
+    """LitServe's dynamic batching (max_batch_size > 1) hands a worker several requests: each is its own API call."""
+    from fastapi import HTTPException
+
+    from pe_lightning.serving.litapi import ImageLitAPI
+
+    worker = ImageLitAPI(api=DrawText(image_size=28), class_names=CLASS_NAMES, max_batch_size=4)
+    worker.setup("cpu")
+    labels = np.arange(6) % 10
+    good = encode_request(Request(call="random", labels=labels, generator_state=make_generator(0, 0, "random", 0).get_state().numpy()))
+    bad = encode_request(Request(call="random", labels=np.array([12]), seed=1))
+    batch = [worker.decode_request(("random", good)), worker.decode_request(("random", b"junk")),
+             worker.decode_request(("random", bad)), worker.decode_request(("random", good))]
+    outputs = worker.predict(batch)
+    first, junk, refused, again = outputs
+    np.testing.assert_array_equal(first.images, reference(labels).images)
+    np.testing.assert_array_equal(again.images, first.images)
+    assert isinstance(junk, HTTPException) and junk.status_code == 400 and "not an npz archive" in junk.detail
+    assert isinstance(refused, HTTPException) and refused.status_code == 400 and "labels must lie in [0, 10)" in refused.detail
+    images, _ = decode_response(worker.encode_response(first), n=6, image_shape=(28, 28, 1))
+    np.testing.assert_array_equal(images, first.images)
+    with pytest.raises(HTTPException):
+        worker.encode_response(junk)

@@ -106,8 +106,13 @@ def run_server(
             order; e.g. DrawText draws them). Clients check they match their run's.
         host: ``127.0.0.1`` (default: this machine only), ``0.0.0.0`` or ``::`` (every interface).
         port: TCP port (1024-65535).
-        accelerator, devices, workers_per_device, max_batch_size, batch_timeout, timeout,
-            record_requests: as in :func:`build_server`.
+        accelerator: LitServe's ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        devices: devices to use (``auto``: all of the accelerator's).
+        workers_per_device: inference workers per device, each with its own copy of the model.
+        max_batch_size: LitServe's dynamic batching: queued requests per worker call (each keeps its random stream).
+        batch_timeout: seconds to wait to fill a batch.
+        timeout: seconds a request may wait in the server's queue before an HTTP 504.
+        record_requests: a folder where every request body received is written (an audit of what the model side saw).
         num_api_servers: HTTP server processes (LitServe's ``num_api_servers``).
         log_level: uvicorn's log level.
         fingerprint: the served config's fingerprint (:func:`~pe_lightning.serving.protocol.config_fingerprint`).
