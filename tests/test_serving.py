@@ -488,3 +488,12 @@ def test_batched_workers_run_each_request_with_its_own_stream_and_isolate_bad_on
     np.testing.assert_array_equal(images, first.images)
     with pytest.raises(HTTPException):
         worker.encode_response(junk)
+
+
+def test_the_resume_fingerprint_records_which_servers_but_not_how_they_are_reached():
+    from pe_lightning.run_fingerprint import public_description
+
+    described = public_description(RemoteImageAPI(urls=["http://127.0.0.1:1"], timeout_s=3.0, retries=1,
+                                                  response_cache="/tmp/x", request_size=4))
+    assert described["args"]["urls"] == ["http://127.0.0.1:1"] and described["args"]["request_size"] == 4
+    assert not {"timeout_s", "retries", "response_cache"} & set(described["args"])
