@@ -40,6 +40,7 @@ from pe_lightning.engine.sharding import ProcessGroupCollective
 from pe_lightning.lightning_compat import count_iteration_as_step, skip_ddp_wrapping
 from pe_lightning.noise import NOISE_MODES, NoiseKey, NoiseKeyStore
 from pe_lightning.private_dir import check_private_side, resolve_private_dir
+from pe_lightning.private_side import public_progress
 from pe_lightning.resume import start_resumed
 from pe_lightning.run_fingerprint import check_resume, run_fingerprint
 from pe_lightning.schedules import Schedule, resolve_schedule
@@ -376,6 +377,7 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
 
     def _report_stage(self, stage: str, done: int, total: int) -> None:
         """Tell every population callback how far ``stage`` of this iteration is (``on_stage``)."""
+        done, total = public_progress(stage, done, total)  # private-side work: no counts (docs/privacy.md)
         for cb in self._hooks():
             cb.on_stage(self.trainer, self, stage=stage, done=done, total=total)
 

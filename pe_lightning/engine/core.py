@@ -136,14 +136,14 @@ class PEEngine:
         """Private embeddings ``(N_private, D)``, sharded across ranks or read from ``cache``.
 
         The cache holds data derived from the private images: keep it on the private side.
-        Its entries are keyed by ``data_fingerprint`` and the embedding's fingerprint.
+        Its entries are named by a keyed digest of ``data_fingerprint`` and the embedding's
+        fingerprint; only the folder is printed, never an entry's name, a hit or a size.
         """
         if cache is not None:
             info(f"[PE] private-embedding cache (derived from private images; keep private): {cache.directory}")
-            cache_key = EmbeddingCache.key(data_fingerprint=data_fingerprint, embedding_fingerprint=self.embedding.fingerprint)
+            cache_key = cache.key(data_fingerprint=data_fingerprint, embedding_fingerprint=self.embedding.fingerprint)
             cached = cache.load(cache_key, num_rows=len(images))
             if all(_Timed(self).gather(cached is not None)):  # every rank hit: use it
-                info(f"[PE] private embeddings read from the cache {cache.path(cache_key)}")
                 return torch.from_numpy(cached)
         embeddings = self._sharded(len(images), lambda i, sl: self.embed(images[sl]), stage="private embedding")
         self._check_finite(embeddings, what="private images", where="private indices")
