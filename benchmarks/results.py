@@ -6,6 +6,7 @@
     python benchmarks/results.py --config configs/mnist_drawtext_fitted.yaml --out results/fitted
     python benchmarks/results.py --merge /tmp/a /tmp/b --out results/transfer   # join parallel parts
     python benchmarks/results.py --suite transfer --no-baselines --pair-with results/transfer --out /tmp/t  # PE only, paired
+    python benchmarks/results.py --collect /tmp/a /tmp/b --pair-with results/transfer/mnist --out results/x  # join runs.csv
 
 An experiment script, not part of the installed library (run it from a checkout with the
 package installed). Its default config is the shipped demo config, found with
@@ -209,10 +210,11 @@ def run_results(
 
     def record(setting: str, epsilon: float, pe_seed: int, pop: Population, seconds: float, diag: dict | None = None) -> None:
         fd = pixel_frechet_distance(pop.images, dm.test_images)
-        for s, acc in zip(clf_seeds, _evaluate(pop, datamodule=dm, clf_seeds=clf_seeds, epochs=epochs)):
+        for s in clf_seeds:  # a row as soon as each classifier is trained: a stopped run keeps what it measured
+            (acc,) = _evaluate(pop, datamodule=dm, clf_seeds=[s], epochs=epochs)
             rows.append(dict(setting=setting, epsilon=epsilon, pe_seed=pe_seed, clf_seed=s, test_acc=acc, fd=fd, n=len(pop),
                              pe_seconds=seconds, **{k: (diag or {}).get(k, math.nan) for k in DIAGNOSTIC_COLUMNS}))
-        _write_csv(out / "runs.csv", rows)
+            _write_csv(out / "runs.csv", rows)
 
     if baselines:
         real = Population(images=dm.private_images, labels=dm.private_labels)
@@ -300,6 +302,41 @@ def _paired_markdown(paired: list[dict], *, against: str) -> str:
 def _read_runs(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def collect_runs(parts: Sequence[str | os.PathLike], out: str | os.PathLike, *, sets: Sequence[str] | None = None) -> list[dict]:
+    """Join the ``runs.csv`` of runs split over processes (e.g. by ``--pe-seeds``, or stopped early) into ``out``.
+
+    Rows are concatenated in order, a (setting, epsilon, PE seed, classifier seed) seen twice
+    kept once (with seeded noise the same seed gives the same run), and the summaries
+    (``summary.*``, ``paired.*``, ``results.png``) rewritten from them; nothing is rerun.
+    With ``sets`` (transfer suite), each part holds one sub-folder per set and ``out`` gets
+    one per set plus ``transfer_summary.csv`` / ``.md``. Returns the summary rows.
+    """
+    out = Path(out)
+    numeric = {"epsilon": float, "pe_seed": int, "clf_seed": int, "test_acc": float, "fd": float, "n": int, "pe_seconds": float}
+    table: list[dict] = []
+    for name in sets or [None]:
+        rows, seen = [], set()
+        for part in map(Path, parts):
+            path = part / name / "runs.csv" if name else part / "runs.csv"
+            for r in _read_runs(path) if path.is_file() else []:
+                r = {k: (numeric[k](v) if k in numeric else (v if k == "setting" else float(v))) for k, v in r.items()}
+                key = (r["setting"], r["epsilon"] if not math.isnan(r["epsilon"]) else "nan", r["pe_seed"], r["clf_seed"])
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(r)
+        if not rows:
+            continue
+        folder = out / name if name else out
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_csv(folder / "runs.csv", rows)
+        summary = _write_summary(rows, folder)
+        table.extend({"set": name, **row} for row in summary) if name else table.extend(summary)
+    if sets and table:
+        _write_csv(out / "transfer_summary.csv", table)
+        atomic_write(out / "transfer_summary.md", lambda tmp: Path(tmp).write_text(_transfer_markdown(table)))
+    return table
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -508,9 +545,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                         help="another run's output folder (its runs.csv; for --suite transfer, one sub-folder per set): "
                              "write paired differences PE - that run's PE and - its RANDOM at the released size "
                              "(same PE and classifier seeds) to paired_with.md")
+    parser.add_argument("--collect", nargs="+", default=None, metavar="DIR",
+                        help="join the runs.csv of runs split over processes or stopped early (same --suite; "
+                             "with --suite transfer, --variants names the sets) into --out and rewrite the summaries")
     parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                         help="join transfer-suite outputs of parallel runs (each --variants ... --out DIR) into --out")
     args = parser.parse_args(argv)
+    if args.collect:
+        sets = args.variants if args.suite == "transfer" else None
+        table = collect_runs(args.collect, args.out, sets=sets)
+        print(_transfer_markdown(table) if sets else _markdown(table))
+        if args.pair_with is not None:
+            print(write_paired_with(Path(args.out), args.pair_with, sets=[t for t in sets if (Path(args.out) / t).is_dir()] if sets else None))
+        return table
     if args.merge:
         table = merge_transfer(args.merge, args.out)
         print(_transfer_markdown(table))
@@ -549,6 +596,8 @@ def write_paired_with(out: Path, reference: Path, *, sets: Sequence[str] | None 
     """
     blocks = []
     for name in sets or [None]:
+        if not (out / name / "runs.csv" if name else out / "runs.csv").is_file():
+            continue
         ours = _read_runs(out / name / "runs.csv" if name else out / "runs.csv")
         ref = _read_runs(reference / name / "runs.csv" if name else reference / "runs.csv")
         title = f"### {name}\n\n" if name else ""

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from pe_lightning.devices import to_device
 from pe_lightning.embeddings.base import Embedding
-from pe_lightning.embeddings.pixels import as_uint8_nhwc
+from pe_lightning.embeddings.pixels import embed_in_chunks
 
 __all__ = ["BLOCK_NORMS", "HOGEmbedding", "MultiScaleHOGEmbedding", "hog_features"]
 
@@ -219,7 +219,15 @@ class HOGEmbedding(Embedding):
             "image_shape": None if self.image_shape is None else list(self.image_shape),
         }
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def _features(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, C)`` on any device -> ``(B, D)`` on :attr:`device`."""
+        return self._hog(self._as_float(batch))
+
+    def _as_float(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, C)`` -> ``(B, C, H, W)`` in 0..255, in :attr:`dtype` on :attr:`device`."""
+        return to_device(batch, self.device).permute(0, 3, 1, 2).to(_DTYPES[self.dtype])
+
+    def _hog(self, x: torch.Tensor) -> torch.Tensor:
         """float ``(B, C, H, W)`` in 0..255 -> ``(B, D)``."""
         return hog_features(x, orientations=self.orientations, pixels_per_cell=self.pixels_per_cell,
                             cells_per_block=self.cells_per_block, block_norm=self.block_norm,
@@ -236,21 +244,8 @@ class HOGEmbedding(Embedding):
         Returns:
             float32 CPU tensor ``(N, D)``.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        x = as_uint8_nhwc(images)
-        dim = self._dim_for(tuple(x.shape[1:]))
-        if self._dim is not None and dim != self._dim:
-            raise ValueError(
-                f"images of shape {tuple(x.shape[1:])} give {dim}-d features, but this {type(self).__name__} "
-                f"produces {self._dim}-d features (image_shape={self.image_shape}); give images of one size"
-            )
-        self._dim = dim
-        out = torch.empty((x.shape[0], dim), dtype=torch.float32)
-        for start in range(0, x.shape[0], batch_size):
-            batch = to_device(x[start : start + batch_size], self.device).permute(0, 3, 1, 2).to(_DTYPES[self.dtype])
-            out[start : start + batch_size] = self._features(batch).cpu()
-        return out
+        return embed_in_chunks(self, images, batch_size=batch_size,
+                               hint=f"image_shape={self.image_shape}; give images of one size")
 
 
 def _check_shape(image_shape: Sequence[int] | None) -> tuple[int, int, int] | None:
@@ -326,7 +321,7 @@ class MultiScaleHOGEmbedding(HOGEmbedding):
         out.update(pixels_per_cell=[list(c) for c in self.scales], pixel_size=self.pixel_size, pixel_weight=self.pixel_weight)
         return out
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def _hog(self, x: torch.Tensor) -> torch.Tensor:
         parts = []
         for cell in self.scales:
             _, blocks = self._scale_blocks(tuple(x.shape[2:]), cell)
