@@ -40,6 +40,8 @@ from pe_lightning.engine.sharding import ProcessGroupCollective
 from pe_lightning.lightning_compat import count_iteration_as_step, skip_ddp_wrapping
 from pe_lightning.noise import NOISE_MODES, NoiseKey, NoiseKeyStore
 from pe_lightning.private_dir import check_private_side, resolve_private_dir
+from pe_lightning.resume import start_resumed
+from pe_lightning.run_fingerprint import check_resume, run_fingerprint
 from pe_lightning.schedules import Schedule, resolve_schedule
 
 __all__ = ["PrivateEvolution", "NotPrivateWarning", "NoiseKeyLostWarning"]
@@ -114,6 +116,9 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
         population_path: a saved ``population.npz`` for ``python -m pe_lightning test``.
         spill_to_disk_mb: arrays larger than this are memory-mapped under
             ``<output_dir>/.scratch``; ``None`` keeps everything in memory.
+        accept_changed_resume: resume from a checkpoint whose data module, size schedule,
+            privacy unit, embedding or API differ from this run's (refused otherwise,
+            :mod:`pe_lightning.run_fingerprint`); each difference is noted in the ledger.
     """
 
     # Run state (kept by the engine) and configuration (its settings), readable here.
@@ -161,6 +166,7 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
         embedding_cache_dir: str | None = None,
         spill_to_disk_mb: float | None = 1024.0,
         population_path: str | None = None,
+        accept_changed_resume: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(api, ImageAPI):
@@ -204,6 +210,8 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
         self.embedding_cache_dir = embedding_cache_dir
         self.spill_to_disk_mb = spill_to_disk_mb
         self.population_path = population_path
+        self.accept_changed_resume = accept_changed_resume
+        self._accepted_changes: list[str] = []  # fingerprint differences accepted on resume, noted in on_fit_start
         self.final_population_dir: Path | None = None
         self.run_id: str | None = None  # public, random; names the run's key file
         self._noise_key: NoiseKey | None = None
@@ -316,6 +324,10 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
             msg = "noise_multiplier=0: this run is NOT differentially private; its synthetic data may reveal private images."
             warnings.warn(msg, NotPrivateWarning, stacklevel=2)
             rank_zero_info("!" * 80 + "\n" + msg + "\n" + "!" * 80)
+        start_resumed(self.trainer, accepted_changes=self._accepted_changes, info=rank_zero_info)
+        self._accepted_changes = []
+        if self.population is not None and self.iteration >= self.iterations:  # resumed a finished run
+            return self.on_train_end()  # its final stage, if a kill or a full disk cut it short
         collective = ProcessGroupCollective()
         self._setup_noise_key(collective)  # before any heavy work: a key file in the wrong place fails fast
         self._iteration_start = time.perf_counter()
@@ -432,7 +444,18 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
     # ------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The run id is public (it names the key file); the key itself is never checkpointed.
-        checkpoint["private_evolution"] = {**self.engine.state_dict(), "run_id": self.run_id}
+        checkpoint["private_evolution"] = {**self.engine.state_dict(), "run_id": self.run_id, "run_fingerprint": self.fingerprint()}
+
+    def fingerprint(self, datamodule: PrivateImageDataModule | None = None) -> dict:
+        """What this run's ledger depends on, public configuration only (:func:`~pe_lightning.run_fingerprint.run_fingerprint`).
+
+        Args:
+            datamodule: the private data module (default: the trainer's).
+        """
+        sizes = {"per_class": self._configured_counts, "schedule": self._size_schedule,
+                 "from_private_labels": bool(self.counts_from_private_labels)}
+        return run_fingerprint(datamodule=datamodule or self._datamodule(), api=self.api, embedding=self.embedding,
+                               num_samples=sizes, privacy_unit=self.engine.settings.privacy_unit)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("private_evolution")
@@ -440,5 +463,8 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
             raise ValueError("checkpoint has no 'private_evolution' state: it was not written by PrivateEvolution")
         # The checkpoint's sigma is never adopted: a resumed run spends budget only with the
         # sigma its noise-multiplier source states (or an explicit one); on_fit_start refuses otherwise.
+        if self.trainer.state.fn == "fit":  # refuse another data set or configuration than the ledger's
+            self._accepted_changes = check_resume(state.get("run_fingerprint"), self.fingerprint(),
+                                                  accept_changes=self.accept_changed_resume)
         self.engine.load_state_dict(state)
         self.run_id = state.get("run_id")

@@ -36,6 +36,7 @@ from pe_lightning.engine.reuse import children, next_population
 from pe_lightning.engine.scratch import ScratchSpace
 from pe_lightning.engine.settings import EngineSettings
 from pe_lightning.engine.sharding import Collective, ProcessGroupCollective, assemble, reported_chunks, sharded_rows
+from pe_lightning.final_stage import write_final
 from pe_lightning.noise import NoiseKey
 from pe_lightning.population import Population
 from pe_lightning.seeding import make_generator
@@ -309,13 +310,14 @@ class PEEngine:
         }
 
     def save_final(self, directory: Path, *, png: bool) -> list[str]:
-        """Write the population to ``directory`` (``population.npz``, and a PNG tree with ``png``); returns console lines."""
+        """Write the population to ``directory`` unless it is there complete (:func:`~pe_lightning.final_stage.write_final`); returns console lines."""
         pop = self.population
-        pop.save(directory, class_names=self.class_names, png=png)
+        written = write_final(directory, population=pop, class_names=self.class_names, iteration=self.iteration, png=png)
         modes = sorted({r["noise_mode"] for r in self.noise_record})
         keys = sorted({r["key_id"] for r in self.noise_record})
         return [
-            f"[PE] final population ({len(pop)} synthetic images, iteration {self.iteration}) written to "
+            f"[PE] final population ({len(pop)} synthetic images, iteration {self.iteration}) "
+            f"{'written to' if written else 'already complete in'} "
             f"{directory / 'population.npz'}" + (f" and {directory / 'images'}/<class>/<index>.png" if png else ""),
             f"[PE] DP noise: {'+'.join(modes) or 'none'} (key id {', '.join(keys) or '-'})"
             + (" -- SEEDED: private only while the seed stays secret" if "seeded" in modes else ""),
