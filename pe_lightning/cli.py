@@ -37,6 +37,7 @@ __all__ = ["main", "console_main", "PECLI", "PROG"]
 
 PROG = "python -m pe_lightning"
 _SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
+SERVE = "serve"  # python -m pe_lightning serve --config api.yaml (pe_lightning.serving.server)
 
 
 class PECLI(LightningCLI):
@@ -173,6 +174,11 @@ def console_main() -> int:
         sys.argv = [a for a in sys.argv if a != TRACEBACK_FLAG]
         os.environ[TRACEBACK_ENV] = "1"
     try:
+        if sys.argv[1:2] == [SERVE]:  # not a Lightning subcommand: serve an ImageAPI over HTTP (docs/serving.md)
+            from pe_lightning.serving.server import serve_main
+
+            serve_main(sys.argv[2:])
+            return 0
         main(exit_on_error=traceback_requested())
     except ArgumentError as err:  # a config or command-line value the parser refuses: the field and why
         print(f"{PROG}: error: {parser_error_line(str(err))}", file=sys.stderr)

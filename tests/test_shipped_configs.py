@@ -57,6 +57,10 @@ SHRINK: dict[str, list[str]] = {
     "mnist_drawtext_fitted.yaml": [
         *_pe(iterations=2, per_class=6, degrees=[0.5, 0.3]), "--data.init_args.num_private=120",
     ],
+    "mnist_drawtext_served.yaml": [  # against `python -m pe_lightning serve` on loopback (the served_drawtext fixture)
+        *_pe(iterations=2, per_class=6, degrees=[0.5, 0.3]), "--data.init_args.num_private=120",
+        "--model.init_args.api.init_args.urls=[{served_drawtext}]",
+    ],
     "mnist_nearest_image.yaml": [
         *_pe(iterations=2, per_class=6, degrees=[32, 16]), "--data.init_args.num_private=120",
     ],
@@ -73,7 +77,12 @@ SHRINK: dict[str, list[str]] = {
         "--model.init_args.api.init_args.model={tiny_dit}",
         "--data.init_args.private_dir={camelyon17}/train", "--data.init_args.test_dir={camelyon17}/test",
     ],
-    "cifar10_adm.yaml": [
+    "cifar10_adm.yaml": [  # the paper's settings: 64 px population, fresh variations, clean-fid Inception, float32
+        *_pe(iterations=2, per_class=1, degrees=[0.98, 0.96]),
+        "--model.init_args.api.init_args.checkpoint={tiny_adm}", f"--model.init_args.api.init_args.model_config={_TINY_ADM}",
+        "--data.init_args.root={cifar10}", "--data.init_args.verify_md5=false",
+    ],
+    "cifar10_adm_fast.yaml": [
         *_pe(iterations=2, per_class=1, degrees=[0.98, 0.96]),
         "--model.init_args.api.init_args.checkpoint={tiny_adm}", f"--model.init_args.api.init_args.model_config={_TINY_ADM}",
         "--data.init_args.root={cifar10}", "--data.init_args.verify_md5=false",
@@ -83,7 +92,17 @@ SHRINK: dict[str, list[str]] = {
         "--model.init_args.api.init_args.checkpoint={tiny_adm}", f"--model.init_args.api.init_args.model_config={_TINY_ADM}",
         "--data.init_args.private_dir={camelyon17}/train", "--data.init_args.test_dir={camelyon17}/test",
     ],
-    "cat_sd.yaml": [
+    "camelyon17_adm_fast.yaml": [
+        *_pe(iterations=2, per_class=2, degrees=[1.0, 0.9]),
+        "--model.init_args.api.init_args.checkpoint={tiny_adm}", f"--model.init_args.api.init_args.model_config={_TINY_ADM}",
+        "--data.init_args.private_dir={camelyon17}/train", "--data.init_args.test_dir={camelyon17}/test",
+    ],
+    "cat_sd.yaml": [  # the paper's settings: every photo votes, delta = 1e-3, clean-fid Inception at 512 px
+        *_pe(iterations=2, per_class=2, degrees=[0.98, 0.96]),
+        "--model.init_args.api.init_args.model={tiny_sd}",
+        "--data.init_args.private_dir={cat_photos}",
+    ],
+    "cat_sd_fast.yaml": [
         *_pe(iterations=2, per_class=2, degrees=[0.98, 0.96]),
         "--model.init_args.api.init_args.model={tiny_sd}",
         "--data.init_args.private_dir={cat_photos}",
@@ -100,6 +119,7 @@ ALLOWED_KEYS = {
     "iterations", "max_epochs", "num_samples_per_class", "variation_degrees", "lookahead_degree", "num_inference_steps",
     "num_private", "num_test", "image_size", "network_kwargs", "batch_size", "model_config",  # sizes
     "model", "checkpoint", "weights_path", "root", "private_dir", "test_dir", "population", "verify_md5",  # stand-ins
+    "urls",  # a local server instead of the user's
 }
 
 
@@ -137,6 +157,7 @@ def stand_in_makers(request: pytest.FixtureRequest, folder: Path) -> dict[str, C
         "cat_photos": lambda: str(write_image_folder(folder / "cat_photos", {"cookie": 6}, size=64)),
         "mnist_population": lambda: _population(folder / "mnist_population.npz", shape=(28, 28, 1)),
         "cifar10_population": lambda: _population(folder / "cifar10_population.npz", shape=(32, 32, 3)),
+        "served_drawtext": lambda: request.getfixturevalue("served_drawtext").url,  # configs/serve/mnist_drawtext.yaml
     }
 
 

@@ -6,7 +6,10 @@
   diffusers only in ``setup``, so importing this package stays fast;
 * :mod:`.drawtext`, :mod:`.avatar`, :mod:`.nearest_image`: weight-free simulators
   (:class:`DrawText`, :class:`Avatar`, :class:`NearestImage`);
-* :mod:`.imagenet_classes`: the ImageNet class condition shared by DiT and improved-diffusion.
+* :mod:`.imagenet_classes`: the ImageNet class condition shared by DiT and improved-diffusion;
+* :mod:`.remote`, :mod:`.hosted`: models behind HTTP (:class:`RemoteImageAPI` for
+  ``python -m pe_lightning serve``, :class:`HostedImageAPI` for OpenAI-compatible images APIs),
+  on :mod:`.http_pool` (servers, retries, usage) and :mod:`.response_cache`.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ _EXPORTS = {
     "DiffusionUNetAPI": "pe_lightning.apis.diffusers",
     "DrawText": "pe_lightning.apis.drawtext",
     "ImageAPI": "pe_lightning.apis.base",
+    "HostedImageAPI": "pe_lightning.apis.hosted",
     "ImprovedDiffusionAPI": "pe_lightning.apis.diffusers",
     "NearestImage": "pe_lightning.apis.nearest_image",
+    "RemoteImageAPI": "pe_lightning.apis.remote",
     "StableDiffusionAPI": "pe_lightning.apis.diffusers",
 }
 __all__ = sorted(_EXPORTS)
@@ -35,4 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from pe_lightning.apis.base import APIOutput, ImageAPI
     from pe_lightning.apis.diffusers import DiffusionUNetAPI, DiTAPI, ImprovedDiffusionAPI, StableDiffusionAPI
     from pe_lightning.apis.drawtext import DrawText
+    from pe_lightning.apis.hosted import HostedImageAPI
     from pe_lightning.apis.nearest_image import NearestImage
+    from pe_lightning.apis.remote import RemoteImageAPI

@@ -114,9 +114,10 @@ class ImageFolderDataModule(PrivateImageDataModule):
         test_dir: root of the held-out test images with the same class folder names. If
             ``None``, a deterministic stratified fraction ``test_fraction`` of each class of
             ``private_dir`` is held out as the test split (and does not vote).
-        test_fraction: fraction in ``(0, 1)`` held out per class when ``test_dir`` is None;
+        test_fraction: fraction in ``[0, 1)`` held out per class when ``test_dir`` is None;
             each class holds out ``max(1, test_fraction * n_c rounded half up)`` images and keeps at
-            least one private image (a class with a single image is an error).
+            least one private image (a class with a single image is an error). ``0``: every
+            image votes and the test split is empty (the paper's Cat runs: all 100 photos vote).
         image_size: resize every image to ``image_size x image_size`` pixels (bicubic,
             antialiased), or to ``(height, width)``. ``None`` keeps the size, and then every
             image (private and test) must have the same size.
@@ -156,8 +157,8 @@ class ImageFolderDataModule(PrivateImageDataModule):
         super().__init__(batch_size=batch_size)
         if not private_dir:
             raise ValueError("private_dir must be a folder path, got an empty value")
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        if not 0.0 <= test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
         if channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1, 3 or None (from the files), got {channels}")
         self._size = parse_image_size(image_size)
@@ -261,7 +262,7 @@ class ImageFolderDataModule(PrivateImageDataModule):
             held = np.zeros(len(p_lab), dtype=bool)
         else:
             images, labels = self._read_all(private, names, state)
-            held = self._holdout(labels, names)
+            held = self._holdout(labels, names) if self.test_fraction > 0 else np.zeros(len(labels), dtype=bool)
             p_img, p_lab, t_img, t_lab = images[~held], labels[~held], images[held], labels[held]
         if self.clients is None:
             return p_img, p_lab, t_img, t_lab, names
