@@ -20,7 +20,7 @@ from pe_lightning import DrawText, PixelEmbedding
 from pe_lightning.callbacks import PrivacyAccountant, PrivacyBudgetExceededError
 from pe_lightning.cli import main
 from pe_lightning.errors import ConfigError
-from pe_lightning.planner import THRESHOLD_SIGMAS, PlannedPrivateEvolution
+from pe_lightning.planner import PlannedPrivateEvolution
 from pe_lightning.privacy import PrivacyLedger, noise_multiplier
 from pe_testing import tiny_datamodule, tiny_trainer
 
@@ -57,7 +57,7 @@ def test_the_plan_follows_the_sigma_the_accountant_uses(tmp_path):
     used = {r["noise_multiplier"] for r in model.noise_record}
     assert used == {noise_multiplier(epsilon=1.0, iterations=3, delta=1e-5)}
     (sigma,) = used
-    assert model.threshold == pytest.approx(THRESHOLD_SIGMAS * sigma, rel=1e-12)
+    assert model.threshold == pytest.approx(model.plan.threshold_sigmas * sigma, rel=1e-12)
     assert model.plan.noise_multiplier == sigma
     assert accountant.ledger.epsilon == pytest.approx(1.0, rel=1e-6)
 
@@ -84,7 +84,7 @@ def test_the_budget_flags_set_the_accountant_and_the_plan(tmp_path):
     assert (accountant.epsilon, accountant.delta) == (2.0, 1e-6)
     sigma = noise_multiplier(epsilon=2.0, iterations=cli.model.iterations, delta=1e-6)
     assert [r["noise_multiplier"] for r in cli.model.noise_record] == [sigma] * cli.model.iterations
-    assert cli.model.threshold == pytest.approx(THRESHOLD_SIGMAS * sigma, rel=1e-12)
+    assert cli.model.threshold == pytest.approx(cli.model.plan.threshold_sigmas * sigma, rel=1e-12)
     assert accountant.ledger.epsilon == pytest.approx(2.0, rel=1e-6)
     saved = (tmp_path / "out" / "config.yaml").read_text()  # the run's config states the budget once
     assert saved.count("epsilon: 2.0") == 1 and "epsilon: null" in saved
@@ -115,7 +115,7 @@ def test_resume_asking_for_more_re_plans_or_refuses_like_private_evolution(tmp_p
     for t, sigma in enumerate(sigmas, start=1):
         total.record(iteration=t, noise_multiplier=sigma)
     assert total.epsilon == pytest.approx(2.0, rel=1e-6) and total.epsilon <= 2.0 * (1 + 1e-9)
-    assert cli.model.threshold == pytest.approx(THRESHOLD_SIGMAS * sigmas[1], rel=1e-12)  # planned from the sigma used
+    assert cli.model.threshold == pytest.approx(cli.model.plan.threshold_sigmas * sigmas[1], rel=1e-12)  # planned from the sigma used
 
 
 def test_the_checkpoint_keeps_no_second_copy_of_the_budget(tmp_path):
