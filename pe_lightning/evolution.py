@@ -40,7 +40,7 @@ from pe_lightning.engine.sharding import ProcessGroupCollective
 from pe_lightning.lightning_compat import count_iteration_as_step, skip_ddp_wrapping
 from pe_lightning.noise import NOISE_MODES, NoiseKey, NoiseKeyStore
 from pe_lightning.private_dir import check_private_side, resolve_private_dir
-from pe_lightning.private_side import public_progress
+from pe_lightning.private_side import public_loop_state, public_progress
 from pe_lightning.resume import start_resumed
 from pe_lightning.run_fingerprint import check_resume, run_fingerprint
 from pe_lightning.schedules import Schedule, resolve_schedule
@@ -461,6 +461,7 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The run id is public (it names the key file); the key itself is never checkpointed.
         checkpoint["private_evolution"] = {**self.engine.state_dict(), "run_id": self.run_id, "run_fingerprint": self.fingerprint()}
+        public_loop_state(checkpoint, iteration=self.engine.iteration)  # no count of voting batches (docs/privacy.md)
 
     def fingerprint(self, datamodule: PrivateImageDataModule | None = None) -> dict:
         """What this run's ledger depends on, public configuration only (:func:`~pe_lightning.run_fingerprint.run_fingerprint`).

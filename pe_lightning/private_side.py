@@ -17,7 +17,9 @@ module holds the parts of that rule that code checks:
 * :func:`test_split_is_private`: whether the data module's held-out split was carved out
   of the private data (then every metric against it is private-derived);
 * :data:`PRIVATE_STAGES` and :func:`public_progress`: progress of private-side work
-  reaches callbacks (and so the console) without counts.
+  reaches callbacks (and so the console) without counts;
+* :func:`public_loop_state`: the Lightning loop state a checkpoint carries holds no count of
+  voting batches.
 
 Where a private-derived metric goes is :func:`pe_lightning.private_metrics.publish_metrics`.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "PUBLIC",
     "DataClass",
     "data_class",
+    "public_loop_state",
     "public_progress",
     "test_split_is_private",
 ]
@@ -105,3 +108,48 @@ def data_class(callback: Any, *, datamodule: Any) -> DataClass:
     if split == "private" or test_split_is_private(datamodule):
         return PRIVATE_DERIVED
     return PUBLIC
+
+
+_PROGRESS_FIELDS = ("ready", "started", "processed", "completed")
+
+
+def public_loop_state(checkpoint: dict[str, Any], *, iteration: int) -> None:
+    """Rewrite ``checkpoint["loops"]["fit_loop"]`` (in place) as a function of ``iteration`` alone.
+
+    Lightning's epoch loop counts the batches it ran (``epoch_loop.batch_progress`` and
+    ``_batches_that_stepped``): one voting batch per ``batch_size`` private samples, so
+    ``ceil(N / batch_size)`` per iteration for ``N`` private samples, whose size is private
+    under add/remove-one neighbours. The checkpoint gets instead the fit loop's state at the
+    end of PE iteration ``iteration`` as if every iteration had exactly one voting batch:
+
+    * ``iteration == 0`` (the RANDOM population, saved before the first epoch starts): every
+      counter 0, as Lightning has it then;
+    * ``iteration = i > 0``: epochs ready/started/processed ``i`` and completed ``i - 1`` (what
+      Lightning holds in ``on_train_epoch_end``, where ``ModelCheckpoint`` saves), batches of
+      the epoch 1 each (``is_last_batch``), batches in total and ``_batches_that_stepped`` ``i``.
+
+    Resuming reads the same: the finished epoch is not restarted, the epoch loop starts the next
+    one from its own batch 0 (``_TrainingEpochLoop.reset`` drops the epoch's batch counts), and
+    only the running totals (``total_batch_idx`` and the default step of ``LightningModule.log``,
+    neither used by PE) count from ``i`` instead of the true number of batches. A checkpoint
+    saved in the middle of an iteration holds the PE state of the last finished one (votes are
+    never checkpointed) and is written as that iteration's end, so a resume redoes the
+    interrupted iteration from its start.
+
+    Args:
+        checkpoint: the dictionary ``Trainer.save_checkpoint`` writes (``on_save_checkpoint``).
+        iteration: the last finished PE iteration held in the checkpoint (public: the number of
+            noisy releases so far).
+    """
+    fit = checkpoint.get("loops", {}).get("fit_loop")
+    if fit is None:
+        return
+    i = int(iteration)
+    epochs = {"ready": i, "started": i, "processed": i, "completed": max(i - 1, 0)}
+    fit["epoch_progress"] = {"total": dict(epochs), "current": dict(epochs)}
+    fit["epoch_loop.batch_progress"] = {
+        "total": dict.fromkeys(_PROGRESS_FIELDS, i),
+        "current": dict.fromkeys(_PROGRESS_FIELDS, min(i, 1)),
+        "is_last_batch": i > 0,
+    }
+    fit.setdefault("epoch_loop.state_dict", {})["_batches_that_stepped"] = i
