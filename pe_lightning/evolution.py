@@ -74,9 +74,9 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
         search_backend: ``'auto'``, ``'faiss'`` or ``'torch'``.
         distance: the votes' criterion: ``"l2"`` (the paper), ``"cosine"`` or ``"ip"``;
             the sensitivity is unchanged.
-        selection: ``"sample"`` (with replacement, ∝ the thresholded noisy counts; the
-            paper), ``"rank"`` (the largest counts, each once) or ``"systematic"`` (each
-            bin its expected number of children, rounded by largest remainders). Post-processing.
+        selection: how parents are chosen from the thresholded noisy counts: a strategy
+            of :mod:`pe_lightning.engine.selection` (``"sample"``, the paper's, by default).
+            Post-processing.
         variations_per_parent: children of each selected parent (post-processing).
         keep_selected: the selected parents stay beside their children (post-processing);
             each class of ``n_c`` samples selects ``n_c / (variations_per_parent + keep_selected)``.

@@ -69,7 +69,7 @@ MIN_BINS = 10
 ITERATIONS = 1
 #: The RANDOM population (iteration 0) is this many times the released one (rule step 3).
 RANDOM_FACTOR = 5
-#: How parents are chosen from the noisy counts (:func:`pe_lightning.voting.select_parents`).
+#: How parents are chosen from the noisy counts (:mod:`pe_lightning.engine.selection`).
 SELECTION = "systematic"
 #: Threshold in noise stds (rule step 5).
 THRESHOLD_SIGMAS = 2.0

@@ -22,7 +22,7 @@ from pe_lightning.engine.reuse import reuse_plan
 from pe_lightning.engine.scratch import ScratchSpace
 from pe_lightning.engine.sharding import ProcessGroupCollective, assemble, sharded_rows
 from pe_lightning.noise import NoiseKey
-from pe_lightning.voting import select_parents
+from pe_lightning.engine.selection import select_parents
 from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,8 @@ from pe_lightning.engine.sharding import Collective, ProcessGroupCollective, ass
 from pe_lightning.noise import NoiseKey
 from pe_lightning.population import Population
 from pe_lightning.seeding import make_generator
-from pe_lightning.voting import as_slice, assign_votes
+from pe_lightning.neighbors import as_slice
+from pe_lightning.voting import assign_votes
 
 __all__ = ["EngineAttribute", "PEEngine"]
 

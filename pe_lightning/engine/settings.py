@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 
 from pe_lightning.apis.base import ImageAPI
-from pe_lightning.voting import SELECTION_MODES, check_distance, resolve_backend
+from pe_lightning.engine.selection import check_selection
+from pe_lightning.neighbors import check_distance, resolve_backend
 
 __all__ = ["EngineSettings"]
 
@@ -28,7 +29,7 @@ class EngineSettings:
         threshold: ``H`` in votes.
         num_nearest_neighbors: ``k'`` votes per private sample, each weighing ``1/sqrt(k')``.
         search_backend, distance: the nearest-neighbour search.
-        selection: ``"sample"``, ``"rank"`` or ``"systematic"`` (:func:`pe_lightning.voting.select_parents`).
+        selection: a strategy name of :mod:`pe_lightning.engine.selection`.
         variations_per_parent, keep_selected: children per selected parent; whether the
             parent itself stays.
         privacy_unit: ``"sample"`` or ``"client"``.
@@ -68,8 +69,7 @@ class EngineSettings:
             raise ValueError("api_batch_size and embedding_batch_size must be >= 1")
         resolve_backend(self.search_backend)
         check_distance(self.distance)
-        if self.selection not in SELECTION_MODES:
-            raise ValueError(f"selection must be one of {SELECTION_MODES}, got {self.selection!r}")
+        check_selection(self.selection)
         if not _is_int(self.variations_per_parent, 0):
             raise ValueError(f"variations_per_parent must be an integer >= 0, got {self.variations_per_parent!r}")
         if self.variations_per_parent == 0 and not self.keep_selected:
