@@ -109,6 +109,8 @@ def test_planned_module_refuses_an_accountant_with_another_budget():
 
     model = PlannedPrivateEvolution(api=DrawText(), embedding=PixelEmbedding(), epsilon=1.0, delta=1e-5,
                                     approx_private_size=4000, num_classes=10)
-    model.noise_multiplier = noise_multiplier(epsilon=10.0, iterations=model.iterations, delta=1e-5)  # as the accountant sets it
+    other = noise_multiplier(epsilon=10.0, iterations=model.iterations, delta=1e-5)  # a checkpoint of another budget
+    model.engine.load_state_dict({"population": None, "iteration": 1,
+                                  "noise_record": [{"iteration": 1, "noise_multiplier": other, "noise_mode": "seeded", "key_id": "x"}]})
     with pytest.raises(ValueError, match="same epsilon and delta"):
         model.on_fit_start()
