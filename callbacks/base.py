@@ -39,8 +39,10 @@ class PopulationCallback(pl.Callback):
     def on_stage(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *, stage: str, done: int, total: int) -> None:
         """Progress within the current iteration: ``done`` of ``total`` units of ``stage`` are finished.
 
-        Called on every rank with that rank's share (rows for ``private embedding``,
-        ``random``, ``lookahead`` and ``variation``, batches for ``voting``, callbacks for
-        ``callbacks``): first with ``done=0``, then as work completes. ``stage`` is one of
-        :data:`STAGES`. For display only; it must not change the run.
+        Called on every rank with that rank's share (rows for ``random``, ``lookahead`` and
+        ``variation``, callbacks for ``callbacks``): first with ``done=0``, then as work
+        completes. Private-side work (``private embedding``, ``voting``:
+        :data:`pe_lightning.private_side.PRIVATE_STAGES`) is reported as ``done=0, total=0``:
+        running, size not shown. ``stage`` is one of :data:`STAGES`. For display only; it
+        must not change the run.
         """

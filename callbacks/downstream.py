@@ -12,6 +12,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from pe_lightning.callbacks.base import PopulationCallback
+from pe_lightning.private_metrics import check_private_opt_ins, publish_metrics
+from pe_lightning.private_side import test_split_is_private
 
 __all__ = ["DownstreamEvaluation"]
 
@@ -33,6 +35,12 @@ class DownstreamEvaluation(PopulationCallback):
     ``pl_module.log_iteration_metrics``, and keeps them as :attr:`test_acc` and
     :attr:`val_acc`.
 
+    Privacy (docs/privacy.md): when the held-out split was carved out of the private data
+    (an image folder without ``test_dir``, ...), the test accuracy is computed against
+    private images, OUTSIDE the DP guarantee: it goes only to the private-side report
+    (:func:`~pe_lightning.private_metrics.publish_metrics`), to the console and the loggers
+    only with the opt-ins below, and the console line names no test-split size.
+
     Randomness: the weights are initialised under ``torch.manual_seed(seed)``
     (docs/benchmark.md) and training batches are shuffled by a generator seeded with ``seed``,
     all inside ``torch.random.fork_rng``, so the PE run's global RNG state is untouched.
@@ -48,7 +56,14 @@ class DownstreamEvaluation(PopulationCallback):
         seed: seed of the weight initialisation, the shuffling and the split.
         classifier_kwargs: further :class:`~pe_lightning.classifier.DownstreamClassifier`
             arguments (``input_range``, ``ema_decay``, ``network_kwargs``, ...).
+        report_private_metrics: print an accuracy computed against private images on the
+            console (outside the DP guarantee; warned).
+        log_private_metrics: also send it to the loggers and the run summary (needs
+            ``report_private_metrics``; outside the DP guarantee; warned).
     """
+
+    #: The split it tests on (:func:`pe_lightning.private_side.data_class` reads it).
+    real_split = "test"
 
     evaluates_saved_runs = True  # python -m pe_lightning test evaluates a saved population with it
 
@@ -62,6 +77,8 @@ class DownstreamEvaluation(PopulationCallback):
         val_fraction: float = 0.1,
         seed: int = 0,
         classifier_kwargs: dict[str, Any] | None = None,
+        report_private_metrics: bool = False,
+        log_private_metrics: bool = False,
     ) -> None:
         super().__init__()
         from pe_lightning.classifier.networks import NETWORKS
@@ -78,6 +95,10 @@ class DownstreamEvaluation(PopulationCallback):
             raise ValueError(f"DownstreamEvaluation val_fraction must be in [0, 1), got {val_fraction!r}")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"DownstreamEvaluation seed must be an integer, got {seed!r}")
+        check_private_opt_ins("DownstreamEvaluation", report_private_metrics=report_private_metrics,
+                              log_private_metrics=log_private_metrics)
+        self.report_private_metrics = report_private_metrics
+        self.log_private_metrics = log_private_metrics
         kwargs = dict(classifier_kwargs or {})
         clash = {"network", "lr", "num_classes", "in_channels"} & set(kwargs)
         if clash:
@@ -99,10 +120,9 @@ class DownstreamEvaluation(PopulationCallback):
         if trainer.world_size > 1:
             test_acc, val_acc = trainer.strategy.broadcast((test_acc, val_acc), src=0)
         self.test_acc, self.val_acc = test_acc, val_acc
-        metrics = {"downstream/test_acc": test_acc}
-        if val_acc is not None:
-            metrics["downstream/val_acc"] = val_acc
-        pl_module.log_iteration_metrics(metrics)
+        if val_acc is not None:  # synthetic validation split: public
+            pl_module.log_iteration_metrics({"downstream/val_acc": val_acc})
+        publish_metrics(self, trainer, pl_module, {"downstream/test_acc": test_acc})
 
     def evaluate(self, population, *, datamodule, device: torch.device | str = "cpu") -> tuple[float, float | None]:
         """Train on ``population``, test on ``datamodule``'s test split.
@@ -161,9 +181,10 @@ class DownstreamEvaluation(PopulationCallback):
                 val_acc = float(inner.callback_metrics["val/acc"]) if "val/acc" in inner.callback_metrics else None
                 results = inner.test(model, datamodule=dm, verbose=False)
         test_acc = float(results[0]["test/acc"])
-        rank_zero_info(
-            f"[downstream] {self.network} trained {self.max_epochs} epochs on {len(dm.train_images)} synthetic images: "
-            f"test accuracy {test_acc:.4f} on {len(dm.test_images)} real held-out images"
-            + (f", synthetic val accuracy {val_acc:.4f}" if val_acc is not None else "")
-        )
+        trained = f"[downstream] {self.network} trained {self.max_epochs} epochs on {len(dm.train_images)} synthetic images"
+        val = f", synthetic val accuracy {val_acc:.4f}" if val_acc is not None else ""
+        if test_split_is_private(datamodule):  # its size and the accuracy on it are private-derived
+            rank_zero_info(f"{trained}; tested on the held-out split carved out of the private data{val}")
+        else:
+            rank_zero_info(f"{trained}: test accuracy {test_acc:.4f} on {len(dm.test_images)} real held-out images{val}")
         return test_acc, val_acc

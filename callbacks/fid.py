@@ -14,6 +14,7 @@ from pe_lightning.callbacks.base import PopulationCallback
 from pe_lightning.callbacks.real_split import real_images
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.metrics.frechet import frechet_distance, statistics_from_sums
+from pe_lightning.private_metrics import check_private_opt_ins, publish_metrics
 
 __all__ = ["FIDCallback", "EmbeddingFeature"]
 
@@ -61,10 +62,12 @@ class FIDCallback(PopulationCallback):
     Real statistics are computed once and cached (``reset_real_features=False``); metric
     states are sums, so under DDP each rank adds its share and torchmetrics sums them.
 
-    Privacy: with ``real_split='test'`` the reference images are the data module's
-    held-out split, which never votes. With ``real_split='private'`` the metric is
-    computed on private data OUTSIDE the DP guarantee; it is warned about and logged
-    under ``fid/<name>_private_not_dp``.
+    Privacy (docs/privacy.md): with ``real_split='test'`` and a held-out split given
+    separately (``test_dir``, ...), the reference images never vote and the value is logged.
+    Against private images (``real_split='private'``, or a held-out split carved out of
+    the private data) the value is OUTSIDE the DP guarantee: it is written only to the
+    private-side report (:func:`~pe_lightning.private_metrics.publish_metrics`), and shown
+    or logged as ``fid/<name>_private_not_dp`` only with the opt-ins below.
 
     Args:
         feature: embedding used as the feature network.
@@ -73,6 +76,10 @@ class FIDCallback(PopulationCallback):
         name: metric key suffix.
         max_real: cap on real images used (first ``max_real``; ``None`` = all).
         batch_size: images per feature forward pass.
+        report_private_metrics: print a value computed against private images on the
+            console (outside the DP guarantee; warned).
+        log_private_metrics: also send it to the loggers and the run summary (needs
+            ``report_private_metrics``; outside the DP guarantee; warned).
     """
 
     evaluates_saved_runs = True  # python -m pe_lightning test evaluates a saved population with it
@@ -86,6 +93,8 @@ class FIDCallback(PopulationCallback):
         name: str = "inception",
         max_real: int | None = None,
         batch_size: int = 1024,
+        report_private_metrics: bool = False,
+        log_private_metrics: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(feature, Embedding):
@@ -96,6 +105,9 @@ class FIDCallback(PopulationCallback):
             raise ValueError(f"FIDCallback real_split must be 'test' or 'private', got {real_split!r}")
         if max_real is not None and max_real < 2:
             raise ValueError(f"FIDCallback max_real must be >= 2 or None, got {max_real}")
+        check_private_opt_ins("FIDCallback", report_private_metrics=report_private_metrics, log_private_metrics=log_private_metrics)
+        self.report_private_metrics = report_private_metrics
+        self.log_private_metrics = log_private_metrics
         self.feature = feature
         self.every_n_iterations = every_n_iterations
         self.real_split = real_split
@@ -135,4 +147,4 @@ class FIDCallback(PopulationCallback):
         self._update(population.images, real=False, trainer=trainer, device=pl_module.device)
         value = float(self.metric.compute())
         self.last_value = value if math.isfinite(value) else float("nan")
-        pl_module.log_iteration_metrics({self.key: self.last_value})
+        publish_metrics(self, trainer, pl_module, {self.key: self.last_value})

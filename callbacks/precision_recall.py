@@ -12,6 +12,7 @@ from pe_lightning.callbacks.real_split import REAL_SPLITS, real_images
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.metrics.manifold import kth_neighbor_distances, precision_recall_density_coverage
 from pe_lightning.neighbors import resolve_backend
+from pe_lightning.private_metrics import check_private_opt_ins, publish_metrics
 
 __all__ = ["PrecisionRecall"]
 
@@ -34,10 +35,12 @@ class PrecisionRecall(PopulationCallback):
     computed once per fit; nearest neighbours use the project's search backends and nothing
     builds an ``N x N`` matrix. Rank 0 computes, the values are broadcast, every rank logs them.
 
-    Privacy: with ``real_split='test'`` the reference images are the data module's held-out
-    split, which never votes. With ``real_split='private'`` the metrics are computed on
-    private data OUTSIDE the DP guarantee; it is warned about and the keys end in
-    ``_private_not_dp``.
+    Privacy (docs/privacy.md): with ``real_split='test'`` and a held-out split given
+    separately, the reference images never vote and the values are logged. Against private
+    images (``real_split='private'``, or a held-out split carved out of the private data)
+    they are OUTSIDE the DP guarantee: written only to the private-side report
+    (:func:`~pe_lightning.private_metrics.publish_metrics`), shown or logged (keys ending
+    in ``_private_not_dp``) only with the opt-ins below.
 
     Args:
         feature: embedding whose features the metrics are computed in.
@@ -54,6 +57,10 @@ class PrecisionRecall(PopulationCallback):
             the fake manifold (recall) to those points; ``False`` keeps the papers' definition.
         search_backend: ``'auto'``, ``'faiss'`` or ``'torch'``.
         batch_size: images per embedding forward pass.
+        report_private_metrics: print values computed against private images on the
+            console (outside the DP guarantee; warned).
+        log_private_metrics: also send them to the loggers and the run summary (needs
+            ``report_private_metrics``; outside the DP guarantee; warned).
     """
 
     evaluates_saved_runs = True  # python -m pe_lightning test evaluates a saved population with it
@@ -70,6 +77,8 @@ class PrecisionRecall(PopulationCallback):
         deduplicate: bool = False,
         search_backend: str = "auto",
         batch_size: int = 1024,
+        report_private_metrics: bool = False,
+        log_private_metrics: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(feature, Embedding):
@@ -86,6 +95,10 @@ class PrecisionRecall(PopulationCallback):
         if batch_size < 1:
             raise ValueError(f"PrecisionRecall batch_size must be >= 1, got {batch_size}")
         resolve_backend(search_backend)
+        check_private_opt_ins("PrecisionRecall", report_private_metrics=report_private_metrics,
+                              log_private_metrics=log_private_metrics)
+        self.report_private_metrics = report_private_metrics
+        self.log_private_metrics = log_private_metrics
         self.feature = feature
         self.k = k
         self.every_n_iterations = every_n_iterations
@@ -137,4 +150,4 @@ class PrecisionRecall(PopulationCallback):
         values = self._compute(population.images, pl_module.device) if trainer.is_global_zero else None
         values = trainer.strategy.broadcast(values, src=0)
         self.last_values = dict(values)
-        pl_module.log_iteration_metrics({self.keys[name]: values[name] for name in _METRICS})
+        publish_metrics(self, trainer, pl_module, {self.keys[name]: values[name] for name in _METRICS})

@@ -35,7 +35,9 @@ class PEProgressBar(ProgressBar, PopulationCallback):
     ``pl_module.run``. The second, while an iteration (or the start-up) runs, is its current
     stage (:data:`~pe_lightning.callbacks.base.STAGES`: lookahead, voting, variation, ...)
     and its progress, as the module reports it through
-    :meth:`~pe_lightning.callbacks.PopulationCallback.on_stage`. No per-batch training bar.
+    :meth:`~pe_lightning.callbacks.PopulationCallback.on_stage`; private-side work (private
+    embedding, voting) arrives without counts and is drawn as a pulse with no numbers
+    (docs/privacy.md). No per-batch training bar.
 
     On a terminal the display updates live and Lightning's log lines (the per-iteration
     ``[PE]`` lines included) print above it; in a log file or pipe only the final state is
@@ -54,7 +56,7 @@ class PEProgressBar(ProgressBar, PopulationCallback):
         self.console_kwargs = dict(console_kwargs or {})
         self._enabled = True
         self._progress = None  # rich.progress.Progress while live
-        self._main_task = self._stage_task = None
+        self._main_task = self._stage_task = self._pulse_task = None
         self._rerouted: list[tuple[logging.StreamHandler, Any]] = []
         self._iteration_started: float | None = None
         self._durations: list[float] = []
@@ -96,8 +98,13 @@ class PEProgressBar(ProgressBar, PopulationCallback):
             where = "start-up"
         else:  # callbacks run on the population just made; the other stages make the next one
             where = f"iteration {completed if stage == 'callbacks' else completed + 1}"
+        private = total <= 0  # private-side work (pe_lightning.private_side.public_progress): a pulse, no counts
+        self._progress.update(self._stage_task if private else self._pulse_task, visible=False)
+        if private:
+            self._progress.update(self._pulse_task, description=f"  {where}: {stage}", visible=True)
+            return
         self._progress.update(
-            self._stage_task, description=f"  {where}: {stage}", total=max(total, 1), completed=done,
+            self._stage_task, description=f"  {where}: {stage}", total=total, completed=done,
             info=f"{done:,}/{total:,}", visible=True,
         )
 
@@ -143,6 +150,7 @@ class PEProgressBar(ProgressBar, PopulationCallback):
         total = int(run.iterations if run is not None else trainer.max_epochs)
         self._main_task = self._progress.add_task("PE", total=total, info="")
         self._stage_task = self._progress.add_task("", total=1, info="", visible=False)
+        self._pulse_task = self._progress.add_task("", total=None, info="", visible=False)  # no total: a pulse
         self._progress.start()
         if sys.stderr is not stderr:  # the live display took over the terminal's stderr
             self._reroute_log_handlers(old=stderr, new=sys.stderr)
@@ -160,6 +168,7 @@ class PEProgressBar(ProgressBar, PopulationCallback):
             return
         progress, self._progress = self._progress, None
         progress.update(self._stage_task, visible=False)
+        progress.update(self._pulse_task, visible=False)
         for handler, stream in self._rerouted:
             handler.setStream(stream)
         self._rerouted = []
@@ -181,6 +190,7 @@ class PEProgressBar(ProgressBar, PopulationCallback):
             info=self.summary_text(trainer, done=done, total=total, metrics=run.metrics if run is not None else None),
         )
         self._progress.update(self._stage_task, visible=False)
+        self._progress.update(self._pulse_task, visible=False)
 
     def summary_text(self, trainer: pl.Trainer, *, done: int, total: int, metrics=None) -> str:
         """The fields after the iteration bar: ``ε 0.684/1 · FID 9.44 · <metric> <value> · 0.53 s/it · ETA 0:00:01``.

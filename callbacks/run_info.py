@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+from pe_lightning.private_metrics import NOT_DP_SUFFIX
+
 __all__ = ["RUN_STATE_PREFIXES", "fid_metric", "format_epsilon", "metric_value", "result_metrics"]
 
 #: Metric namespaces that describe the run itself (shown in their own places), not a result.
@@ -30,12 +32,17 @@ def fid_metric(metrics: Mapping) -> tuple[str, float] | None:
 def result_metrics(metrics: Mapping, *, shown: tuple[str, ...] = ()) -> dict[str, float]:
     """The metrics that are results (not under :data:`RUN_STATE_PREFIXES`), sorted by key, less those in ``shown``.
 
+    Metrics against private images (``*_private_not_dp``, logged only on an explicit opt-in,
+    :mod:`pe_lightning.private_metrics`) are never among them: the display and the summary
+    do not repeat them.
+
     Args:
         metrics: every metric, by key.
         shown: keys, or prefixes ending in ``/``, the caller already shows in a place of their own.
     """
     skip = RUN_STATE_PREFIXES + tuple(shown)
-    return {k: float(metrics[k]) for k in sorted(metrics) if not (k in shown or k.startswith(skip))}
+    return {k: float(metrics[k]) for k in sorted(metrics)
+            if not (k in shown or k.startswith(skip) or k.endswith(NOT_DP_SUFFIX))}
 
 
 def format_epsilon(value: float | None) -> str:

@@ -114,6 +114,14 @@ class RunSummary(PopulationCallback):
         self._to_wandb(trainer, self.summary)
 
     @override
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint is saved after its iteration's metrics are published: record them, so a run resumed
+        # from it (to finish its final stage, say) still has that iteration's row.
+        self._record(pl_module)
+        if self.state_key in checkpoint.get("callbacks", {}):
+            checkpoint["callbacks"][self.state_key] = self.state_dict()
+
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"history": {str(t): dict(m) for t, m in self.history.items()}}
 
@@ -148,7 +156,8 @@ class RunSummary(PopulationCallback):
         run = run_view(pl_module)
         metrics = run.metrics if run is not None else {}
         fid = fid_metric(metrics)
-        fid_key = fid[0] if fid else None
+        recorded = sorted({k for row in self.history.values() for k in row if k.startswith("fid/")})
+        fid_key = fid[0] if fid else (recorded[0] if recorded else None)  # a resumed run has no metrics of its own yet
         last = max(self.history) if self.history else None
         later = [r["iteration_s"] for t, r in self.history.items() if t > 0 and r.get("iteration_s") is not None]
         fit = time.perf_counter() - self._fit_start if self._fit_start is not None else None

@@ -3,12 +3,62 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-__all__ = ["atomic_directory", "atomic_write", "check_writable"]
+__all__ = ["atomic_directory", "atomic_write", "check_writable", "names_file", "remove_stale_temporaries"]
+
+#: The names :func:`atomic_write` and :func:`atomic_directory` give their temporaries
+#: (``.<name>.<8 random characters>.tmp``, from :mod:`tempfile`) and the replaced folder (``.<name>.old``).
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$|^\..+\.old$")
+
+
+@contextmanager
+def names_file(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise an ``OSError`` that names no file (e.g. ``ENOSPC`` from a write) as one naming ``path``.
+
+    The error keeps its ``errno`` (so its class: ``ENOSPC`` stays an ``OSError`` with
+    ``errno 28``) and its reason; ``filename`` becomes ``path``. An error that already
+    names a file passes unchanged.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        reason = err.strerror or str(err) or type(err).__name__
+        if err.errno is None:
+            raise OSError(f"{reason}: {str(path)!r}") from err
+        raise OSError(err.errno, reason, str(path)) from err
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove what a killed :func:`atomic_write` / :func:`atomic_directory` left in ``folder``.
+
+    Only entries named like their temporaries (``.<name>.<8 characters>.tmp``) or a replaced
+    folder (``.<name>.old``) are removed; call it only while no other process writes there
+    (the run holds its output root's lock, :mod:`pe_lightning.run_lock`).
+
+    Returns:
+        The paths removed.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        if not _TEMPORARY.match(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def _unwritable(path: Path, err: OSError) -> OSError:
@@ -39,7 +89,8 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], object]) -> 
         raise _unwritable(path, err) from err
     os.close(fd)
     try:
-        write_fn(tmp)
+        with names_file(path):
+            write_fn(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -65,7 +116,8 @@ def atomic_directory(path: str | os.PathLike, fill_fn: Callable[[Path], object])
     except OSError as err:
         raise _unwritable(path, err) from err
     try:
-        fill_fn(tmp)
+        with names_file(path):
+            fill_fn(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CorruptCheckpointError", "check_checkpoint", "is_readable", "last_good_checkpoint", "resolve_last", "save_as_last"]
+__all__ = [
+    "CorruptCheckpointError", "check_checkpoint", "claim_unreadable_last", "is_readable", "last_good_checkpoint", "resolve_last",
+    "save_as_last",
+]
 
 
 class CorruptCheckpointError(ValueError):
@@ -94,3 +97,26 @@ def save_as_last(trainer) -> list[str]:
             trainer.save_checkpoint(path, weights_only=False)
             written.append(path)
     return written
+
+
+def claim_unreadable_last(trainer) -> list[str]:
+    """Make each ``ModelCheckpoint(save_last=True)`` replace its ``last`` file when that file cannot be read.
+
+    Called once the checkpoint callbacks' state is restored (``on_fit_start``). Lightning
+    keeps a ``last.ckpt`` that is not its own and writes ``last-v1.ckpt`` beside it, so a
+    truncated ``last.ckpt`` would shadow every later save for ``--ckpt_path last``; claimed
+    as the callback's own file, the next save replaces it.
+
+    Returns:
+        The unreadable files claimed.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    claimed = []
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath:
+            path = cb.format_checkpoint_name({}, cb.CHECKPOINT_NAME_LAST)
+            if os.path.isfile(path) and path != cb.last_model_path and not is_readable(path)[0]:
+                cb.last_model_path = path
+                claimed.append(path)
+    return claimed

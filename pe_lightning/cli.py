@@ -5,22 +5,30 @@ the downstream classifier and user modules share one entry point. For a PE model
 also derives what a config should not have to repeat (:mod:`pe_lightning.run_config`):
 ``trainer.max_epochs`` from ``iterations``, and every output path from
 ``trainer.default_root_dir``; it shows the PE progress display instead of Lightning's
-per-batch bar and model summary, and ends with the run summary.
+per-batch bar and model summary, and ends with the run summary. A PE ``fit`` holds its output
+root for the whole run (:mod:`pe_lightning.run_lock`; ``--new_version`` writes into a fresh
+``<root>/version_<n>`` instead), writes checkpoints atomically (:mod:`pe_lightning.checkpoint_io`)
+and, resuming a finished run, does nothing (:mod:`pe_lightning.resume`; docs/resume.md).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any, Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
 import pe_lightning  # noqa: F401  - registers the classes for class_path resolution
+from pe_lightning.atomic import remove_stale_temporaries
 from pe_lightning.checkpoints import check_checkpoint, resolve_last
-from pe_lightning.errors import TRACEBACK_ENV, TRACEBACK_FLAG, is_user_error, report, traceback_requested
+from pe_lightning.errors import TRACEBACK_ENV, TRACEBACK_FLAG, ConfigError, is_user_error, report, traceback_requested
 from pe_lightning.quiet import silence_start_up_notices
-from pe_lightning.run_config import fill_output_paths, link_iterations
+from pe_lightning.resume import finished_run, move_to_fresh_version
+from pe_lightning.run_config import fill_output_paths, is_private_evolution, link_iterations
+from pe_lightning.run_lock import RunLock
 
 __all__ = ["main", "console_main", "PECLI", "PROG"]
 
@@ -38,9 +46,22 @@ class PECLI(LightningCLI):
         if ckpt and ckpt not in _SPECIAL_CKPT_PATHS and not str(ckpt).startswith("registry"):
             check_checkpoint(ckpt)  # before Lightning reads its hyperparameters
 
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: D102 - LightningCLI hook
+        from jsonargparse import ActionYesNo
+
+        parser.add_argument(
+            "--new_version", action=ActionYesNo, default=False,
+            help="fit: write this run into a fresh <default_root_dir>/version_<n> (with every output folder set inside "
+                 "the root), e.g. while another run holds the root",
+        )
+
     def before_instantiate_classes(self) -> None:  # noqa: D102 - LightningCLI hook
         config = self.config[self.subcommand] if self.subcommand else self.config
         link_iterations(config)
+        if self.subcommand == "fit" and config.get("new_version") and is_private_evolution(config):
+            if config.get("ckpt_path"):
+                raise ConfigError("--new_version starts a new run in a fresh folder; it cannot resume (--ckpt_path)")
+            move_to_fresh_version(config)
         fill_output_paths(config)
 
     def instantiate_trainer(self, **kwargs: Any):  # noqa: D102 - LightningCLI hook
@@ -56,12 +77,39 @@ class PECLI(LightningCLI):
             if last is not None:
                 check_checkpoint(last)
 
+    def fit(self, model, datamodule=None, ckpt_path=None, **kwargs: Any) -> None:
+        """``trainer.fit``; for a PE model (rank 0) holding the output root, and not at all when the run is finished."""
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        from pe_lightning.evolution import PrivateEvolution
+
+        if not isinstance(model, PrivateEvolution) or rank_zero_only.rank != 0:  # DDP workers: rank 0 holds the root
+            return self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+        root = Path(self.trainer.default_root_dir)
+        output_dir = Path(model.output_dir) if model.output_dir else root
+        with ExitStack() as held:
+            for folder in dict.fromkeys([root.absolute(), output_dir.absolute()]):
+                held.enter_context(RunLock(folder))
+            for folder in [root, *(getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks)]:
+                if folder:  # what a killed write (summary, checkpoint) left
+                    remove_stale_temporaries(folder)
+            resumed = resolve_last([getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks]) \
+                if ckpt_path == "last" else ckpt_path
+            if resumed and datamodule is not None:
+                done = finished_run(model=model, datamodule=datamodule, ckpt_path=resumed, output_dir=output_dir)
+                if done:
+                    print(done, flush=True)
+                    return None
+            return self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+
 
 def _pe_trainer_defaults(trainer_config: dict) -> dict[str, Any]:
     """No model summary (PE has no parameters), the PE progress display, the run summary, no batch logging notice."""
+    from lightning.fabric.plugins import CheckpointIO
     from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 
     from pe_lightning.callbacks import PEProgressBar, RunSummary
+    from pe_lightning.checkpoint_io import AtomicCheckpointIO
 
     callbacks = list(trainer_config.get("callbacks") or [])
     if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -69,6 +117,10 @@ def _pe_trainer_defaults(trainer_config: dict) -> dict[str, Any]:
     if not any(isinstance(c, RunSummary) for c in callbacks):
         callbacks.append(RunSummary())
     defaults: dict[str, Any] = {"callbacks": callbacks}
+    plugins = trainer_config.get("plugins")
+    plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins] if plugins is not None else []
+    if not any(isinstance(p, CheckpointIO) for p in plugins):  # atomic checkpoint writes that name the file on error
+        defaults["plugins"] = [*plugins, AtomicCheckpointIO()]
     if trainer_config.get("enable_model_summary") is None:
         defaults["enable_model_summary"] = False
     if trainer_config.get("log_every_n_steps") is None:  # the module logs each iteration itself

@@ -39,6 +39,8 @@ from pe_lightning.lightning_compat import count_iteration_as_step, skip_ddp_wrap
 from pe_lightning.noise import NOISE_MODES, NoiseKey
 from pe_lightning.private_dir import check_private_side
 from pe_lightning.private_policy import PrivateSidePolicy, check_private_data
+from pe_lightning.resume import start_resumed
+from pe_lightning.run_fingerprint import check_resume, run_fingerprint
 from pe_lightning.run_identity import agree_run_id, resolve_output_dir
 from pe_lightning.run_log import RunLog
 from pe_lightning.run_publishing import RunPublishing
@@ -113,6 +115,9 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
         population_path: a saved ``population.npz`` for ``python -m pe_lightning test``.
         spill_to_disk_mb: arrays larger than this are memory-mapped under
             ``<output_dir>/.scratch``; ``None`` keeps everything in memory.
+        accept_changed_resume: resume from a checkpoint whose data module, size schedule,
+            privacy unit, embedding or API differ from this run's (refused otherwise,
+            :mod:`pe_lightning.run_fingerprint`); each difference is noted in the ledger.
     """
 
     # Run state (kept by the engine) and configuration (its settings), readable here.
@@ -159,6 +164,7 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
         embedding_cache_dir: str | None = None,
         spill_to_disk_mb: float | None = 1024.0,
         population_path: str | None = None,
+        accept_changed_resume: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(api, ImageAPI):
@@ -194,13 +200,15 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
         self._noise_multiplier = noise_multiplier
         self.counts_from_private_labels = counts_from_private_labels
         self.noise = noise
-        self.private_side = PrivateSidePolicy(private_state_dir=private_state_dir, noise_key_file=noise_key_file,
+        self.private_policy = PrivateSidePolicy(private_state_dir=private_state_dir, noise_key_file=noise_key_file,
                                               cache_private_embeddings=cache_private_embeddings,
                                               embedding_cache_dir=embedding_cache_dir)
         self.output_dir = output_dir
         self.save_png = save_png
         self.spill_to_disk_mb = spill_to_disk_mb
         self.population_path = population_path
+        self.accept_changed_resume = accept_changed_resume
+        self._accepted_changes: list[str] = []  # fingerprint differences accepted on resume, noted in on_fit_start
         self.final_population_dir: Path | None = None
         self.run_id: str | None = None  # public, random; names the run's key file
         self._noise_key: NoiseKey | None = None
@@ -250,6 +258,11 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
 
     def on_fit_start(self) -> None:
         require_noise_multiplier(self.stated_noise_multiplier(), info=rank_zero_info)
+        start_resumed(self.trainer, accepted_changes=self._accepted_changes, info=rank_zero_info)
+        self._accepted_changes = []
+        if self.population is not None and self.iteration >= self.iterations:  # resumed a finished run
+            self.engine.class_names, self.engine.sizes_per_iteration = self._classes  # no prepare: nothing to run
+            return self.on_train_end()  # its final stage, if a kill or a full disk cut it short
         collective = ProcessGroupCollective()
         self._setup_noise_key(collective)  # before any heavy work: a key file in the wrong place fails fast
         self._iteration_start = time.perf_counter()
@@ -261,7 +274,7 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
             private_clients=dm.private_clients if self.engine.settings.privacy_unit == "client" else None,
             scratch=ScratchSpace.for_run(self.resolved_output_dir, spill_to_disk_mb=self.spill_to_disk_mb),
             device=self.device, collective=collective, report=self._report_stage,
-            cache=self.private_side.embedding_cache(output_roots=self._output_roots()), data_fingerprint=dm.fingerprint,
+            cache=self.private_policy.embedding_cache(output_roots=self._output_roots()), data_fingerprint=dm.fingerprint,
             info=rank_zero_info,
         )
         if fresh:  # else resumed from a checkpoint: the set-up time belongs to no iteration (prepare dropped it)
@@ -273,7 +286,7 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
     @property
     def resolved_private_dir(self) -> Path:
         """``private_state_dir``, or the per-user default outside the output root."""
-        return self.private_side.private_dir
+        return self.private_policy.private_dir
 
     def _output_roots(self) -> list:
         return [self.trainer.default_root_dir, self.resolved_output_dir]
@@ -281,7 +294,7 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
     def _setup_noise_key(self, collective: ProcessGroupCollective) -> None:
         """The run id (public) and the noise key (:func:`~pe_lightning.engine.noise_keys.obtain_noise_key`)."""
         self.run_id = agree_run_id(self.run_id, collective=collective)
-        path = self.private_side.noise_key_path(self.run_id)
+        path = self.private_policy.noise_key_path(self.run_id)
         if self.noise == "secret" and self.trainer.is_global_zero:
             check_private_side(path, output_roots=self._output_roots(), what="noise_key_file")
         self._noise_key = obtain_noise_key(mode=self.noise, seed=self.seed, path=path, run_id=self.run_id,
@@ -328,7 +341,19 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
     # ------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The run id is public (it names the key file); the key itself is never checkpointed.
-        checkpoint["private_evolution"] = {**self.engine.state_dict(), "run_id": self.run_id, "metrics": self._log.state_dict()}
+        checkpoint["private_evolution"] = {**self.engine.state_dict(), "run_id": self.run_id, "metrics": self._log.state_dict(),
+                                           "run_fingerprint": self.fingerprint()}
+
+    def fingerprint(self, datamodule: PrivateImageDataModule | None = None) -> dict:
+        """What this run's ledger depends on, public configuration only (:func:`~pe_lightning.run_fingerprint.run_fingerprint`).
+
+        Args:
+            datamodule: the private data module (default: the trainer's).
+        """
+        sizes = {"per_class": self._configured_counts, "schedule": self._size_schedule,
+                 "from_private_labels": bool(self.counts_from_private_labels)}
+        return run_fingerprint(datamodule=datamodule or self._datamodule(), api=self.api, embedding=self.embedding,
+                               num_samples=sizes, privacy_unit=self.engine.settings.privacy_unit)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("private_evolution")
@@ -336,6 +361,9 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
             raise ValueError("checkpoint has no 'private_evolution' state: it was not written by PrivateEvolution")
         # The checkpoint's sigma is never adopted: a resumed run spends budget only with the
         # sigma its noise-multiplier source states (or an explicit one); on_fit_start refuses otherwise.
+        if self.trainer.state.fn == "fit":  # refuse another data set or configuration than the ledger's
+            self._accepted_changes = check_resume(state.get("run_fingerprint"), self.fingerprint(),
+                                                  accept_changes=self.accept_changed_resume)
         self.engine.load_state_dict(state)
         self.run_id = state.get("run_id")
         self._log.load_state_dict(state.get("metrics", {}))  # public: what was logged

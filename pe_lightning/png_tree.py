@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from pe_lightning.atomic import atomic_directory
+from pe_lightning.atomic import atomic_directory, names_file
 from pe_lightning.data.image_files import read_image
 from pe_lightning.images import check_images
 
@@ -64,6 +64,7 @@ def write_png_tree(
 
     Raises:
         ValueError: bad ``images``, or a label without an entry in ``class_names``.
+        OSError: a file cannot be written (the error names it).
     """
     images = check_images(images, name="PNG tree images", channels=(1, 3, 4))
     check_class_names(labels, class_names)
@@ -73,7 +74,9 @@ def write_png_tree(
         sub = folder / str(name)
         sub.mkdir(exist_ok=True)
         arr = img[..., 0] if img.shape[-1] == 1 else img
-        Image.fromarray(arr).save(sub / f"{i:06d}{_SUFFIX}")
+        path = sub / f"{i:06d}{_SUFFIX}"
+        with names_file(path):  # a full disk names the file
+            Image.fromarray(arr).save(path)
 
 
 def save_png_tree(

@@ -322,6 +322,7 @@ class PrivacyLedger:
         self._epsilons: list[float] = []
         self._inv_var_sum = 0.0
         self._has_zero = False
+        self._notes: list[str] = []
 
     # ---- helpers
     @staticmethod
@@ -385,7 +386,18 @@ class PrivacyLedger:
         extra = check_int("extra_iterations", extra_iterations, 0)
         return gdp_epsilon(mu=self._mu_after(sigma, extra), delta=self._delta)
 
+    def add_note(self, text: str) -> None:
+        """Record a remark on the run's accounting (e.g. a resume that accepted a changed configuration)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"a ledger note must be a non-empty string, got {text!r}")
+        self._notes.append(text)
+
     # ---- views
+    @property
+    def notes(self) -> list[str]:
+        """The remarks recorded with :meth:`add_note`, oldest first."""
+        return list(self._notes)
+
     @property
     def delta(self) -> float:
         """The fixed target delta of the ledger."""
@@ -430,6 +442,7 @@ class PrivacyLedger:
             "version": _STATE_VERSION,
             "delta": self._delta,
             "noise_multipliers": [None if s == math.inf else s for s in self._sigmas],
+            "notes": list(self._notes),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -445,4 +458,6 @@ class PrivacyLedger:
         fresh = PrivacyLedger(delta=state["delta"])
         for i, sigma in enumerate(state["noise_multipliers"], start=1):
             fresh.record(iteration=i, noise_multiplier=math.inf if sigma is None else sigma)
+        for note in state.get("notes", []):  # absent in states written before notes existed
+            fresh.add_note(note)
         self.__dict__.update(fresh.__dict__)

@@ -16,6 +16,7 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_info
 
 from pe_lightning.engine.hooks import HookCaller, PopulationHooks, RunView, resolve_noise_multiplier
+from pe_lightning.private_side import public_progress
 
 __all__ = ["RunPublishing"]
 
@@ -79,6 +80,7 @@ class RunPublishing:
 
     def _report_stage(self, stage: str, done: int, total: int) -> None:
         """Tell every population callback how far ``stage`` of this iteration is (``on_stage``)."""
+        done, total = public_progress(stage, done, total)  # private-side work: no counts (docs/privacy.md)
         self._hook_caller().on_stage(stage, done, total)
 
     def log_iteration_metrics(self, metrics: dict[str, float]) -> None:

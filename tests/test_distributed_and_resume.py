@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def write_config(path: Path, *, out: Path, iterations: int = 3, epsilon: float = 2.0, callbacks=(), num_private: int = 151,
-                 noise_key_file: Path | None = None) -> Path:
+                 noise_key_file: Path | None = None, model_args: dict | None = None) -> Path:
     config = {
         "seed_everything": 0,
         "trainer": {
@@ -39,6 +39,7 @@ def write_config(path: Path, *, out: Path, iterations: int = 3, epsilon: float =
                 **({"noise_key_file": str(noise_key_file)} if noise_key_file else {}),
                 "api": {"class_path": "pe_lightning.apis.DrawText", "init_args": {"image_size": 28}},
                 "embedding": {"class_path": "pe_lightning.embeddings.PixelEmbedding", "init_args": {"size": 14}},
+                **(model_args or {}),
             },
         },
         "data": {"class_path": "pe_lightning.data.MNISTDataModule", "init_args": {"num_private": num_private, "batch_size": 32}},
@@ -47,9 +48,14 @@ def write_config(path: Path, *, out: Path, iterations: int = 3, epsilon: float =
     return path
 
 
-def run_cli(config: Path, *args: str, cwd: Path, kill: bool = False, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PE_TEST_KILL="1" if kill else "0", OMP_NUM_THREADS="1")
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI child: instrumentation callbacks importable (``PYTHONPATH=tests``), no W&B, one thread."""
+    return dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                OMP_NUM_THREADS="1", **extra)
+
+
+def run_cli(config: Path, *args: str, cwd: Path, kill: bool = False, check: bool = True, fault: bool = False) -> subprocess.CompletedProcess:
+    env = cli_env(PE_TEST_KILL="1" if kill else "0", PE_TEST_FAULT="1" if fault else "0")
     proc = subprocess.run([sys.executable, "-m", "pe_lightning", "fit", "--config", str(config), *args],
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
     if check:

@@ -207,7 +207,7 @@ class StageSpy(PopulationCallback):
     def on_stage(self, trainer, pl_module, *, stage, done, total) -> None:
         self.reports.append((stage, done, total))
         if self.bar.is_live:
-            self.lines.append(self.bar._progress.tasks[1].description)
+            self.lines += [t.description for t in self.bar._progress.tasks[1:] if t.visible]  # the stage line
 
 
 def test_progress_display_shows_iterations_epsilon_fid_time_and_stages(tmp_path):
@@ -227,6 +227,9 @@ def test_progress_display_shows_iterations_epsilon_fid_time_and_stages(tmp_path)
     assert ("lookahead", 80, 80) in spy.reports  # 10 classes x 8 samples, in chunks of 16
     assert any(line == "  iteration 2: voting" for line in spy.lines)
     assert any(line == "  start-up: random" for line in spy.lines)
+    # Private-side work is reported without counts (docs/privacy.md) and drawn without numbers.
+    assert {(d, t) for s, d, t in spy.reports if s in ("private embedding", "voting")} == {(0, 0)}
+    assert "/120" not in text and "120/" not in text
     assert not bar.is_live
 
 

@@ -127,8 +127,22 @@ class PrivateImageDataModule(pl.LightningDataModule):
         return tuple(self.private_images.shape[1:])  # type: ignore[return-value]
 
     @property
+    def test_split_from_private(self) -> bool:
+        """Whether the held-out split was carved out of the private data (docs/privacy.md).
+
+        Then every metric against it is private-derived and stays on the private side
+        (:func:`pe_lightning.private_side.data_class`). ``False`` here: a held-out split
+        that comes from elsewhere (a public test set, a folder the user gave as such).
+        """
+        return False
+
+    @property
     def fingerprint(self) -> str:
-        """Digest of the private split (images + labels), for embedding caches."""
+        """Digest of the private split (images + labels), for embedding caches.
+
+        Derived from private data: never printed, logged or written; the cache names its
+        files by an HMAC of it under a key kept on the private side (:mod:`pe_lightning.embedding_cache`).
+        """
         if self.private_images is None:
             raise RuntimeError("call setup() first")
         h = hashlib.sha256()

@@ -194,6 +194,11 @@ class ImageFolderDataModule(PrivateImageDataModule):
         ids = {k: i for i, k in enumerate(sorted(set(keys)))}
         return np.asarray([ids[k] for k in keys], dtype=np.int64)
 
+    @property
+    def test_split_from_private(self) -> bool:
+        """``True`` when ``test_dir`` is not given: the held-out split is carved out of the private data."""
+        return self.test_dir is None
+
     def load(self) -> tuple[np.ndarray, ...]:
         private = _list_classes(Path(self.private_dir), field="private_dir")
         names = sorted(private)

@@ -188,6 +188,11 @@ class HFDataModule(PrivateImageDataModule):
         index = {n: i for i, n in enumerate(names)}
         return np.asarray([index[str(v)] for v in values], dtype=np.int64)
 
+    @property
+    def test_split_from_private(self) -> bool:
+        """``True`` when ``test_split`` is ``None``: the held-out split is carved out of the private data."""
+        return self.test_split is None
+
     def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]:
         splits = self._load()
         wanted = [self.private_split] + ([self.test_split] if self.test_split is not None else [])

@@ -66,6 +66,11 @@ class NpzDataModule(PrivateImageDataModule):
         self.test_fraction = float(test_fraction)
         self.split_seed = split_seed
 
+    @property
+    def test_split_from_private(self) -> bool:
+        """``True`` when ``test_path`` is not given: the held-out split is carved out of the private data."""
+        return self.test_path is None
+
     def load(self) -> tuple[np.ndarray, ...]:
         private = _read(self.private_path, field="private_path")
         labels = np.asarray(private["labels"]).astype(np.int64)

@@ -45,6 +45,7 @@ from pe_lightning.engine.sharding import (
     reported_chunks,
     sharded_rows,
 )
+from pe_lightning.final_stage import write_final
 from pe_lightning.noise import NoiseKey
 from pe_lightning.population import Population
 from pe_lightning.seeding import make_generator
@@ -212,14 +213,14 @@ class PEEngine:
         """Private embeddings ``(N_private, D)``, sharded across ranks or read from ``cache``.
 
         The cache holds data derived from the private images: keep it on the private side.
-        Its entries are keyed by ``data_fingerprint`` and the embedding's fingerprint.
+        Its entries are named by a keyed digest of ``data_fingerprint`` and the embedding's
+        fingerprint; only the folder is printed, never an entry's name, a hit or a size.
         """
         if cache is not None:
             info(f"[PE] private-embedding cache (derived from private images; keep private): {cache.directory}")
-            cache_key = EmbeddingCache.key(data_fingerprint=data_fingerprint, embedding_fingerprint=self.embedding.fingerprint)
+            cache_key = cache.key(data_fingerprint=data_fingerprint, embedding_fingerprint=self.embedding.fingerprint)
             cached = cache.load(cache_key, num_rows=len(images))
             if all(_Timed(self).gather(cached is not None)):  # every rank hit: use it
-                info(f"[PE] private embeddings read from the cache {cache.path(cache_key)}")
                 return torch.from_numpy(cached)
         embeddings = self._sharded(len(images), lambda i, sl: self.embed(images[sl]), stage="private embedding")
         self._check_finite(embeddings, what="private images", where="private indices")
@@ -419,13 +420,14 @@ class PEEngine:
         return self.assemble(parts, n=n, name="population"), len(reused_slots)
 
     def save_final(self, directory: Path, *, png: bool) -> list[str]:
-        """Write the population to ``directory`` (``population.npz``, and a PNG tree with ``png``); returns console lines."""
+        """Write the population to ``directory`` unless it is there complete (:func:`~pe_lightning.final_stage.write_final`); returns console lines."""
         pop = self.population
-        pop.save(directory, class_names=self.class_names, png=png)
+        written = write_final(directory, population=pop, class_names=self.class_names, iteration=self.iteration, png=png)
         modes = sorted({r["noise_mode"] for r in self.noise_record})
         keys = sorted({r["key_id"] for r in self.noise_record})
         return [
-            f"[PE] final population ({len(pop)} synthetic images, iteration {self.iteration}) written to "
+            f"[PE] final population ({len(pop)} synthetic images, iteration {self.iteration}) "
+            f"{'written to' if written else 'already complete in'} "
             f"{directory / 'population.npz'}" + (f" and {directory / 'images'}/<class>/<index>.png" if png else ""),
             f"[PE] DP noise: {'+'.join(modes) or 'none'} (key id {', '.join(keys) or '-'})"
             + (" -- SEEDED: private only while the seed stays secret" if "seeded" in modes else ""),
