@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from pe_lightning import DrawText, MNISTDataModule, PixelEmbedding, PrivateEvolution  # noqa: E402
+from pe_lightning.embeddings import HOGEmbedding  # noqa: E402
 from pe_lightning.callbacks import PopulationSnapshot  # noqa: E402
 
 
@@ -40,10 +41,15 @@ def mean_iteration_metrics(folder: str | os.PathLike) -> dict[str, float]:
     return {k: sum(float(r[k]) for r in rows if r.get(k)) / sum(1 for r in rows if r.get(k)) for k in keys}
 
 
-def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, reuse: bool = False, snapshot: bool = False, seed: int = 0) -> dict:
+#: ``--embedding`` choices: the pixel embedding and the planner's HOG.
+EMBEDDINGS = {"pixel": PixelEmbedding, "hog": HOGEmbedding}
+
+
+def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, reuse: bool = False, snapshot: bool = False,
+        seed: int = 0, embedding: str = "pixel") -> dict:
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as private:
         model = PrivateEvolution(
-            api=DrawText(), embedding=PixelEmbedding(), iterations=iterations, num_samples_per_class=num_per_class,
+            api=DrawText(), embedding=EMBEDDINGS[embedding](), iterations=iterations, num_samples_per_class=num_per_class,
             variation_degrees=0.4, lookahead_degree=lookahead, threshold=1.0, noise_multiplier=5.0,
             search_backend=backend, seed=seed, output_dir=tmp, save_png=False, reuse_lookahead=reuse,
             private_state_dir=private,  # keys and the embedding cache: outside the output root
@@ -67,7 +73,7 @@ def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, re
     overhead = it - api - emb - vote
     return {
         "workload": (
-            f"MNIST 4,000 private, DrawText, N_syn={10 * num_per_class}, lookahead={lookahead}, pixel embedding, {backend}"
+            f"MNIST 4,000 private, DrawText, N_syn={10 * num_per_class}, lookahead={lookahead}, {embedding} embedding, {backend}"
             + (", reuse_lookahead" if reuse else "") + (", PopulationSnapshot every iteration" if snapshot else "")
         ),
         "renders_per_iteration": round(10 * num_per_class * (lookahead + 1) - 10 * num_per_class * mean("pe/reused_lookahead_fraction")),
@@ -96,9 +102,11 @@ def main() -> None:
     parser.add_argument("--backend", default="faiss", choices=["faiss", "torch"])
     parser.add_argument("--reuse-lookahead", action="store_true", help="build children from the lookahead variations")
     parser.add_argument("--snapshot", action="store_true", help="write a PopulationSnapshot every iteration (snapshot I/O)")
+    parser.add_argument("--embedding", default="pixel", choices=sorted(EMBEDDINGS), help="the voting embedding")
     args = parser.parse_args()
     print(json.dumps(run(num_per_class=args.num_per_class, lookahead=args.lookahead, iterations=args.iterations,
-                         backend=args.backend, reuse=args.reuse_lookahead, snapshot=args.snapshot)))
+                         backend=args.backend, reuse=args.reuse_lookahead, snapshot=args.snapshot,
+                         embedding=args.embedding)))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
     python benchmarks/results.py --suite transfer --out results/transfer --epsilons 1 10
     python benchmarks/results.py --config configs/mnist_drawtext_fitted.yaml --out results/fitted
     python benchmarks/results.py --merge /tmp/a /tmp/b --out results/transfer   # join parallel parts
+    python benchmarks/results.py --suite transfer --no-baselines --pair-with results/transfer --out /tmp/t  # PE only, paired
+    python benchmarks/results.py --collect /tmp/a /tmp/b --pair-with results/transfer/mnist --out results/x  # join runs.csv
 
 An experiment script, not part of the installed library (run it from a checkout with the
 package installed). Its default config is the shipped demo config, found with
@@ -29,9 +31,12 @@ real private training split (the non-private bound). PE hyperparameters come fro
 ``configs/mnist_drawtext.yaml`` (the demo; ``--config`` for another), so the table measures
 what ``make demo`` runs.
 
-Writes ``runs.csv`` (one row per PE seed x classifier seed), ``summary.csv`` (mean ± std
-over PE seeds of the per-seed means), ``results.png`` (accuracy and FD against epsilon,
-baselines as horizontal lines), ``summary.md`` and synthetic grids for two epsilons.
+Writes ``runs.csv`` (one row per PE seed x classifier seed; PE rows also carry the last
+iteration's vote diagnostics), ``summary.csv`` (mean ± std over PE seeds of the per-seed
+means; 3 classifier seeds by default), ``paired.csv`` / ``paired.md`` (PE minus the RANDOM API
+at the released size, paired by PE and classifier seed), ``results.png`` (accuracy and FD
+against epsilon, baselines as horizontal lines), ``summary.md`` and synthetic grids for two
+epsilons. ``--pair-with DIR`` adds ``paired_with.md``: PE minus another run's PE, seed by seed.
 """
 
 from __future__ import annotations
@@ -117,11 +122,14 @@ def _for_data(model_args: dict, model_class: type, *, epsilon: float, image_size
 
 
 def run_pe(*, epsilon: float, seed: int, datamodule: MNISTDataModule, out: Path, model_args: dict, overrides: dict,
-           model_class: type | None = None, fd_per_iteration: dict | None = None) -> dict[int, Population]:
+           model_class: type | None = None, fd_per_iteration: dict | None = None,
+           diagnostics: dict | None = None) -> dict[int, Population]:
     """One PE run; returns ``{0: random population, T: final population}``.
 
     With ``fd_per_iteration`` (a dict), the pixel FD to the data module's test split of
-    every iteration's population is stored in it.
+    every iteration's population is stored in it. With ``diagnostics`` (a dict), the last
+    iteration's vote diagnostics (``diag/*``, :mod:`pe_lightning.engine.diagnostics`:
+    functions of the noisy release only) and the run's ``T`` are stored in it.
     """
     import lightning.pytorch as pl
 
@@ -138,6 +146,9 @@ def run_pe(*, epsilon: float, seed: int, datamodule: MNISTDataModule, out: Path,
         callbacks=[PrivacyAccountant(epsilon=epsilon, delta=1e-5), keep],
     )
     trainer.fit(model, datamodule=datamodule)
+    if diagnostics is not None:
+        diagnostics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("diag/")})
+        diagnostics["iterations"] = float(model.iterations)
     if fd_per_iteration is not None:
         fd_per_iteration.update(keep.fd_per_iteration)
     return keep.populations
@@ -177,11 +188,16 @@ def run_results(
     config: Path = DEMO_CONFIG,
     datamodule=None,
     fd_curves: dict | None = None,
+    baselines: bool = True,
 ) -> list[dict]:
     """Run every setting and write the CSVs, plot, table and grids to ``out``. Returns the summary rows.
 
     ``datamodule``: the private / test data (default: the docs/benchmark.md MNIST split).
     ``fd_curves``: a dict that receives ``{epsilon: {iteration: FD}}`` of each epsilon's first PE seed.
+    ``baselines``: also evaluate the real private set and the RANDOM API alone (iteration 0, and
+    at the released size); ``False`` skips them (PE only, e.g. when rerunning a suite whose
+    RANDOM population did not change). With them, ``paired.csv`` / ``paired.md`` hold the paired
+    differences PE - RANDOM at the released size (same PE seed, same classifier seed).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,29 +208,34 @@ def run_results(
     overrides = dict(overrides or {})
     rows: list[dict] = []
 
-    def record(setting: str, epsilon: float, pe_seed: int, pop: Population, seconds: float) -> None:
+    def record(setting: str, epsilon: float, pe_seed: int, pop: Population, seconds: float, diag: dict | None = None) -> None:
         fd = pixel_frechet_distance(pop.images, dm.test_images)
-        for s, acc in zip(clf_seeds, _evaluate(pop, datamodule=dm, clf_seeds=clf_seeds, epochs=epochs)):
-            rows.append(dict(setting=setting, epsilon=epsilon, pe_seed=pe_seed, clf_seed=s, test_acc=acc, fd=fd, n=len(pop), pe_seconds=seconds))
-        _write_csv(out / "runs.csv", rows)
+        for s in clf_seeds:  # a row as soon as each classifier is trained: a stopped run keeps what it measured
+            (acc,) = _evaluate(pop, datamodule=dm, clf_seeds=[s], epochs=epochs)
+            rows.append(dict(setting=setting, epsilon=epsilon, pe_seed=pe_seed, clf_seed=s, test_acc=acc, fd=fd, n=len(pop),
+                             pe_seconds=seconds, **{k: (diag or {}).get(k, math.nan) for k in DIAGNOSTIC_COLUMNS}))
+            _write_csv(out / "runs.csv", rows)
 
-    real = Population(images=dm.private_images, labels=dm.private_labels)
-    record("real private training set", math.nan, 0, real, 0.0)
+    if baselines:
+        real = Population(images=dm.private_images, labels=dm.private_labels)
+        record("real private training set", math.nan, 0, real, 0.0)
     for eps in epsilons:
         for pe_seed in pe_seeds:
             start = time.perf_counter()
             curve = {} if (fd_curves is not None and pe_seed == pe_seeds[0]) else None
+            diag: dict = {}
             pops = run_pe(epsilon=eps, seed=pe_seed, datamodule=dm, out=out / "runs" / f"eps{eps:g}_seed{pe_seed}",
-                          model_args=model_args, overrides=overrides, model_class=model_class, fd_per_iteration=curve)
+                          model_args=model_args, overrides=overrides, model_class=model_class, fd_per_iteration=curve,
+                          diagnostics=diag)
             if curve is not None:
                 fd_curves[eps] = dict(sorted(curve.items()))
             seconds = time.perf_counter() - start
             final = max(pops)
-            if eps == epsilons[0]:  # iteration 0 is the same RANDOM draw for every epsilon of a seed
+            if baselines and eps == epsilons[0]:  # iteration 0 is the same RANDOM draw for every epsilon of a seed
                 record("random API alone", 0.0, pe_seed, pops[0], 0.0)
                 if len(pops[0]) != len(pops[final]):  # a larger RANDOM population: also RANDOM at the released size
                     record(RANDOM_AT_RELEASED_SIZE, 0.0, pe_seed, _first_per_class(pops[0], like=pops[final]), 0.0)
-            record("PE", eps, pe_seed, pops[final], seconds)
+            record("PE", eps, pe_seed, pops[final], seconds, diag)
             if pe_seed == pe_seeds[0] and eps in grid_epsilons:
                 pop = pops[final]
                 save_png(class_grid(pop.images, pop.labels, samples_per_class=10), out / f"grid_eps{eps:g}.png", upscale=2)
@@ -222,12 +243,100 @@ def run_results(
     return summary
 
 
+#: Vote diagnostics of each PE run's last iteration recorded in ``runs.csv`` (functions of the noisy release only).
+DIAGNOSTIC_COLUMNS = ("iterations", "diag/bins_above_threshold", "diag/unique_parents_min", "diag/unique_parents_mean",
+                      "diag/top_parent_share_max", "diag/noise_only_survivors_per_class")
+
+
 def _write_summary(rows: list[dict], out: Path) -> list[dict]:
     summary = _summarise(rows)
     _write_csv(out / "summary.csv", summary)
     atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(_markdown(summary)))
     _plot(summary, out / "results.png")
+    paired = paired_differences(rows, rows, against=RANDOM_AT_RELEASED_SIZE)
+    if paired:
+        _write_csv(out / "paired.csv", paired)
+        atomic_write(out / "paired.md", lambda tmp: Path(tmp).write_text(_paired_markdown(paired, against=RANDOM_AT_RELEASED_SIZE)))
     return summary
+
+
+def paired_differences(rows: list[dict], reference: list[dict], *, against: str | None = None) -> list[dict]:
+    """PE accuracy minus a reference, paired by PE seed and classifier seed, per epsilon.
+
+    ``against`` names a setting of ``reference`` (e.g. the RANDOM API at the released size,
+    whose rows are recorded once per PE seed) that every epsilon's PE runs are paired with;
+    ``None`` pairs PE with ``reference``'s PE at the same epsilon (another config's run:
+    same seeds, so the same RANDOM draws and, with seeded noise, the same noise). For each
+    PE seed the differences are averaged over the classifier seeds both have; the row
+    reports the mean ± std (``ddof=0``) over PE seeds, in points, and on how many PE seeds PE
+    was ahead.
+    """
+    def key(r: dict) -> tuple:
+        return (int(r["pe_seed"]), int(r["clf_seed"]))
+
+    out = []
+    for eps in dict.fromkeys(float(r["epsilon"]) for r in rows if r["setting"] == "PE"):
+        ours = {key(r): float(r["test_acc"]) for r in rows if r["setting"] == "PE" and float(r["epsilon"]) == eps}
+        if against is None:
+            ref = {key(r): float(r["test_acc"]) for r in reference if r["setting"] == "PE" and float(r["epsilon"]) == eps}
+        else:
+            ref = {key(r): float(r["test_acc"]) for r in reference if r["setting"] == against}
+        seeds = sorted({p for p, c in ours if (p, c) in ref})
+        if not seeds:
+            continue
+        diffs = [100 * np.mean([ours[(p, c)] - ref[(p, c)] for (q, c) in ours if q == p and (p, c) in ref]) for p in seeds]
+        out.append(dict(epsilon=eps, against=against or "PE (reference run)", diff_mean=float(np.mean(diffs)),
+                        diff_std=float(np.std(diffs)), wins=int(sum(d > 0 for d in diffs)), pe_seeds=len(seeds),
+                        per_seed=" ".join(f"{d:+.1f}" for d in diffs)))
+    return out
+
+
+def _paired_markdown(paired: list[dict], *, against: str) -> str:
+    lines = [f"| ε | PE − {against} (points, paired) | PE ahead on | per PE seed |", "|---|---|---|---|"]
+    for p in paired:
+        eps = "∞ (no noise)" if math.isinf(p["epsilon"]) else f"{p['epsilon']:g}"
+        lines.append(f"| {eps} | {p['diff_mean']:+.1f} ± {p['diff_std']:.1f} | {p['wins']} of {p['pe_seeds']} | {p['per_seed']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _read_runs(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def collect_runs(parts: Sequence[str | os.PathLike], out: str | os.PathLike, *, sets: Sequence[str] | None = None) -> list[dict]:
+    """Join the ``runs.csv`` of runs split over processes (e.g. by ``--pe-seeds``, or stopped early) into ``out``.
+
+    Rows are concatenated in order, a (setting, epsilon, PE seed, classifier seed) seen twice
+    kept once (with seeded noise the same seed gives the same run), and the summaries
+    (``summary.*``, ``paired.*``, ``results.png``) rewritten from them; nothing is rerun.
+    With ``sets`` (transfer suite), each part holds one sub-folder per set and ``out`` gets
+    one per set plus ``transfer_summary.csv`` / ``.md``. Returns the summary rows.
+    """
+    out = Path(out)
+    numeric = {"epsilon": float, "pe_seed": int, "clf_seed": int, "test_acc": float, "fd": float, "n": int, "pe_seconds": float}
+    table: list[dict] = []
+    for name in sets or [None]:
+        rows, seen = [], set()
+        for part in map(Path, parts):
+            path = part / name / "runs.csv" if name else part / "runs.csv"
+            for r in _read_runs(path) if path.is_file() else []:
+                r = {k: (numeric[k](v) if k in numeric else (v if k == "setting" else float(v))) for k, v in r.items()}
+                key = (r["setting"], r["epsilon"] if not math.isnan(r["epsilon"]) else "nan", r["pe_seed"], r["clf_seed"])
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(r)
+        if not rows:
+            continue
+        folder = out / name if name else out
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_csv(folder / "runs.csv", rows)
+        summary = _write_summary(rows, folder)
+        table.extend({"set": name, **row} for row in summary) if name else table.extend(summary)
+    if sets and table:
+        _write_csv(out / "transfer_summary.csv", table)
+        atomic_write(out / "transfer_summary.md", lambda tmp: Path(tmp).write_text(_transfer_markdown(table)))
+    return table
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -429,9 +538,26 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                         help="override the demo config's reuse_lookahead (true there): 'false' makes fresh variations for "
                              "every child, the reference implementation's behaviour")
     parser.add_argument("--quick", action="store_true", help="smoke run: eps 1, one seed, 200 private, 10 per class, 1 epoch")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="PE only: skip the real-data and RANDOM-API baselines (e.g. rerunning a suite whose RANDOM "
+                             "population is unchanged; pair with the earlier run with --pair-with)")
+    parser.add_argument("--pair-with", type=Path, default=None, metavar="DIR",
+                        help="another run's output folder (its runs.csv; for --suite transfer, one sub-folder per set): "
+                             "write paired differences PE - that run's PE and - its RANDOM at the released size "
+                             "(same PE and classifier seeds) to paired_with.md")
+    parser.add_argument("--collect", nargs="+", default=None, metavar="DIR",
+                        help="join the runs.csv of runs split over processes or stopped early (same --suite; "
+                             "with --suite transfer, --variants names the sets) into --out and rewrite the summaries")
     parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                         help="join transfer-suite outputs of parallel runs (each --variants ... --out DIR) into --out")
     args = parser.parse_args(argv)
+    if args.collect:
+        sets = args.variants if args.suite == "transfer" else None
+        table = collect_runs(args.collect, args.out, sets=sets)
+        print(_transfer_markdown(table) if sets else _markdown(table))
+        if args.pair_with is not None:
+            print(write_paired_with(Path(args.out), args.pair_with, sets=[t for t in sets if (Path(args.out) / t).is_dir()] if sets else None))
+        return table
     if args.merge:
         table = merge_transfer(args.merge, args.out)
         print(_transfer_markdown(table))
@@ -441,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         overrides["reuse_lookahead"] = args.reuse_lookahead == "true"
     epsilons = args.epsilons or ([0.5, 1.0, 2.0, 4.0, 10.0, math.inf] if args.suite == "mnist" else [1.0, 10.0])
     kwargs = dict(out=args.out, epsilons=epsilons, pe_seeds=args.pe_seeds, clf_seeds=args.clf_seeds, epochs=args.epochs,
-                  overrides=overrides, config=args.config)
+                  overrides=overrides, config=args.config, baselines=not args.no_baselines)
     if args.quick:
         if hasattr(_demo_model_class(args.config), "planned_iterations"):
             small = {"final_samples_per_class": 10, "lookahead_degree": 2, "approx_private_size": 200}
@@ -452,10 +578,37 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if args.suite == "transfer":
         table = run_transfer_suite(variants=args.variants, **kwargs)
         print(_transfer_markdown(table))
+        if args.pair_with is not None:
+            print(write_paired_with(Path(args.out), args.pair_with, sets=args.variants))
         return table
     summary = run_results(**kwargs)
     print(_markdown(summary))
+    if args.pair_with is not None:
+        print(write_paired_with(Path(args.out), args.pair_with))
     return summary
+
+
+def write_paired_with(out: Path, reference: Path, *, sets: Sequence[str] | None = None) -> str:
+    """``paired_with.md`` in ``out``: this run's PE minus ``reference``'s PE and minus its RANDOM at the released size.
+
+    Pairs by PE seed and classifier seed (:func:`paired_differences`); with ``sets``, one
+    block per transfer set (``out/<set>/runs.csv`` against ``reference/<set>/runs.csv``).
+    """
+    blocks = []
+    for name in sets or [None]:
+        if not (out / name / "runs.csv" if name else out / "runs.csv").is_file():
+            continue
+        ours = _read_runs(out / name / "runs.csv" if name else out / "runs.csv")
+        ref = _read_runs(reference / name / "runs.csv" if name else reference / "runs.csv")
+        title = f"### {name}\n\n" if name else ""
+        text = title + _paired_markdown(paired_differences(ours, ref), against=f"PE of {reference}")
+        if any(r["setting"] == RANDOM_AT_RELEASED_SIZE for r in ref):
+            text += "\n" + _paired_markdown(paired_differences(ours, ref, against=RANDOM_AT_RELEASED_SIZE),
+                                             against=f"{RANDOM_AT_RELEASED_SIZE} of {reference}")
+        blocks.append(text)
+    text = "\n".join(blocks)
+    atomic_write(out / "paired_with.md", lambda tmp: Path(tmp).write_text(text))
+    return text
 
 
 if __name__ == "__main__":

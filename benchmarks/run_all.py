@@ -20,10 +20,13 @@ HERE = Path(__file__).resolve().parent
 RUNS = [
     ["startup.py", "--repeats", "3"],  # process start to PE iteration 0 of `make demo` (the real CLI)
     ["api_throughput.py", "--n", "18000"],  # DrawText images/s (RANDOM, VARIATION)
+    ["served_throughput.py", "--n", "8192", "--batch", "1024", "--servers", "2"],  # in process vs 1 and 2 `serve` servers
+    ["embedding_throughput.py", "--n", "80000"],  # pixel and HOG embeddings, images/s (a lookahead of 8 x 10,000)
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8"],   # the reference implementation's workload (2,000 x 9 renders)
     ["iteration.py", "--num-per-class", "1000", "--lookahead", "8"],  # N_syn = 10,000
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8", "--backend", "torch"],
     ["iteration.py", "--num-per-class", "1000", "--lookahead", "8", "--reuse-lookahead"],  # children from lookahead variations
+    ["iteration.py", "--num-per-class", "1000", "--lookahead", "8", "--reuse-lookahead", "--embedding", "hog"],  # the plan's HOG votes
     ["iteration.py", "--num-per-class", "1000", "--lookahead", "8", "--snapshot"],  # + snapshot I/O every iteration
     # Peak memory at N_syn = 50,000, 32x32 (1 and 3 channels), 2 iterations.
     ["memory.py", "--channels", "1"],
@@ -36,6 +39,8 @@ RUNS = [
 ]
 QUICK_RUNS = [
     ["api_throughput.py", "--n", "2000", "--repeats", "1"],
+    ["served_throughput.py", "--n", "256", "--batch", "128", "--servers", "1", "--repeats", "1"],
+    ["embedding_throughput.py", "--n", "2000", "--repeats", "1"],
     ["iteration.py", "--num-per-class", "50", "--lookahead", "2", "--iterations", "2"],
     ["memory.py", "--num-per-class", "200", "--iterations", "1", "--lookahead", "2"],
     ["voting.py", "--sizes", "2000", "--dim", "256", "--classes", "10", "--backends", "faiss", "torch", "--no-append"],
@@ -73,10 +78,12 @@ def print_tables(results: list[dict]) -> None:
     """Markdown tables of the results (the README's Benchmarks section is written from them)."""
     iterations = [r for r in results if "iteration_s" in r]
     throughput = [r for r in results if r.get("benchmark") == "api_throughput"]
+    embeddings = [r for r in results if r.get("benchmark") == "embedding_throughput"]
     memory = [r for r in results if "benchmark" not in r and "iteration_s" not in r and "fit_total_s" in r]
     voting = [r for r in results if r.get("benchmark") == "voting"]
     plain = [r for r in results if r.get("benchmark") == "plain_loop"]
     startup = [r for r in results if r.get("benchmark") == "startup"]
+    served = [r for r in results if r.get("benchmark") == "served_throughput"]
     if startup:
         print("\n| start-up (median) | imports + CLI | + trainer, W&B, data | process start to iteration 0 | iterations | total |"
               "\n|---|---|---|---|---|---|")
@@ -91,6 +98,15 @@ def print_tables(results: list[dict]) -> None:
         print("\n| API call | images | seconds | images / s |\n|---|---|---|---|")
         for r in throughput:
             print(f"| {r['api']} {r['call']} | {r['images']:,} | {r['seconds']} | {r['images_per_s']:,} |")
+    if served:
+        print("\n| DrawText served | servers | request size | call | images / s | HTTP overhead µs / image |\n|---|---|---|---|---|---|")
+        for r in served:
+            print(f"| {r['mode']} | {r['servers']} | {r.get('request_size') or '-'} | {r['call']} | {r['images_per_s']:,} | "
+                  f"{r.get('http_overhead_us_per_image', '-')} |")
+    if embeddings:
+        print("\n| embedding | dim | images | seconds | images / s |\n|---|---|---|---|---|")
+        for r in embeddings:
+            print(f"| {r['embedding']} | {r['dim']} | {r['images']:,} | {r['seconds']} | {r['images_per_s']:,} |")
     if memory:
         print("\n| memory workload | fit s | peak RSS GiB |\n|---|---|---|")
         for r in memory:

@@ -14,7 +14,7 @@ from pe_lightning.private_metrics import NOT_DP_SUFFIX
 __all__ = ["RUN_STATE_PREFIXES", "fid_metric", "format_epsilon", "metric_value", "result_metrics"]
 
 #: Metric namespaces that describe the run itself (shown in their own places), not a result.
-RUN_STATE_PREFIXES = ("pe/", "time/", "privacy/")
+RUN_STATE_PREFIXES = ("pe/", "diag/", "time/", "privacy/")
 
 
 def metric_value(metrics: Mapping, key: str) -> float | None:

@@ -45,7 +45,8 @@ class RunSummary(PopulationCallback):
     (``trainer.default_root_dir``) as ``summary.json`` and ``run.png`` (FID and ε per
     iteration), and set as the W&B run's summary fields when a ``WandbLogger`` is used:
     ε spent and the budget, δ, σ, ``T``, ``N``, the FID at iteration 0 and ``T``, the
-    downstream test accuracy (with :class:`~pe_lightning.callbacks.DownstreamEvaluation`),
+    downstream test accuracy (with :class:`~pe_lightning.callbacks.DownstreamEvaluation`), the
+    images requested from a model behind HTTP (``api/images_requested_total``, the cost counter),
     the final value of every other result metric logged (``metrics``), wall time and
     start-up time, and the path of every output. Everything is read from ``pl_module.run``
     (:class:`~pe_lightning.engine.hooks.RunView`), so a metric any callback logs reaches the
@@ -179,6 +180,7 @@ class RunSummary(PopulationCallback):
                 "final": self.history.get(last, {}).get(fid_key) if fid_key and last is not None else None,
             },
             "downstream_test_acc": metric_value(metrics, "downstream/test_acc"),
+            "api_images_requested": metric_value(metrics, "api/images_requested_total"),  # APIs behind HTTP: the cost
             "metrics": {k: _finite(v) for k, v in result_metrics(metrics).items()},
             "time": {
                 "wall_s": round(wall, 3) if wall is not None else None,
@@ -235,8 +237,10 @@ class RunSummary(PopulationCallback):
                          f"at iteration {summary['iterations_completed']}")
         if summary["downstream_test_acc"] is not None:
             lines.append(f"[PE]   downstream test accuracy: {summary['downstream_test_acc']:.4f}")
+        if summary.get("api_images_requested") is not None:
+            lines.append(f"[PE]   images requested from the model API: {summary['api_images_requested']:,.0f}")
         for key, value in summary.get("metrics", {}).items():  # every other result metric
-            if not (key.startswith("fid/") or key == "downstream/test_acc"):
+            if not (key.startswith("fid/") or key in ("downstream/test_acc", "api/images_requested_total")):
                 lines.append(f"[PE]   {key}: {_fmt(_as_float(value))}")
         timing = f"[PE]   wall time {_fmt(t['wall_s'] if t['wall_s'] is not None else t['fit_s'])} s"
         extras = []
@@ -290,6 +294,7 @@ class RunSummary(PopulationCallback):
             "pe/T": summary["T"],
             "pe/N": summary["N"],
             "downstream/test_acc": summary["downstream_test_acc"],
+            "api/images_requested_total": summary.get("api_images_requested"),
             "time/wall_s": summary["time"]["wall_s"],
             "time/to_iteration_0_s": summary["time"]["to_iteration_0_s"],
         }

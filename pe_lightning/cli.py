@@ -34,6 +34,7 @@ __all__ = ["main", "console_main", "PECLI", "PROG"]
 
 PROG = "python -m pe_lightning"
 _SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
+SERVE = "serve"  # python -m pe_lightning serve --config api.yaml (pe_lightning.serving.server)
 
 
 class PECLI(LightningCLI):
@@ -150,6 +151,11 @@ def console_main() -> int:
         sys.argv = [a for a in sys.argv if a != TRACEBACK_FLAG]
         os.environ[TRACEBACK_ENV] = "1"
     try:
+        if sys.argv[1:2] == [SERVE]:  # not a Lightning subcommand: serve an ImageAPI over HTTP (docs/serving.md)
+            from pe_lightning.serving.server import serve_main
+
+            serve_main(sys.argv[2:])
+            return 0
         main()
     except Exception as err:  # noqa: BLE001 - reported, or re-raised with its traceback
         if traceback_requested() or not is_user_error(err):

@@ -1,46 +1,58 @@
-"""Settings of a PE run from public quantities only: the planner.
+"""Settings of a PE run from public quantities only: the planner (v3).
 
-:func:`plan` picks ``T``, the population-size schedule, the threshold and the variation
-degree schedule from the privacy budget ``(epsilon, delta)``, the number of classes, the
-image size and an *approximate* private-set size that the user states (public knowledge,
-like "about 4,000 images"; never the actual private label counts). Nothing it reads is
-private, so every setting it returns is public configuration, and a run that uses it has
-the same (epsilon, delta) guarantee as one configured by hand.
+:func:`plan` picks the voting embedding, ``T``, the population-size schedule, the votes per
+private sample ``k'`` (``num_nearest_neighbors``), the threshold and the variation degree
+schedule from the privacy budget ``(epsilon, delta)``, the number of classes, the image
+size and an *approximate* private-set size that the user states (public knowledge, like
+"about 4,000 images"; never the actual private label counts). Nothing it reads is private,
+so every setting it returns is public configuration, and a run that uses it has the same
+(epsilon, delta) guarantee as one configured by hand.
 
-The rule (``kappa``, ``min_bins``, ``threshold_sigmas`` and the degrees are its
-documented constants, chosen on the MNIST protocol of docs/benchmark.md, never per data set):
+The rule. Its constants (``MIN_SURVIVORS``, ``NOISE_SURVIVORS``, ``K_CHOICES``,
+``MAX_ITERATIONS``, ``KAPPA``, ``RANDOM_FACTOR``, the degrees and the embedding) were chosen
+on the MNIST protocol of docs/benchmark.md only, never per data set (docs/results.md):
 
-1. ``m = approx_private_size / num_classes`` votes per class and iteration (each private
-   image votes once per iteration, for a synthetic image of its own class).
+1. ``m = approx_private_size / num_classes`` private samples vote per class and iteration.
 2. ``sigma_T`` = the noise std per bin that the :class:`~pe_lightning.callbacks.PrivacyAccountant`
    calibrates for ``(epsilon, delta, T)`` (the same function, so the two agree exactly).
-3. ``bins(T) = floor(m / (kappa * sigma_T))`` synthetic samples per class in each voted
-   population: the average bin then collects ``kappa`` noise stds of votes, so the noisy
-   histogram still ranks candidates. The RANDOM population (iteration 0) is ``RANDOM_FACTOR``
-   times the released one: the first vote picks from many candidates of the wide prior
-   (more distinct survivors of the threshold). Then few, high-count bins; the released
-   population is ``final_samples_per_class``, made by variation of the last voted one, each
-   survivor getting its expected share of children (``selection="systematic"``).
-4. ``T = ITERATIONS`` (1) for every budget, and ``bins`` clipped to
-   ``[min_bins, final_samples_per_class]``. Measured on the MNIST protocol with the
-   public-knowledge DrawText prior (README, Results): one vote of the whole budget on a
-   RANDOM population five times the released size kept about 31 distinct survivors per
-   class at eps = 1, against 5-6 after six votes at ``sigma_6``; accuracy follows how many
-   distinct parents the released images come from (80.6 % vs 59.1 % at eps = 1, a tie at
-   eps = 10). With ``iterations=`` set explicitly the same rule plans ``T`` votes. ``T`` does not grow with epsilon on purpose:
-   for a fixed ``T``, ``sigma_T`` falls as epsilon grows, whereas any rule that raises ``T``
-   with epsilon raises ``sigma`` at each step of ``T`` (``sigma_{T+1}(eps) > sigma_T(eps)``),
-   so a larger epsilon would sometimes give *more* noise per iteration.
-5. Threshold ``H = threshold_sigmas * sigma_T``: a bin that received no votes rarely clears
-   it (noise alone exceeds ``2 sigma`` with probability 2.3 %), so selection follows votes,
-   not noise.
-6. Variation degrees ``{start: degree_start, end: degree_end}``: interpolated over ``T``
-   (:mod:`pe_lightning.schedules`), so they scale with ``T``: large steps while the
-   population is far from the data, small ones at the end.
+3. **Threshold** ``H = c * sigma_T`` with ``c = Q^{-1}(NOISE_SURVIVORS / B_0)``: an empty bin's
+   noisy count exceeds ``H`` with probability ``Q(c)``, so among the ``B_0 = RANDOM_FACTOR *
+   final_samples_per_class`` bins of a class of the RANDOM population, ``NOISE_SURVIVORS``
+   (one) is expected to survive on noise alone (``c = 3.09`` for ``B_0 = 1,000``; the v2
+   rule's ``2 sigma`` let about 23 per class through, more than half of the survivors at
+   epsilon = 1 on MNIST).
+4. **Expected true survivors** of a vote, per class: each private sample spreads a total
+   weight ``k' * (1 / sqrt(k')) = sqrt(k')`` over ``k'`` bins, so the class's votes hold
+   ``m * sqrt(k')`` and at most ``S = m * sqrt(k') / (c * sigma_T)`` bins can reach ``H``
+   (the bound is met when every survivor sits just above the threshold; hubness, a few
+   bins taking many votes, makes the measured count smaller, docs/diagnostics.md shows
+   both). ``S`` is how many distinct parents a vote can hand on.
+5. **T**: the largest ``T <= MAX_ITERATIONS`` with ``S(T, max(K_CHOICES)) >= MIN_SURVIVORS``
+   (1 when none): evolve only while every vote can still keep ``MIN_SURVIVORS`` distinct
+   parents per class. On MNIST every ``T >= 2`` lost at epsilon = 1, where
+   ``S(2, 4) = 49`` < 60, and ``T = 6`` won at epsilon = 10 (``S = 212``).
+6. **k'**: the smallest of ``K_CHOICES`` with ``S(T, k') >= MIN_SURVIVORS`` (the largest
+   when none): extra votes only where the budget is too small for single votes to clear
+   the threshold (each extra vote goes to a farther, less similar synthetic image). The
+   sensitivity stays 1 (each vote weighs ``1 / sqrt(k')``).
+7. Population sizes: the RANDOM population (iteration 0) is ``RANDOM_FACTOR`` times the
+   released one; the voted populations of iterations ``1 .. T - 1`` have
+   ``bins(T) = floor(m / (KAPPA * sigma_T))`` per class, clipped to ``[MIN_BINS,
+   final_samples_per_class]`` (the average bin collects ``KAPPA`` noise stds of votes); the
+   released population is ``final_samples_per_class`` (``selection="systematic"``: each
+   survivor gets its expected share of children).
+8. **Embedding**: :data:`EMBEDDING`, a histogram of oriented gradients (9 orientations,
+   4 x 4-pixel cells, each cell L2-normalised; public and weight-free) for every budget:
+   votes on gradient orientations follow shape, where pixel-L2 votes follow ink mass
+   (docs/results.md). An explicit ``embedding=`` replaces it.
+9. Variation degrees ``{start: degree_start, end: degree_end}``, interpolated over ``T``.
 
-Monotonicity: with ``T`` fixed, a larger epsilon always plans less noise per iteration,
-more bins and a lower threshold (``tests/test_planner.py`` pins values at a few points
-and checks it on a grid).
+Monotonicity in epsilon (``tests/test_planner.py`` checks it on a grid): ``T`` never
+decreases; for a fixed ``T``, a larger epsilon plans less noise per iteration, a lower
+threshold, no more votes per sample and no fewer bins; wherever ``T >= 2``,
+``S >= MIN_SURVIVORS``. The noise *per iteration* jumps up where ``T`` grows (the budget
+is split over more votes): that is the rule's intent, evolution is bought only when each
+vote still keeps enough survivors.
 
 :class:`PlannedPrivateEvolution` is :class:`~pe_lightning.PrivateEvolution` with its
 settings from :func:`plan`, usable from a config (the demo uses it).
@@ -48,33 +60,41 @@ settings from :func:`plan`, usable from a config (the demo uses it).
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
 
 from pe_lightning.apis.base import ImageAPI
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.evolution import PrivateEvolution
 from pe_lightning.privacy import noise_multiplier as calibrate_noise_multiplier
+from pe_lightning.run_config import resolve_class
 from pe_lightning.schedules import Schedule
 
-__all__ = ["Plan", "plan", "PlannedPrivateEvolution"]
+__all__ = ["EMBEDDING", "Plan", "plan", "PlannedPrivateEvolution", "expected_true_survivors", "threshold_sigmas"]
 
-#: Expected votes per bin, in noise stds (rule step 3).
+#: Expected votes per bin of a voted population, in noise stds (rule step 7).
 KAPPA = 4.0
-#: Fewest synthetic samples per class in a voted population (rule step 4).
+#: Fewest synthetic samples per class in a voted population (rule step 7).
 MIN_BINS = 10
-#: Iterations (rule step 4). Issue 11: with the public prior, one vote on a large RANDOM population
-#: beat T = 6 on MNIST (the development set; transfer suite, 3 PE seeds): 80.6 vs 59.1 % at eps = 1,
-#: 80.9 vs 80.8 % at eps = 10 (README, Results).
-ITERATIONS = 1
-#: The RANDOM population (iteration 0) is this many times the released one (rule step 3).
+#: Most iterations the rule plans (rule step 5): T = 6 was the best measured on MNIST at epsilon = 10 (issue 23).
+MAX_ITERATIONS = 6
+#: Fewest expected true survivors per class a vote must keep for the rule to plan it (rule step 5).
+MIN_SURVIVORS = 60.0
+#: Votes per private sample the rule may choose (rule step 6).
+K_CHOICES = (1, 2, 4)
+#: Expected noise-only survivors per class of the RANDOM population at the threshold (rule step 3).
+NOISE_SURVIVORS = 1.0
+#: The RANDOM population (iteration 0) is this many times the released one (rule step 7).
 RANDOM_FACTOR = 5
 #: How parents are chosen from the noisy counts (:mod:`pe_lightning.engine.selection`).
 SELECTION = "systematic"
-#: Threshold in noise stds (rule step 5).
-THRESHOLD_SIGMAS = 2.0
-#: Variation degree at iteration 1 and at iteration T (rule step 6; DrawText units).
+#: Variation degree at iteration 1 and at iteration T (rule step 9; DrawText units).
 DEGREE_START, DEGREE_END = 0.3, 0.1
+#: The voting embedding of the plan (rule step 8), as a config entry.
+EMBEDDING = {"class_path": "pe_lightning.embeddings.HOGEmbedding",
+             "init_args": {"orientations": 9, "pixels_per_cell": 4, "cells_per_block": 1, "block_norm": "L2"}}
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,13 @@ class Plan:
         noise_multiplier: ``sigma_T``, the noise std per bin the accountant will calibrate.
         bins_per_class: samples per class of the voted populations between the RANDOM and the
             released one (iterations ``1 .. T - 1``; none when ``T = 1``).
+        num_nearest_neighbors: ``k'``, votes per private sample.
+        threshold_sigmas: ``c``, the threshold in noise stds.
+        expected_true_survivors: ``S = m sqrt(k') / (c sigma_T)`` per class (rule step 4;
+            ``inf`` without noise).
+        expected_noise_survivors: noise-only survivors per class of the RANDOM population,
+            ``B_0 Q(c)`` (rule step 3).
+        embedding: the voting embedding as a config entry (``class_path``, ``init_args``).
     """
 
     iterations: int
@@ -97,11 +124,24 @@ class Plan:
     variation_degrees: dict[str, float]
     noise_multiplier: float
     bins_per_class: int
+    num_nearest_neighbors: int = 1
+    threshold_sigmas: float = 0.0
+    expected_true_survivors: float = math.inf
+    expected_noise_survivors: float = 0.0
+    embedding: dict = field(default_factory=lambda: copy.deepcopy(EMBEDDING))
 
     def model_kwargs(self) -> dict:
-        """The :class:`~pe_lightning.PrivateEvolution` arguments of this plan."""
+        """The :class:`~pe_lightning.PrivateEvolution` arguments of this plan (without the embedding)."""
         return dict(iterations=self.iterations, num_samples_schedule=list(self.num_samples_schedule),
-                    threshold=self.threshold, variation_degrees=dict(self.variation_degrees))
+                    threshold=self.threshold, variation_degrees=dict(self.variation_degrees),
+                    num_nearest_neighbors=self.num_nearest_neighbors)
+
+    def make_embedding(self) -> Embedding:
+        """A new instance of the plan's embedding."""
+        cls = resolve_class(self.embedding["class_path"])
+        if cls is None:
+            raise ValueError(f"the plan's embedding class_path {self.embedding['class_path']!r} cannot be imported")
+        return cls(**dict(self.embedding.get("init_args") or {}))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +153,20 @@ def _sigma(epsilon: float, iterations: int, delta: float) -> float:
 
 def _bins(per_class: float, sigma: float) -> float:
     return math.inf if sigma == 0 else per_class / (KAPPA * sigma)
+
+
+def threshold_sigmas(random_bins_per_class: int) -> float:
+    """``c = Q^{-1}(NOISE_SURVIVORS / B_0)`` (rule step 3): ``NOISE_SURVIVORS`` expected noise-only survivors among ``B_0`` empty bins."""
+    tail = NOISE_SURVIVORS / random_bins_per_class
+    return float(NormalDist().inv_cdf(1.0 - tail)) if tail < 0.5 else 0.0
+
+
+def expected_true_survivors(*, votes_per_class: float, num_nearest_neighbors: int, threshold_sigmas: float,
+                            noise_multiplier: float) -> float:
+    """``S = m sqrt(k') / (c sigma)`` (rule step 4): bins per class the votes' total weight can lift over ``H = c sigma``."""
+    if noise_multiplier == 0 or threshold_sigmas == 0:
+        return math.inf
+    return votes_per_class * math.sqrt(num_nearest_neighbors) / (threshold_sigmas * noise_multiplier)
 
 
 def plan(
@@ -137,8 +191,8 @@ def plan(
         approx_private_size: the user's public estimate of the private-set size (a round
             number is enough; never computed from the private data).
         final_samples_per_class: synthetic samples per class of the released population.
-        iterations: ``T`` chosen by the user instead of the rule's ``ITERATIONS`` (the
-            rest of the rule then follows that ``T``).
+        iterations: ``T`` chosen by the user instead of the rule's (``k'``, the threshold
+            and the sizes then follow that ``T``).
 
     Returns:
         The :class:`Plan`.
@@ -157,21 +211,33 @@ def plan(
     if iterations is not None and not (isinstance(iterations, int) and not isinstance(iterations, bool) and iterations >= 1):
         raise ValueError(f"iterations must be None or an int >= 1, got {iterations!r}")
     per_class = approx_private_size / num_classes
-    iterations = ITERATIONS if iterations is None else iterations
+    random_bins = RANDOM_FACTOR * final_samples_per_class
+    c = threshold_sigmas(random_bins)
+
+    def survivors(t: int, k: int) -> float:
+        return expected_true_survivors(votes_per_class=per_class, num_nearest_neighbors=k, threshold_sigmas=c,
+                                       noise_multiplier=_sigma(epsilon, t, delta))
+
+    if iterations is None:  # rule step 5: the largest T whose votes keep MIN_SURVIVORS
+        iterations = max([t for t in range(1, MAX_ITERATIONS + 1) if survivors(t, max(K_CHOICES)) >= MIN_SURVIVORS], default=1)
+    k = min([k for k in K_CHOICES if survivors(iterations, k) >= MIN_SURVIVORS], default=max(K_CHOICES))  # step 6
     sigma = _sigma(epsilon, iterations, delta)
     raw = _bins(per_class, sigma)
     bins = int(min(final_samples_per_class, max(MIN_BINS, math.floor(raw) if math.isfinite(raw) else final_samples_per_class)))
-    schedule = [RANDOM_FACTOR * final_samples_per_class] + [bins] * (iterations - 1) + [final_samples_per_class]
+    schedule = [random_bins] + [bins] * (iterations - 1) + [final_samples_per_class]
     return Plan(
-        iterations=iterations, num_samples_schedule=schedule, threshold=float(THRESHOLD_SIGMAS * sigma),
+        iterations=iterations, num_samples_schedule=schedule, threshold=float(c * sigma),
         variation_degrees={"start": DEGREE_START, "end": DEGREE_END}, noise_multiplier=float(sigma),
-        bins_per_class=bins,
+        bins_per_class=bins, num_nearest_neighbors=k, threshold_sigmas=c,
+        expected_true_survivors=float(survivors(iterations, k)),
+        expected_noise_survivors=float(random_bins * NormalDist().cdf(-c)) if sigma > 0 else 0.0,
     )
 
 
 class PlannedPrivateEvolution(PrivateEvolution):
-    """:class:`~pe_lightning.PrivateEvolution` whose ``T``, size schedule, threshold and
-    degree schedule come from :func:`plan` (public quantities only).
+    """:class:`~pe_lightning.PrivateEvolution` whose embedding, ``T``, size schedule,
+    ``num_nearest_neighbors``, threshold and degree schedule come from :func:`plan` (public
+    quantities only).
 
     Give it the same ``epsilon`` and ``delta`` as the run's ``PrivacyAccountant``; the run
     refuses to start when the accountant's calibrated noise differs from the plan's (the
@@ -179,7 +245,7 @@ class PlannedPrivateEvolution(PrivateEvolution):
 
     Args:
         api: the foundation-model API.
-        embedding: the voting embedding.
+        embedding: the voting embedding; ``None`` (default): the plan's (:data:`EMBEDDING`).
         epsilon: the accountant's epsilon.
         delta: the accountant's delta.
         approx_private_size: the user's public estimate of the private-set size.
@@ -190,7 +256,8 @@ class PlannedPrivateEvolution(PrivateEvolution):
         num_samples_per_class, num_samples_schedule, variation_degrees, threshold: set
             explicitly, each replaces the plan's (``num_samples_per_class`` replaces its
             size schedule); ``None``: the plan's.
-        lookahead_degree, num_nearest_neighbors, seed, noise, reuse_lookahead, output_dir,
+        num_nearest_neighbors: votes per private sample; ``None`` (default): the plan's ``k'``.
+        lookahead_degree, seed, noise, reuse_lookahead, output_dir,
             save_png, search_backend, api_batch_size: as in :class:`~pe_lightning.PrivateEvolution`.
         selection: as in :class:`~pe_lightning.PrivateEvolution` (default the plan's
             ``"systematic"``: every survivor of the threshold gets its expected share).
@@ -200,7 +267,7 @@ class PlannedPrivateEvolution(PrivateEvolution):
         self,
         *,
         api: ImageAPI,
-        embedding: Embedding,
+        embedding: Embedding | None = None,
         epsilon: float,
         delta: float = 1e-5,
         approx_private_size: int,
@@ -208,7 +275,7 @@ class PlannedPrivateEvolution(PrivateEvolution):
         image_size: int | None = None,
         final_samples_per_class: int = 200,
         lookahead_degree: int = 8,
-        num_nearest_neighbors: int = 1,
+        num_nearest_neighbors: int | None = None,
         seed: int = 0,
         noise: str = "secret",
         reuse_lookahead: bool = True,
@@ -232,11 +299,11 @@ class PlannedPrivateEvolution(PrivateEvolution):
             settings.pop("num_samples_schedule")
             settings["num_samples_per_class"] = num_samples_per_class
         for name, value in (("num_samples_schedule", num_samples_schedule), ("variation_degrees", variation_degrees),
-                            ("threshold", threshold)):
+                            ("threshold", threshold), ("num_nearest_neighbors", num_nearest_neighbors)):
             if value is not None:
                 settings[name] = value
-        super().__init__(api=api, embedding=embedding, **settings, lookahead_degree=lookahead_degree,
-                         num_nearest_neighbors=num_nearest_neighbors, seed=seed, noise=noise,
+        super().__init__(api=api, embedding=embedding if embedding is not None else self.plan.make_embedding(),
+                         **settings, lookahead_degree=lookahead_degree, seed=seed, noise=noise,
                          reuse_lookahead=reuse_lookahead, output_dir=output_dir, save_png=save_png,
                          search_backend=search_backend, api_batch_size=api_batch_size, selection=selection)
         self.planned_num_classes = num_classes

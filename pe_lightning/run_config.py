@@ -2,9 +2,9 @@
 
 * **T once**: a PE model's ``iterations`` sets ``trainer.max_epochs`` (one epoch is one PE
   iteration); an explicitly different ``max_epochs`` is a :class:`~pe_lightning.errors.ConfigError`.
-* **One output root**: a logger's unset ``save_dir`` and a ``ModelCheckpoint``'s unset
-  ``dirpath`` are derived from ``trainer.default_root_dir`` (``<root>`` and
-  ``<root>/checkpoints``), like the PE module's ``output_dir`` and the callbacks' folders,
+* **One output root**: a logger's unset ``save_dir``, a ``ModelCheckpoint``'s unset
+  ``dirpath`` and a remote API's unset ``response_cache`` are derived from
+  ``trainer.default_root_dir`` (``<root>``, ``<root>/checkpoints``, ``<root>/api_responses``), like the PE module's ``output_dir`` and the callbacks' folders,
   so ``--trainer.default_root_dir X`` moves everything a run writes that is safe to share.
 
 The functions edit the ``jsonargparse`` namespace of one subcommand in place;
@@ -26,6 +26,8 @@ __all__ = ["fill_output_paths", "is_private_evolution", "link_iterations", "reso
 
 #: The package the top-level ``configs/`` folder is installed as (pyproject.toml package-dir).
 CONFIGS_PACKAGE = "pe_lightning.configs"
+#: The folder under the output root where a remote API keeps the answers it received (RemoteImageAPI).
+API_RESPONSES = "api_responses"
 
 
 def shipped_config(name: str) -> Path:
@@ -123,7 +125,10 @@ def _unset(entry: Any, arg: str) -> bool:
 
 
 def fill_output_paths(config: Any) -> Path:
-    """Derive unset logger ``save_dir`` and checkpoint ``dirpath`` from ``trainer.default_root_dir``.
+    """Derive unset logger ``save_dir``, checkpoint ``dirpath``, API ``response_cache`` from ``trainer.default_root_dir``.
+
+    Also an API's unset ``response_cache`` (:class:`~pe_lightning.apis.RemoteImageAPI`):
+    ``<root>/api_responses``.
 
     Returns:
         The output root (``trainer.default_root_dir``, or the working directory when unset).
@@ -139,4 +144,7 @@ def fill_output_paths(config: Any) -> Path:
         cls = resolve_class(callback.class_path)
         if isinstance(cls, type) and issubclass(cls, ModelCheckpoint) and _unset(callback, "dirpath"):
             callback.init_args.dirpath = str(root / "checkpoints")
+    api = getattr(getattr(config.get("model"), "init_args", None), "api", None)
+    if getattr(api, "class_path", None) and _unset(api, "response_cache"):  # APIs behind HTTP (RemoteImageAPI)
+        api.init_args.response_cache = str(root / API_RESPONSES)
     return root

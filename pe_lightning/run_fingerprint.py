@@ -25,7 +25,10 @@ FIELDS = ("data", "num_samples", "privacy_unit", "embedding", "api")
 
 #: Constructor arguments that change how a run computes, never what it computes from or releases.
 _NOT_RECORDED = frozenset({"batch_size", "api_batch_size", "embedding_batch_size", "device", "download", "cache_dir",
-                           "num_workers", "verbose"})
+                           "num_workers", "verbose",
+                           # how an API behind HTTP is reached (RemoteImageAPI, HostedImageAPI), not which model answers
+                           "timeout_s", "connect_timeout_s", "retries", "backoff_s", "cooldown_s", "max_concurrency",
+                           "response_cache", "api_key_env", "max_images"})
 
 
 class ResumeMismatchError(ValueError):

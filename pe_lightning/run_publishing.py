@@ -96,6 +96,7 @@ class RunPublishing:
             self._hook_caller().on_population(self.population, iteration=iteration)
         metrics = {"pe/iteration": float(iteration), "time/iteration_s": time.perf_counter() - self._iteration_start}
         metrics.update({f"time/{k}_s": v for k, v in self.engine.take_timings().items()})
+        metrics.update(self.engine.api.take_metrics())  # api/* of APIs behind HTTP; none for in-process ones
         self._flush_metrics(metrics, step=iteration, headline=f"[PE] iteration {iteration}/{self.iterations}")
 
     def _flush_metrics(self, metrics: dict[str, float], *, step: int, headline: str) -> None:

@@ -37,3 +37,22 @@ def random_inception_weights(tmp_path_factory) -> str:
     from tiny_weights import write_random_inception_weights
 
     return write_random_inception_weights(tmp_path_factory.mktemp("inception") / "random-inception.pth")
+
+
+@pytest.fixture(scope="session")
+def served_drawtext(tmp_path_factory):
+    """``python -m pe_lightning serve --config configs/serve/mnist_drawtext.yaml`` on 127.0.0.1 for the session.
+
+    Yields the :class:`~pe_lightning.serving.local.LocalServer`; it records every request body it
+    receives under ``server.record_dir`` (the privacy tests search them). Stopped at the end.
+    """
+    from pathlib import Path
+
+    from pe_lightning.serving.local import LocalServer
+
+    record = tmp_path_factory.mktemp("served_drawtext_requests")
+    config = Path(__file__).resolve().parents[1] / "configs" / "serve" / "mnist_drawtext.yaml"
+    server = LocalServer(config, args=["--accelerator", "cpu", "--devices", "1", "--record_requests", str(record)])
+    server.record_dir = record
+    with server:
+        yield server

@@ -66,11 +66,15 @@ def test_make_bench_quick_runs_every_benchmark(tmp_path, monkeypatch, capsys):
         lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
         assert lines, f"{script} printed no result"
         results += [json.loads(line) for line in lines]
-    assert {r.get("benchmark") for r in results} >= {"api_throughput", "plain_loop"}
+    assert {r.get("benchmark") for r in results} >= {"api_throughput", "plain_loop", "served_throughput"}
+    served = [r for r in results if r.get("benchmark") == "served_throughput"]
+    assert {r["mode"] for r in served} == {"in_process", "one_request_per_chunk", "split_concurrent"}
+    assert all(r["images_per_s"] > 0 for r in served) and any("http_overhead_us_per_image" in r for r in served)
     iteration = [r for r in results if "overhead_pct" in r and "iteration_s" in r]
     assert iteration and all(r["iteration_s"] > 0 for r in iteration)
     plain = [r for r in results if r.get("benchmark") == "plain_loop"]
     assert len(plain) == 2 and all(r["same_final_population"] for r in plain)
     run_all["print_tables"](results)
     tables = capsys.readouterr().out
+    assert "| DrawText served |" in tables
     assert "| plain-loop comparison |" in tables and "| API call |" in tables and "| memory workload |" in tables

@@ -39,6 +39,7 @@ def test_wheel_installs_and_every_module_imports(tmp_path):
     assert not any(n.startswith("callbacks/") for n in names), "callbacks/ must ship as pe_lightning/callbacks/"
     configs = {p.name for p in (ROOT / "configs").glob("*.yaml")}
     assert configs and {f"pe_lightning/configs/{c}" for c in configs} <= names
+    assert "pe_lightning/configs/serve/mnist_drawtext.yaml" in names  # the serve configs (docs/serving.md)
     assert not any(n.startswith("configs/") for n in names), "configs/ must ship as pe_lightning/configs/"
 
     inst = subprocess.run(

@@ -55,6 +55,10 @@ SHRINK: dict[str, list[str]] = {
     "mnist_drawtext_fitted.yaml": [
         *_pe(iterations=2, per_class=6, degrees=[0.5, 0.3]), "--data.init_args.num_private=120",
     ],
+    "mnist_drawtext_served.yaml": [  # against `python -m pe_lightning serve` on loopback (the served_drawtext fixture)
+        *_pe(iterations=2, per_class=6, degrees=[0.5, 0.3]), "--data.init_args.num_private=120",
+        "--model.init_args.api.init_args.urls=[{served_drawtext}]",
+    ],
     "mnist_nearest_image.yaml": [
         *_pe(iterations=2, per_class=6, degrees=[32, 16]), "--data.init_args.num_private=120",
     ],
@@ -98,6 +102,7 @@ ALLOWED_KEYS = {
     "iterations", "max_epochs", "num_samples_per_class", "variation_degrees", "lookahead_degree", "num_inference_steps",
     "num_private", "num_test", "image_size", "network_kwargs", "batch_size", "model_config",  # sizes
     "model", "checkpoint", "weights_path", "root", "private_dir", "test_dir", "population", "verify_md5",  # stand-ins
+    "urls",  # a local server instead of the user's
 }
 
 
@@ -135,6 +140,7 @@ def stand_in_makers(request: pytest.FixtureRequest, folder: Path) -> dict[str, C
         "cat_photos": lambda: str(write_image_folder(folder / "cat_photos", {"cookie": 6}, size=64)),
         "mnist_population": lambda: _population(folder / "mnist_population.npz", shape=(28, 28, 1)),
         "cifar10_population": lambda: _population(folder / "cifar10_population.npz", shape=(32, 32, 3)),
+        "served_drawtext": lambda: request.getfixturevalue("served_drawtext").url,  # configs/serve/mnist_drawtext.yaml
     }
 
 

@@ -116,6 +116,14 @@ class ImageAPI(ABC):
         """
         self.iteration = int(iteration)
 
+    def take_metrics(self) -> dict[str, float]:
+        """Usage metrics of the calls since the last take (e.g. ``api/images``), then reset them.
+
+        The run logs them once per iteration. The default has none; APIs behind HTTP count
+        requests, images and time (:class:`~pe_lightning.apis.RemoteImageAPI`).
+        """
+        return {}
+
     def validate_degree(self, degree: float) -> None:
         """Raise ``ValueError`` if ``degree`` is not a valid variation degree for this API."""
         if not (np.isfinite(degree) and degree >= 0):

@@ -10,7 +10,7 @@ from pe_lightning.devices import to_device
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.images import check_image_tensor
 
-__all__ = ["PixelEmbedding", "as_uint8_nhwc"]
+__all__ = ["PixelEmbedding", "as_uint8_nhwc", "embed_in_chunks"]
 
 _NORMALIZE = ("none", "l2")
 # ITU-R 601-2 luma, as PIL's "L" mode.
@@ -128,18 +128,30 @@ class PixelEmbedding(Embedding):
         Returns:
             float32 CPU tensor ``(N, D)``.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        x = as_uint8_nhwc(images)
-        dim = self._dim_for(tuple(x.shape[1:]))  # type: ignore[arg-type]
-        if self._dim is not None and dim != self._dim:
-            raise ValueError(
-                f"images of shape {tuple(x.shape[1:])} give {dim}-d pixel features, but this embedding "
-                f"produces {self._dim}-d features (image_shape={self.image_shape}, size={self.size}, "
-                f"grayscale={self.grayscale}); resize the images or set size/grayscale"
-            )
-        self._dim = dim
-        out = torch.empty((x.shape[0], dim), dtype=torch.float32)
-        for start in range(0, x.shape[0], batch_size):
-            out[start : start + batch_size] = self._features(x[start : start + batch_size]).cpu()
-        return out
+        return embed_in_chunks(self, images, batch_size=batch_size,
+                               hint=f"image_shape={self.image_shape}, size={self.size}, grayscale={self.grayscale}; "
+                                    "resize the images or set size/grayscale")
+
+
+def embed_in_chunks(embedding: Embedding, images: np.ndarray | torch.Tensor, *, batch_size: int, hint: str) -> torch.Tensor:
+    """The ``embed`` of a weight-free embedding whose ``D`` follows the input shape.
+
+    Checks the images (:func:`as_uint8_nhwc`), fixes ``embedding._dim`` from the first call
+    (``embedding._dim_for((H, W, C))``) and refuses a later shape with another ``D`` (the
+    message ends with ``hint``), then calls ``embedding._features`` on uint8 ``(B, H, W, C)``
+    chunks of ``batch_size`` and gathers float32 CPU rows ``(N, D)``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    x = as_uint8_nhwc(images)
+    dim = embedding._dim_for(tuple(x.shape[1:]))  # type: ignore[attr-defined]
+    if embedding._dim is not None and dim != embedding._dim:  # type: ignore[attr-defined]
+        raise ValueError(
+            f"images of shape {tuple(x.shape[1:])} give {dim}-d features, but this {type(embedding).__name__} "
+            f"produces {embedding._dim}-d features ({hint})"  # type: ignore[attr-defined]
+        )
+    embedding._dim = dim  # type: ignore[attr-defined]
+    out = torch.empty((x.shape[0], dim), dtype=torch.float32)
+    for start in range(0, x.shape[0], batch_size):
+        out[start : start + batch_size] = embedding._features(x[start : start + batch_size]).cpu()  # type: ignore[attr-defined]
+    return out

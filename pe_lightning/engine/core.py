@@ -32,6 +32,7 @@ from pe_lightning.apis.base import APIOutput, ImageAPI
 from pe_lightning.embedding_cache import EmbeddingCache
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.engine.hooks import RunView
+from pe_lightning.engine.diagnostics import vote_diagnostics
 from pe_lightning.engine.lookahead_store import LookaheadStore
 from pe_lightning.engine.release import combine_assignments, release_and_select
 from pe_lightning.engine.reuse import next_population, reuse_plan
@@ -381,6 +382,8 @@ class PEEngine:
             "pe/nonzero_after_threshold": float((released.weights > 0).sum()),
             "pe/variation_degree": s.variation_degrees[t - 1],
             "pe/reused_lookahead_fraction": reused / max(len(child_parents), 1),
+            **vote_diagnostics(noisy_counts=released.noisy_counts, labels=pop.labels, threshold=s.threshold,
+                               noise_multiplier=float(noise_multiplier), parents=parents, num_classes=len(self.class_names) or None).metrics(),
         }
 
     def children(self, pop: Population, parents: np.ndarray, *, iteration: int) -> tuple[APIOutput, int]:

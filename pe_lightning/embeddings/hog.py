@@ -1,0 +1,335 @@
+"""Histogram-of-oriented-gradients embeddings (weight-free, training-free, batched in torch).
+
+A vote in pixel space rewards thick, blurred, centred glyphs; a vote on gradient
+orientations sees *shape* (which strokes go which way, where). Both embeddings here are
+public, fixed functions of an image (no weights, nothing fitted to any data set), so they
+can embed private and synthetic images alike.
+
+:class:`HOGEmbedding` is the HOG of Dalal & Triggs as :func:`skimage.feature.hog` computes
+it (``tests/test_hog.py`` checks the two agree on the same images), batched on any torch
+device. :class:`MultiScaleHOGEmbedding` concatenates HOGs of several cell sizes (fine
+strokes and coarse layout) and, optionally, a coarse pixel channel.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pe_lightning.devices import to_device
+from pe_lightning.embeddings.base import Embedding
+from pe_lightning.embeddings.pixels import embed_in_chunks
+
+__all__ = ["BLOCK_NORMS", "HOGEmbedding", "MultiScaleHOGEmbedding", "hog_features"]
+
+#: Block normalisations, as :func:`skimage.feature.hog` names them.
+BLOCK_NORMS = ("L1", "L1-sqrt", "L2", "L2-Hys")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: skimage's ``eps`` in the block normalisation.
+_EPS = 1e-5
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)  # type: ignore[arg-type]
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must be an int >= 1 or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences along rows and columns of ``(B, C, H, W)``, zero on the border (skimage's)."""
+    g_row = torch.zeros_like(x)
+    g_col = torch.zeros_like(x)
+    g_row[:, :, 1:-1, :] = x[:, :, 2:, :] - x[:, :, :-2, :]
+    g_col[:, :, :, 1:-1] = x[:, :, :, 2:] - x[:, :, :, :-2]
+    return g_row, g_col
+
+
+@functools.lru_cache(maxsize=8)
+def _cell_base(batch: int, n_r: int, cr: int, n_c: int, cc: int, orientations: int, *, device: torch.device) -> torch.Tensor:
+    """int64 ``(B, n_r * cr, n_c * cc)``: ``(image * cells + cell of the pixel) * orientations``, the flat histogram offset.
+
+    Cached per shape (the same batch shape repeats every chunk); callers must not modify it.
+    """
+    rows = torch.arange(n_r * cr, device=device) // cr
+    cols = torch.arange(n_c * cc, device=device) // cc
+    cell = rows[:, None] * n_c + cols[None, :]
+    image = torch.arange(batch, device=device)[:, None, None] * (n_r * n_c)
+    return (image + cell).mul_(orientations)
+
+
+def _normalise_blocks(blocks: torch.Tensor, method: str) -> torch.Tensor:
+    """skimage's ``_hog_normalize_block`` over the last three dims ``(cells_r, cells_c, orientations)``."""
+    dims = (-3, -2, -1)
+    if method == "L1":
+        return blocks / (blocks.abs().sum(dim=dims, keepdim=True) + _EPS)
+    if method == "L1-sqrt":
+        return torch.sqrt(blocks / (blocks.abs().sum(dim=dims, keepdim=True) + _EPS))
+    out = blocks / torch.sqrt(blocks.square().sum(dim=dims, keepdim=True) + _EPS**2)
+    if method == "L2-Hys":
+        out = out.clamp_max(0.2)
+        out = out / torch.sqrt(out.square().sum(dim=dims, keepdim=True) + _EPS**2)
+    return out
+
+
+def hog_features(
+    images: torch.Tensor,
+    *,
+    orientations: int = 9,
+    pixels_per_cell: tuple[int, int] = (4, 4),
+    cells_per_block: tuple[int, int] = (1, 1),
+    block_norm: str = "L2",
+    transform_sqrt: bool = False,
+) -> torch.Tensor:
+    """HOG descriptors of a batch, in :func:`skimage.feature.hog`'s order and arithmetic.
+
+    Per image (skimage's steps, on every image of the batch at once): optional square root
+    of the intensities; central-difference gradients (zero on the border rows/columns);
+    with several channels, each pixel takes the channel of largest gradient magnitude;
+    unsigned orientations in ``[0, 180)`` degrees, hard-binned into ``orientations`` bins;
+    each cell's histogram is the mean over its pixels of the magnitude in each bin (cells
+    cover ``floor(H / cell)`` x ``floor(W / cell)``; leftover pixels are ignored); every
+    ``cells_per_block`` window of cells (stride one cell) is normalised with ``block_norm``.
+
+    Args:
+        images: float ``(B, C, H, W)``, intensities in skimage's units (0..255 for uint8 images).
+        orientations: orientation bins over 180 degrees.
+        pixels_per_cell: ``(rows, cols)`` pixels of a cell.
+        cells_per_block: ``(rows, cols)`` cells of a normalisation block.
+        block_norm: one of :data:`BLOCK_NORMS`.
+        transform_sqrt: square-root (gamma) compression first.
+
+    Returns:
+        float ``(B, D)``, ``D = blocks_r * blocks_c * cells_r * cells_c * orientations`` with
+        ``blocks = cells - cells_per_block + 1`` along each axis.
+    """
+    if transform_sqrt:
+        images = images.sqrt()
+    g_row, g_col = _gradients(images)
+    magnitude = torch.hypot(g_row, g_col)
+    if images.shape[1] > 1:  # the locally dominant channel (first one on ties, as numpy's argmax)
+        channel = magnitude.argmax(dim=1, keepdim=True)
+        g_row, g_col, magnitude = (t.gather(1, channel) for t in (g_row, g_col, magnitude))
+    (cr, cc), (br, bc) = pixels_per_cell, cells_per_block
+    batch, height, width = images.shape[0], images.shape[2], images.shape[3]
+    n_r, n_c = height // cr, width // cc
+    if n_r < br or n_c < bc:
+        raise ValueError(
+            f"images of {height}x{width} pixels hold {n_r}x{n_c} cells of {cr}x{cc} pixels, "
+            f"fewer than one block of {br}x{bc} cells: use smaller pixels_per_cell or cells_per_block"
+        )
+    g_row, g_col, magnitude = (t[:, 0, : n_r * cr, : n_c * cc] for t in (g_row, g_col, magnitude))
+    # Unsigned orientation in [0, 180) degrees, hard-binned as skimage does (in degrees, so that exact angles such
+    # as 45 or 90 fall on the same side of a bin edge).
+    orientation = torch.rad2deg(torch.atan2(g_row, g_col)).remainder_(180.0)
+    bins = orientation.mul_(orientations / 180.0).to(torch.int64).clamp_(0, orientations - 1)
+    # Each pixel's magnitude added to bin (image, cell, orientation) of one flat histogram: no (B, n, H, W) one-hot.
+    flat = bins.add_(_cell_base(batch, n_r, cr, n_c, cc, orientations, device=bins.device))
+    cells = torch.bincount(flat.reshape(-1), weights=magnitude.reshape(-1), minlength=batch * n_r * n_c * orientations)
+    cells = cells.to(magnitude.dtype).div_(cr * cc).view(batch, n_r, n_c, orientations).permute(0, 3, 1, 2)  # cell means
+    blocks = cells.unfold(2, br, 1).unfold(3, bc, 1)  # (B, orientations, blocks_r, blocks_c, br, bc)
+    blocks = blocks.permute(0, 2, 3, 4, 5, 1)  # (B, blocks_r, blocks_c, br, bc, orientations): skimage's order
+    return _normalise_blocks(blocks, block_norm).reshape(images.shape[0], -1)
+
+
+class HOGEmbedding(Embedding):
+    """HOG of each image (:func:`hog_features`), optionally unit-normed, as the voting feature.
+
+    The default (9 orientations, 4 x 4-pixel cells, each cell its own L2-normalised block)
+    is the variant that, on the MNIST protocol, made votes follow digit shape (issue 23;
+    docs/results.md). RGB input uses skimage's dominant-channel rule; images are used at
+    their own size, so ``D`` depends on the input shape (fixed by the first :meth:`embed`,
+    or up front with ``image_shape``).
+
+    Args:
+        orientations: orientation bins over 180 degrees (>= 2).
+        pixels_per_cell: pixels per cell, an int or ``(rows, cols)``.
+        cells_per_block: cells per normalisation block, an int or ``(rows, cols)``.
+        block_norm: one of :data:`BLOCK_NORMS` (skimage's names).
+        transform_sqrt: square-root (gamma) compression of the intensities first.
+        image_shape: optional expected ``(H, W, C)`` input, to know :attr:`dim` before embedding.
+        dtype: ``"float32"`` (default) or ``"float64"``, the arithmetic of the features (returned
+            as float32 either way). With integer intensities both agree with skimage to
+            rounding; with ``transform_sqrt`` an orientation can lie exactly on a bin edge
+            (``tan 60 deg = sqrt(3) / sqrt(1)``), where torch's and numpy's ``atan2`` may round to
+            different sides and that pixel lands in the neighbouring bin.
+    """
+
+    def __init__(
+        self,
+        *,
+        orientations: int = 9,
+        pixels_per_cell: int | Sequence[int] = 4,
+        cells_per_block: int | Sequence[int] = 1,
+        block_norm: str = "L2",
+        transform_sqrt: bool = False,
+        image_shape: Sequence[int] | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
+        if not (isinstance(orientations, int) and not isinstance(orientations, bool) and orientations >= 2):
+            raise ValueError(f"orientations must be an int >= 2, got {orientations!r}")
+        if block_norm not in BLOCK_NORMS:
+            raise ValueError(f"block_norm must be one of {BLOCK_NORMS}, got {block_norm!r}")
+        self.orientations = orientations
+        self.pixels_per_cell = _pair(pixels_per_cell, "pixels_per_cell")
+        self.cells_per_block = _pair(cells_per_block, "cells_per_block")
+        self.block_norm = block_norm
+        self.transform_sqrt = bool(transform_sqrt)
+        self.dtype = dtype
+        self.image_shape = _check_shape(image_shape)
+        self.device = torch.device("cpu")
+        self._dim = self._dim_for(self.image_shape) if self.image_shape is not None else None
+
+    def _dim_for(self, shape: Sequence[int]) -> int:
+        (cr, cc), (br, bc) = self.pixels_per_cell, self.cells_per_block
+        n_r, n_c = shape[0] // cr, shape[1] // cc
+        if n_r < br or n_c < bc:
+            raise ValueError(
+                f"images of shape {tuple(shape)} hold {n_r}x{n_c} cells of {cr}x{cc} pixels, fewer than one block of "
+                f"{br}x{bc} cells: use smaller pixels_per_cell or cells_per_block"
+            )
+        return (n_r - br + 1) * (n_c - bc + 1) * br * bc * self.orientations
+
+    def setup(self, *, device: torch.device | str = "cpu") -> None:
+        """Bind the computation to ``device`` (no weights to load)."""
+        self.device = torch.device(device)
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension ``D`` (known from ``image_shape`` or after the first :meth:`embed`)."""
+        if self._dim is None:
+            raise RuntimeError(f"{type(self).__name__}.dim depends on the image size: pass image_shape=(H, W, C) or embed once first")
+        return self._dim
+
+    def config(self) -> dict:
+        return {
+            "orientations": self.orientations,
+            "pixels_per_cell": list(self.pixels_per_cell),
+            "cells_per_block": list(self.cells_per_block),
+            "block_norm": self.block_norm,
+            "transform_sqrt": self.transform_sqrt,
+            "dtype": self.dtype,
+            "image_shape": None if self.image_shape is None else list(self.image_shape),
+        }
+
+    def _features(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, C)`` on any device -> ``(B, D)`` on :attr:`device`."""
+        return self._hog(self._as_float(batch))
+
+    def _as_float(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, C)`` -> ``(B, C, H, W)`` in 0..255, in :attr:`dtype` on :attr:`device`."""
+        return to_device(batch, self.device).permute(0, 3, 1, 2).to(_DTYPES[self.dtype])
+
+    def _hog(self, x: torch.Tensor) -> torch.Tensor:
+        """float ``(B, C, H, W)`` in 0..255 -> ``(B, D)``."""
+        return hog_features(x, orientations=self.orientations, pixels_per_cell=self.pixels_per_cell,
+                            cells_per_block=self.cells_per_block, block_norm=self.block_norm,
+                            transform_sqrt=self.transform_sqrt)
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray | torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+        """Embed images.
+
+        Args:
+            images: uint8 ``(N, H, W, C)``, numpy or torch (any device), C in {1, 3}.
+            batch_size: images per chunk.
+
+        Returns:
+            float32 CPU tensor ``(N, D)``.
+        """
+        return embed_in_chunks(self, images, batch_size=batch_size,
+                               hint=f"image_shape={self.image_shape}; give images of one size")
+
+
+def _check_shape(image_shape: Sequence[int] | None) -> tuple[int, int, int] | None:
+    if image_shape is None:
+        return None
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 3 or min(shape) < 1 or shape[2] not in (1, 3):
+        raise ValueError(f"image_shape must be (H, W, C) with C in (1, 3), got {image_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+class MultiScaleHOGEmbedding(HOGEmbedding):
+    """HOGs at several cell sizes, concatenated, plus an optional coarse pixel channel.
+
+    Each part is scaled to carry the same weight in an L2 distance: a HOG with
+    per-block normalisation has norm about ``sqrt(blocks)``, so scale ``s`` is divided by
+    ``sqrt(blocks_s)``; the pixel part (``x / 255`` after an antialiased resize to
+    ``pixel_size`` x ``pixel_size``, channels averaged) is divided by ``sqrt(pixel_size**2)``
+    and multiplied by ``pixel_weight``. Small cells see strokes, large cells the layout
+    of the glyph, pixels where the ink is.
+
+    Args:
+        pixels_per_cell: the cell sizes, one HOG each (ints, pixels; default ``(4, 7)``).
+        pixel_size: side of the coarse pixel channel; ``None`` (default): no pixel channel.
+        pixel_weight: weight of the pixel channel relative to one HOG scale.
+        orientations, cells_per_block, block_norm, transform_sqrt, image_shape, dtype: as in
+            :class:`HOGEmbedding`, shared by every scale.
+    """
+
+    def __init__(
+        self,
+        *,
+        pixels_per_cell: Sequence[int] = (4, 7),
+        pixel_size: int | None = None,
+        pixel_weight: float = 1.0,
+        orientations: int = 9,
+        cells_per_block: int | Sequence[int] = 1,
+        block_norm: str = "L2",
+        transform_sqrt: bool = False,
+        image_shape: Sequence[int] | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        scales = [_pair(c, "pixels_per_cell") for c in (pixels_per_cell if not isinstance(pixels_per_cell, int) else [pixels_per_cell])]
+        if not scales:
+            raise ValueError("pixels_per_cell must name at least one cell size")
+        if pixel_size is not None and not (isinstance(pixel_size, int) and not isinstance(pixel_size, bool) and pixel_size >= 1):
+            raise ValueError(f"pixel_size must be None or an int >= 1, got {pixel_size!r}")
+        if not (math.isfinite(pixel_weight) and pixel_weight > 0):
+            raise ValueError(f"pixel_weight must be finite and > 0, got {pixel_weight!r}")
+        self.scales = scales
+        self.pixel_size = pixel_size
+        self.pixel_weight = float(pixel_weight)
+        super().__init__(orientations=orientations, pixels_per_cell=scales[0], cells_per_block=cells_per_block,
+                         block_norm=block_norm, transform_sqrt=transform_sqrt, image_shape=image_shape, dtype=dtype)
+
+    def _scale_blocks(self, shape: Sequence[int], cell: tuple[int, int]) -> tuple[int, int]:
+        """``(D, blocks)`` of one scale for images of ``shape``."""
+        (cr, cc), (br, bc) = cell, self.cells_per_block
+        n_r, n_c = shape[0] // cr, shape[1] // cc
+        if n_r < br or n_c < bc:
+            raise ValueError(
+                f"images of shape {tuple(shape)} hold {n_r}x{n_c} cells of {cr}x{cc} pixels, fewer than one block of "
+                f"{br}x{bc} cells: use smaller pixels_per_cell or cells_per_block"
+            )
+        blocks = (n_r - br + 1) * (n_c - bc + 1)
+        return blocks * br * bc * self.orientations, blocks
+
+    def _dim_for(self, shape: Sequence[int]) -> int:
+        return sum(self._scale_blocks(shape, c)[0] for c in self.scales) + (self.pixel_size or 0) ** 2
+
+    def config(self) -> dict:
+        out = super().config()
+        out.update(pixels_per_cell=[list(c) for c in self.scales], pixel_size=self.pixel_size, pixel_weight=self.pixel_weight)
+        return out
+
+    def _hog(self, x: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for cell in self.scales:
+            _, blocks = self._scale_blocks(tuple(x.shape[2:]), cell)
+            h = hog_features(x, orientations=self.orientations, pixels_per_cell=cell, cells_per_block=self.cells_per_block,
+                             block_norm=self.block_norm, transform_sqrt=self.transform_sqrt)
+            parts.append(h / math.sqrt(blocks))
+        if self.pixel_size is not None:
+            p = F.interpolate(x.mean(dim=1, keepdim=True) / 255.0, size=(self.pixel_size, self.pixel_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+            parts.append(p.flatten(1) * (self.pixel_weight / self.pixel_size))
+        return torch.cat(parts, dim=1)
