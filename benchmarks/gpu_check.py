@@ -1,4 +1,4 @@
-"""The GPU figures of the performance issue in one prepared run (about 8 minutes on one GPU).
+"""The GPU figures of the performance issue in one prepared run (about 8 minutes on one GPU, plus the reproduction smoke).
 
     python benchmarks/gpu_check.py --out gpu.jsonl                  # on a machine with CUDA
     python benchmarks/gpu_check.py --device cuda:1 --out gpu.jsonl  # another GPU of the machine
@@ -20,6 +20,14 @@
    at the test's reduced sizes (T = 2, a few samples per class, tiny random-weight models
    and a random-weight Inception). One row per config: passed or the error, and seconds.
    (``--quick``: the first such config only.)
+
+4. **Reproduction smoke** (docs/reproduction.md): each paper config (``cifar10_adm``, ``camelyon17_adm``,
+   ``cat_sd``) with its own API settings and vote embedding, real weights when present (else a random-weight
+   full-size ADM, the same work per step; Stable Diffusion is skipped without its weights): RANDOM and VARIATION
+   images/s at one API batch, the embedding's images/s, peak CUDA memory, and the full run's projected hours on
+   this device; then a markdown table to paste into docs/reproduction.md. Sized for under 10 minutes on one H100
+   (one API batch per call type; not yet run on one), alone:
+   ``python benchmarks/gpu_check.py --parts reproduction --out repro.jsonl``.
 
 Each part runs in its own process under its own time limit (``--part-timeout``); a part
 that fails or times out is recorded as such (with the rows it finished) and the others
@@ -43,6 +51,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -174,7 +183,258 @@ def shipped_configs(*, device: str, quick: bool) -> list[dict]:
     return rows
 
 
-PARTS = {"voting": voting, "pe_iteration": pe_iteration, "shipped_configs": shipped_configs}
+#: The paper settings (docs/reproduction.md): config stem -> (private images, classes, reference images for FID).
+#: Public facts of the data sets (CIFAR-10: 50,000 train / 10,000 test; WILDS Camelyon17: 302,436 train / 85,054 test;
+#: Cat Cookie: 100 photos, no FID reference here).
+PAPER_RUNS = {"cifar10_adm": (50_000, 10, 10_000), "camelyon17_adm": (302_436, 2, 85_054), "cat_sd": (100, 1, 0)}
+
+
+def _instantiate(spec: dict, **overrides):
+    """The object a config's ``class_path`` / ``init_args`` entry describes, with ``overrides`` applied."""
+    import importlib
+
+    module, _, name = spec["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(**{**spec.get("init_args", {}), **overrides})
+
+
+def _api_weights(api_spec: dict, tmp: Path, *, quick: bool) -> tuple[dict, str]:
+    """Overrides that point the config's API at its real weights when present, else at stand-ins; and a label.
+
+    ImprovedDiffusionAPI without the checkpoint: the full 270M U-Net with random weights (the same work per step)
+    on a GPU, the tests' tiny one with ``--quick``. StableDiffusionAPI without the weights in the Hugging Face cache:
+    the tests' tiny pipeline with ``--quick``; on a GPU the config is reported as skipped (no full-size stand-in
+    can be built offline).
+    """
+    sys.path.insert(0, str(ROOT / "tests"))
+    import tiny_weights
+
+    args = api_spec.get("init_args", {})
+    if api_spec["class_path"].endswith("ImprovedDiffusionAPI"):
+        from pe_lightning.apis.diffusers.improved_diffusion import config_from
+        from pe_lightning.apis.diffusers.improved_diffusion.weights import resolve_checkpoint
+
+        if not quick:
+            try:
+                return {"checkpoint": resolve_checkpoint(args["checkpoint"])}, "real weights"
+            except FileNotFoundError:
+                import torch
+
+                path = tmp / "adm_random.pt"
+                torch.save(tiny_weights.random_adm_state(config_from(args.get("preset"), args.get("model_config"))), path)
+                return {"checkpoint": str(path)}, "random weights, full size"
+        return ({"checkpoint": tiny_weights.write_tiny_adm_checkpoint(tmp / "tiny_adm.pt"),
+                 "model_config": {k: v for k, v in tiny_weights.TINY_ADM_FLAGS.items()}, "batch_size": 2},
+                "tiny random stand-in")
+    if not quick:
+        return {"local_files_only": True}, "real weights"
+    sd = tiny_weights.build_tiny_diffusers_models(tmp / "tiny")["sd"]
+    return {"model": sd, "local_files_only": True, "batch_size": 2, "vae_batch_size": 2}, "tiny random stand-in"
+
+
+def _inception_weights(tmp: Path) -> tuple[str | None, str]:
+    """The FID Inception weights if present (None: InceptionEmbedding finds them), else random ones (same work)."""
+    from pe_lightning.embeddings.inception import _hub_candidates
+
+    if any(os.path.isfile(p) for p in _hub_candidates()):
+        return None, "real weights"
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_weights import write_random_inception_weights
+
+    return write_random_inception_weights(tmp / "inception.pth"), "random weights"
+
+
+def _steps(api, degree: float) -> int:
+    """Denoising steps of one VARIATION at ``degree`` (of a RANDOM when ``degree`` is None)."""
+    if hasattr(api, "_schedules"):  # ImprovedDiffusionAPI: R respaced steps, int(R * s) of them per variation
+        total = next(iter(api._schedules.values())).num_steps
+    else:
+        total = api.num_inference_steps
+    return total if degree is None else max(1, int(total * degree))
+
+
+def project_hours(*, name: str, config: dict, random_s_per_step: float, variation_s_per_step: float,
+                  embed_per_s: float) -> dict:
+    """The full run's API and embedding seconds, linear in sample-steps and embedded images (voting not counted).
+
+    Sample-steps: RANDOM ``N * R``; each iteration ``(k + 1) N int(R s_t)`` (k lookahead variations and N fresh
+    children, ``reuse_lookahead: false``). Embedded images: the private set once, ``k N`` per iteration, and the FID
+    callback's population at ``T + 1`` evaluations plus its reference set once.
+    """
+    private, classes, reference = PAPER_RUNS[name]
+    model = config["model"]["init_args"]
+    n, k, degrees = model["num_samples_per_class"] * classes, model["lookahead_degree"], model["variation_degrees"]
+    api = model["api"]["init_args"]
+    total = api.get("num_inference_steps") or int(str(api.get("timestep_respacing", "100")).removeprefix("ddim"))
+    random_steps = n * total
+    variation_steps = sum((k + 1) * n * max(1, int(total * s)) for s in degrees)
+    has_fid = any(c["class_path"].endswith("FIDCallback") for c in config["trainer"]["callbacks"])
+    embeds = private + len(degrees) * k * n + (((len(degrees) + 1) * n + reference) if has_fid else 0)
+    api_s = random_steps * random_s_per_step + variation_steps * variation_s_per_step
+    embed_s = embeds / embed_per_s
+    return {"sample_steps": random_steps + variation_steps, "embedded_images": embeds, "projected_api_h": round(api_s / 3600, 2),
+            "projected_embedding_h": round(embed_s / 3600, 2), "projected_hours": round((api_s + embed_s) / 3600, 2)}
+
+
+def reproduction(*, device: str, quick: bool) -> Iterator[dict]:
+    """Each paper config's API and embedding at reduced N on ``device``: images/s per call type, memory, projected hours.
+
+    A generator: each config's row is printed as soon as it is done, so a part that runs out of time keeps them.
+
+    The config's own API settings (respacing or steps, batch size, dtype, autocast) and vote embedding
+    (CleanInceptionEmbedding at its resolution); RANDOM and one VARIATION at the first iteration's strength, one batch
+    each after a warm-up batch; the embedding on 4 batches of its own outputs. The projection is linear in
+    sample-steps (docs/reproduction.md). Then the config itself for one PE iteration at reduced N
+    (:func:`reduced_fit`, random stand-in data; ``--quick``: Camelyon17 only).
+    """
+    import numpy as np
+    import torch
+    import yaml
+
+    from pe_lightning.embeddings import CleanInceptionEmbedding
+    from pe_lightning.seeding import make_generator
+
+    dev = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    for name in PAPER_RUNS:
+        config = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+        model = config["model"]["init_args"]
+        classes = PAPER_RUNS[name][1]
+        with tempfile.TemporaryDirectory() as tmp:
+            row = {"benchmark": "gpu_reproduction", "config": f"configs/{name}.yaml", "device": device}
+            overrides, row["api_weights"] = _api_weights(model["api"], Path(tmp), quick=quick)
+            try:
+                api = _instantiate(model["api"], **overrides)
+                api.setup(device=dev, class_names=[str(c) for c in range(classes)])
+            except OSError as err:  # Stable Diffusion weights not in the cache (offline)
+                yield {**row, "skipped": f"weights not found: {str(err)[:300]}"}
+                continue
+            weights, row["inception_weights"] = _inception_weights(Path(tmp))
+            if not quick or name == "camelyon17_adm":  # --quick: one reduced fit (the shipped_configs part runs them all)
+                row.update(reduced_fit(name=name, device=device, quick=quick, api_overrides=overrides, inception=weights,
+                                       tmp=Path(tmp) / "fit"))
+            embedding = CleanInceptionEmbedding(weights_path=weights, **model["embedding"].get("init_args", {}))
+            embedding.setup(device=dev)
+            batch = api.batch_size
+            labels = np.arange(batch, dtype=np.int64) % classes
+            degree = model["variation_degrees"][0]
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            warm = api.random(labels=labels, generator=make_generator(0, 0, "warm-up"))
+            api.variation(images=warm.images, conditions=warm.conditions, labels=labels, degree=degree,
+                          generator=make_generator(0, 1, "warm-up"))
+            embedding.embed(warm.images)
+            sync()
+            start = time.perf_counter()
+            out = api.random(labels=labels, generator=make_generator(0, 0, "random"))
+            sync()
+            random_s = time.perf_counter() - start
+            start = time.perf_counter()
+            api.variation(images=out.images, conditions=out.conditions, labels=labels, degree=degree,
+                          generator=make_generator(0, 1, "variation"))
+            sync()
+            variation_s = time.perf_counter() - start
+            images = np.concatenate([out.images] * 4)
+            start = time.perf_counter()
+            embedding.embed(images, batch_size=embedding.max_batch_size)
+            sync()
+            embed_s = time.perf_counter() - start
+            row.update({
+                "batch": batch, "image_shape": list(out.images.shape[1:]),
+                "random_images_per_s": round(batch / random_s, 2), "random_steps": _steps(api, None),
+                "variation_images_per_s": round(batch / variation_s, 2), "variation_degree": degree,
+                "variation_steps": _steps(api, degree),
+                "embedding_images_per_s": round(len(images) / embed_s, 1),
+                "cuda_peak_allocated_mib": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None,
+            })
+            row.update(project_hours(
+                name=name, config=config, random_s_per_step=random_s / (batch * row["random_steps"]),
+                variation_s_per_step=variation_s / (batch * row["variation_steps"]), embed_per_s=row["embedding_images_per_s"]))
+            del api, embedding
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            yield row
+
+
+#: Reduced runs of the paper configs (one PE iteration): synthetic samples per class on a GPU / with --quick.
+REDUCED_PER_CLASS = {"cifar10_adm": (10, 1), "camelyon17_adm": (50, 2), "cat_sd": (10, 2)}
+
+
+def _stand_in_data(name: str, folder: Path) -> list[str]:
+    """Random private/test images in the config's data layout (the real data sets are not needed for timing)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import tiny_weights
+
+    if name == "cifar10_adm":
+        root = tiny_weights.write_cifar10_batches(folder / "cifar10", per_batch=20, test=20)
+        return [f"--data.init_args.root={root}", "--data.init_args.verify_md5=false"]
+    if name == "camelyon17_adm":
+        tiny_weights.write_image_folder(folder / "cam" / "train", {"normal": 20, "tumor": 20}, size=96, seed=0)
+        tiny_weights.write_image_folder(folder / "cam" / "test", {"normal": 10, "tumor": 10}, size=96, seed=1)
+        return [f"--data.init_args.private_dir={folder / 'cam' / 'train'}", f"--data.init_args.test_dir={folder / 'cam' / 'test'}"]
+    return [f"--data.init_args.private_dir={tiny_weights.write_image_folder(folder / 'cat', {'cookie': 10}, size=64)}"]
+
+
+def reduced_fit(*, name: str, device: str, quick: bool, api_overrides: dict, inception: str | None, tmp: Path) -> dict:
+    """``python -m pe_lightning fit --config configs/<name>.yaml`` for one PE iteration at reduced N on ``device``.
+
+    The config's classes and settings, its API on the weights ``api_overrides`` names, random stand-in data; the
+    row holds the wall seconds of the fit and the iteration's ``time/*`` breakdown from the ``[PE] iteration 1/1`` line.
+    """
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    per_class = REDUCED_PER_CLASS[name][1 if quick else 0]
+    degree = config["model"]["init_args"]["variation_degrees"][0]
+    prefix = "--model.init_args.api.init_args."
+    args = [f"--model.init_args.iterations=1", "--trainer.max_epochs=1", f"--model.init_args.num_samples_per_class={per_class}",
+            f"--model.init_args.variation_degrees=[{degree}]", f"--trainer.default_root_dir={tmp / 'run'}",
+            *(f"{prefix}{k}={json.dumps(v) if isinstance(v, (dict, list, bool)) else v}" for k, v in api_overrides.items()),
+            *_stand_in_data(name, tmp / "data")]
+    dev = device.partition(":")
+    args += ["--trainer.accelerator=gpu", f"--trainer.devices=[{dev[2] or 0}]"] if dev[0] == "cuda" else ["--trainer.accelerator=cpu"]
+    env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
+    if inception is not None:  # random Inception weights where InceptionEmbedding looks for them
+        from pe_lightning.embeddings.inception import INCEPTION_WEIGHTS_FILENAME
+
+        hub = tmp / "torch_home" / "hub" / "checkpoints"
+        hub.mkdir(parents=True, exist_ok=True)
+        (hub / INCEPTION_WEIGHTS_FILENAME).symlink_to(inception)
+        env["TORCH_HOME"] = str(tmp / "torch_home")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pe_lightning", "fit", "--config", str(ROOT / "configs" / f"{name}.yaml"), *args],
+                          cwd=tmp, env=env, capture_output=True, text=True)
+    row = {"fit_seconds": round(time.perf_counter() - start, 1), "fit_samples": per_class * PAPER_RUNS[name][1]}
+    line = next((ln for ln in (proc.stdout + proc.stderr).splitlines() if "[PE] iteration 1/1" in ln), None)
+    if proc.returncode != 0 or line is None:
+        return {**row, "fit_error": (proc.stdout + proc.stderr)[-1500:]}
+    for part in line.split("|")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.startswith("time/") or key.startswith("fid/"):
+            row[f"fit_{key.replace('/', '_')}"] = float(value)
+    return row
+
+
+def reproduction_table(rows: list[dict]) -> str:
+    """A markdown table of the reproduction rows, ready to paste into docs/reproduction.md."""
+    lines = ["| config | device | weights | RANDOM img/s | VARIATION img/s (s) | embedding img/s | peak MiB | "
+             "1 iteration at N (s) | projected h |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r or "random_images_per_s" not in r:
+            lines.append(f"| `{r.get('config')}` | {r.get('device')} | {r.get('skipped') or r.get('error', '')[:80]} | | | | | | |")
+            continue
+        fit = (f"{r['fit_time_iteration_s']:.1f} at {r['fit_samples']}" if "fit_time_iteration_s" in r
+               else ("failed" if "fit_error" in r else "not run"))
+        lines.append(f"| `{r['config']}` | {r['machine'] if 'machine' in r else r['device']} | {r['api_weights']} / Inception "
+                     f"{r['inception_weights']} | {r['random_images_per_s']} | {r['variation_images_per_s']} "
+                     f"({r['variation_degree']}) | {r['embedding_images_per_s']} | {r['cuda_peak_allocated_mib']} | "
+                     f"{fit} | {r['projected_hours']} |")
+    return "\n".join(lines)
+
+
+PARTS = {"voting": voting, "pe_iteration": pe_iteration, "shipped_configs": shipped_configs, "reproduction": reproduction}
+#: Seconds each part may run when --part-timeout is not given (the reproduction smoke is sized for 10 minutes on one H100).
+PART_TIMEOUTS = {"reproduction": 570.0}
 
 
 def run_part(name: str, *, device: str, quick: bool, timeout: float) -> tuple[list[dict], str | None]:
@@ -201,7 +461,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda[:i], or cpu for a smoke run")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument("--out", type=Path, default=HERE / "results_gpu.jsonl", help="JSON lines are appended here")
-    parser.add_argument("--part-timeout", type=float, default=300.0, help="seconds per part (each its own process)")
+    parser.add_argument("--part-timeout", type=float, default=None,
+                        help="seconds per part (each its own process); default 300, reproduction 570")
     parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=list(PARTS), help="parts to run")
     parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)  # internal: run one part here
     args = parser.parse_args()
@@ -220,7 +481,8 @@ def main() -> None:
     failed = []
     for name in args.parts:
         start = time.perf_counter()
-        rows, error = run_part(name, device=args.device, quick=args.quick, timeout=args.part_timeout)
+        timeout = args.part_timeout if args.part_timeout is not None else PART_TIMEOUTS.get(name, 300.0)
+        rows, error = run_part(name, device=args.device, quick=args.quick, timeout=timeout)
         for row in rows:
             record(row)
             if row.get("passed") is False:
@@ -228,6 +490,8 @@ def main() -> None:
         if error:
             failed.append(name)
             record({"benchmark": f"gpu_check_{name}", "error": error, "seconds": round(time.perf_counter() - start, 1)})
+        if name == "reproduction" and rows:
+            print("\n" + reproduction_table([{**r, "machine": _machine(args.device)} for r in rows]) + "\n", flush=True)
     if failed:
         raise SystemExit(f"gpu_check: parts failed: {failed} (see {args.out})")
 

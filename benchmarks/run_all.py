@@ -75,7 +75,7 @@ def main() -> None:
 
 
 def print_tables(results: list[dict]) -> None:
-    """Markdown tables of the results (the README's Benchmarks section is written from them)."""
+    """Markdown tables of the results (docs/performance.md is written from them)."""
     iterations = [r for r in results if "iteration_s" in r]
     throughput = [r for r in results if r.get("benchmark") == "api_throughput"]
     embeddings = [r for r in results if r.get("benchmark") == "embedding_throughput"]

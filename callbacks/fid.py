@@ -11,7 +11,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from pe_lightning.callbacks.base import PopulationCallback
-from pe_lightning.callbacks.real_split import real_images
+from pe_lightning.callbacks.fid_reference import FIDReference
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.metrics.frechet import frechet_distance, statistics_from_sums
 from pe_lightning.private_metrics import check_private_opt_ins, publish_metrics
@@ -38,6 +38,17 @@ class EmbeddingFeature(nn.Module):
 class _FrechetFromSums(FrechetInceptionDistance):
     """torchmetrics' FID states (feature sums, summed over DDP ranks), distance from :func:`frechet_distance`."""
 
+    def set_real_statistics(self, *, mu: np.ndarray, cov: np.ndarray, count: int, owner: bool) -> None:
+        """Real states from ``(mu, cov, count)``: the sums on the ``owner`` rank, zeros on the others (summed on sync)."""
+        mu_t = torch.as_tensor(mu, dtype=torch.float64, device=self.real_features_sum.device)
+        cov_t = torch.as_tensor(cov, dtype=torch.float64, device=self.real_features_sum.device)
+        scale = 1.0 if owner else 0.0
+        self.real_features_sum = (mu_t * count * scale).to(self.real_features_sum.dtype)
+        self.real_features_cov_sum = ((cov_t * (count - 1) + count * torch.outer(mu_t, mu_t)) * scale).to(
+            self.real_features_cov_sum.dtype)
+        self.real_features_num_samples = torch.tensor(count if owner else 0, dtype=torch.long,
+                                                      device=self.real_features_sum.device)
+
     def compute(self) -> torch.Tensor:
         """The Fréchet distance of the synced real and fake statistics (a 0-d tensor)."""
         if self.real_features_num_samples < 2 or self.fake_features_num_samples < 2:
@@ -57,25 +68,38 @@ class FIDCallback(PopulationCallback):
     """Logs ``fid/<name>``, the Fréchet distance of the population's features to real images.
 
     Features come from any :class:`~pe_lightning.embeddings.Embedding`:
-    ``InceptionEmbedding`` gives the standard FID (needs its weights),
-    ``PixelEmbedding`` a weight-free Fréchet distance in pixel space (docs/benchmark.md).
-    Real statistics are computed once and cached (``reset_real_features=False``); metric
-    states are sums, so under DDP each rank adds its share and torchmetrics sums them.
+    ``InceptionEmbedding`` gives the standard FID (torch-fidelity's preprocessing; needs its
+    weights), ``CleanInceptionEmbedding`` the PE paper's (clean-fid's PIL bicubic resize, after
+    a resize to the private ``resolution``; docs/reproduction.md), ``PixelEmbedding`` a
+    weight-free Fréchet distance in pixel space (docs/benchmark.md). The real statistics
+    are computed once per run (:class:`~pe_lightning.callbacks.fid_reference.FIDReference`,
+    sums reduced over DDP ranks) and, with ``cache_reference``, kept on disk and reused;
+    the population's metric states are sums, so under DDP each rank adds its share.
 
     Privacy (docs/privacy.md): with ``real_split='test'`` and a held-out split given
-    separately (``test_dir``, ...), the reference images never vote and the value is logged.
-    Against private images (``real_split='private'``, or a held-out split carved out of
-    the private data) the value is OUTSIDE the DP guarantee: it is written only to the
-    private-side report (:func:`~pe_lightning.private_metrics.publish_metrics`), and shown
-    or logged as ``fid/<name>_private_not_dp`` only with the opt-ins below.
+    separately (``test_dir``, ...), the reference images never vote and the value is logged;
+    ``reference_dir`` is a folder the user declares public. Against private images
+    (``real_split='private'``, or a held-out split carved out of the private data) the value
+    is OUTSIDE the DP guarantee: it is written only to the private-side report
+    (:func:`~pe_lightning.private_metrics.publish_metrics`), and shown or logged as
+    ``fid/<name>_private_not_dp`` only with the opt-ins below; its cached reference
+    statistics stay on the private side.
 
     Args:
         feature: embedding used as the feature network.
         every_n_iterations: compute at iterations divisible by this (0 = the random population included).
         real_split: ``'test'`` or ``'private'``.
         name: metric key suffix.
-        max_real: cap on real images used (first ``max_real``; ``None`` = all).
+        max_real: cap on real images used: a seeded uniform subset of this many (never a
+            prefix: folders are read class by class); ``None`` = all.
         batch_size: images per feature forward pass.
+        reference_dir: a folder of public reference images (read recursively) instead of
+            a data-module split, e.g. the CIFAR-10 training images as PNG files.
+        subset_seed: seed of the ``max_real`` subset (public).
+        cache_reference: keep the reference statistics on disk (public source:
+            ``<output root>/fid_reference`` or ``reference_cache_dir``; private images: the
+            private side) and reuse them when the source and the feature are unchanged.
+        reference_cache_dir: folder for a public source's cached statistics.
         report_private_metrics: print a value computed against private images on the
             console (outside the DP guarantee; warned).
         log_private_metrics: also send it to the loggers and the run summary (needs
@@ -93,6 +117,10 @@ class FIDCallback(PopulationCallback):
         name: str = "inception",
         max_real: int | None = None,
         batch_size: int = 1024,
+        reference_dir: str | None = None,
+        subset_seed: int = 0,
+        cache_reference: bool = False,
+        reference_cache_dir: str | None = None,
         report_private_metrics: bool = False,
         log_private_metrics: bool = False,
     ) -> None:
@@ -101,10 +129,8 @@ class FIDCallback(PopulationCallback):
             raise TypeError(f"FIDCallback feature must be an Embedding, got {type(feature).__name__}")
         if every_n_iterations < 1:
             raise ValueError(f"FIDCallback every_n_iterations must be >= 1, got {every_n_iterations}")
-        if real_split not in ("test", "private"):
-            raise ValueError(f"FIDCallback real_split must be 'test' or 'private', got {real_split!r}")
-        if max_real is not None and max_real < 2:
-            raise ValueError(f"FIDCallback max_real must be >= 2 or None, got {max_real}")
+        self.reference = FIDReference(split=real_split, folder=reference_dir, max_images=max_real, subset_seed=subset_seed,
+                                      cache=cache_reference, cache_dir=reference_cache_dir)
         check_private_opt_ins("FIDCallback", report_private_metrics=report_private_metrics, log_private_metrics=log_private_metrics)
         self.report_private_metrics = report_private_metrics
         self.log_private_metrics = log_private_metrics
@@ -117,10 +143,6 @@ class FIDCallback(PopulationCallback):
         self.metric: _FrechetFromSums | None = None
         self.last_value: float | None = None
 
-    def _real_images(self, trainer: pl.Trainer) -> np.ndarray:
-        images = real_images(trainer, split=self.real_split, key=f"FIDCallback {self.key}")
-        return images[: self.max_real] if self.max_real else images
-
     def _update(self, images: np.ndarray, *, real: bool, trainer: pl.Trainer, device: torch.device) -> None:
         shard = images[trainer.global_rank :: trainer.world_size]  # each rank adds its share of the sums
         for start in range(0, len(shard), self.batch_size):
@@ -130,11 +152,11 @@ class FIDCallback(PopulationCallback):
         if self.metric is not None:
             return
         self.feature.setup(device=pl_module.device)
-        real = self._real_images(trainer)
-        dim = self.feature.embed(real[:1]).shape[1]
-        module = EmbeddingFeature(self.feature, num_features=dim, batch_size=self.batch_size)
+        mu, cov, count = self.reference.statistics(trainer, pl_module, self.feature, key=f"FIDCallback {self.key}",
+                                                   batch_size=self.batch_size)
+        module = EmbeddingFeature(self.feature, num_features=len(mu), batch_size=self.batch_size)
         self.metric = _FrechetFromSums(feature=module, reset_real_features=False).to(pl_module.device)
-        self._update(real, real=True, trainer=trainer, device=pl_module.device)
+        self.metric.set_real_statistics(mu=mu, cov=cov, count=count, owner=trainer.global_rank == 0)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.on_fit_start(trainer, pl_module)  # evaluating a saved run: the same reference statistics

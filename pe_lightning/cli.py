@@ -17,17 +17,20 @@ import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
 
 import pe_lightning  # noqa: F401  - registers the classes for class_path resolution
 from pe_lightning.atomic import remove_stale_temporaries
 from pe_lightning.checkpoints import check_checkpoint, resolve_last
-from pe_lightning.errors import TRACEBACK_ENV, TRACEBACK_FLAG, ConfigError, is_user_error, report, traceback_requested
+from pe_lightning.errors import (TRACEBACK_ENV, TRACEBACK_FLAG, ConfigError, is_user_error, parser_error_line, report,
+                                 traceback_requested)
+from pe_lightning.help import HELP_ALL_FLAG
 from pe_lightning.quiet import silence_start_up_notices
 from pe_lightning.resume import finished_run, move_to_fresh_version
-from pe_lightning.run_config import fill_output_paths, is_private_evolution, link_iterations
+from pe_lightning.run_config import fill_output_paths, is_private_evolution, link_budget, link_iterations, unlink_budget
 from pe_lightning.run_lock import RunLock
 
 __all__ = ["main", "console_main", "PECLI", "PROG"]
@@ -40,6 +43,8 @@ SERVE = "serve"  # python -m pe_lightning serve --config api.yaml (pe_lightning.
 class PECLI(LightningCLI):
     """LightningCLI with pe_lightning's defaults (see the module docstring)."""
 
+    _budget_filled: list[str] = []
+
     def parse_arguments(self, parser, args) -> None:  # noqa: D102 - LightningCLI hook
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
@@ -50,6 +55,10 @@ class PECLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102 - LightningCLI hook
         from jsonargparse import ActionYesNo
 
+        parser.add_argument("--epsilon", type=Optional[float], default=None,
+                            help="The run's privacy budget epsilon: sets the PrivacyAccountant's (the planner reads it).")
+        parser.add_argument("--delta", type=Optional[float], default=None,
+                            help="The run's privacy budget delta: sets the PrivacyAccountant's (the planner reads it).")
         parser.add_argument(
             "--new_version", action=ActionYesNo, default=False,
             help="fit: write this run into a fresh <default_root_dir>/version_<n> (with every output folder set inside "
@@ -58,12 +67,17 @@ class PECLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:  # noqa: D102 - LightningCLI hook
         config = self.config[self.subcommand] if self.subcommand else self.config
+        self._budget_filled = link_budget(config)
         link_iterations(config)
         if self.subcommand == "fit" and config.get("new_version") and is_private_evolution(config):
             if config.get("ckpt_path"):
                 raise ConfigError("--new_version starts a new run in a fresh folder; it cannot resume (--ckpt_path)")
             move_to_fresh_version(config)
         fill_output_paths(config)
+
+    def after_instantiate_classes(self) -> None:  # noqa: D102 - LightningCLI hook
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        unlink_budget(config, self._budget_filled)  # the saved config.yaml states the budget once
 
     def instantiate_trainer(self, **kwargs: Any):  # noqa: D102 - LightningCLI hook
         from pe_lightning.evolution import PrivateEvolution
@@ -129,15 +143,24 @@ def _pe_trainer_defaults(trainer_config: dict) -> dict[str, Any]:
     return defaults
 
 
-def main(args: Sequence[str] | None = None, *, run: bool = True) -> PECLI:
-    """Run the CLI. ``args`` as on the command line (default ``sys.argv[1:]``); errors are raised."""
+def main(args: Sequence[str] | None = None, *, run: bool = True, exit_on_error: bool = True) -> PECLI:
+    """Run the CLI. ``args`` as on the command line (default ``sys.argv[1:]``); errors are raised.
+
+    ``exit_on_error=False``: a parser error raises jsonargparse's ``ArgumentError`` instead of
+    printing the usage and exiting (:func:`console_main` reports it in one line).
+    """
     os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` later
     silence_start_up_notices()
+    if args is None:
+        sys.argv = [a if a != HELP_ALL_FLAG else "--help" for a in sys.argv]  # LightningCLI's full help
+    else:
+        args = ["--help" if a == HELP_ALL_FLAG else a for a in args]
     return PECLI(
-        args=list(args) if args is not None else None,
+        args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": PROG, "description": "Private Evolution (DP synthetic images) on PyTorch Lightning"},
+        parser_kwargs={"prog": PROG, "description": "Private Evolution (DP synthetic images) on PyTorch Lightning",
+                       "exit_on_error": exit_on_error},
     )
 
 
@@ -156,7 +179,12 @@ def console_main() -> int:
 
             serve_main(sys.argv[2:])
             return 0
-        main()
+        main(exit_on_error=traceback_requested())
+    except ArgumentError as err:  # a config or command-line value the parser refuses: the field and why
+        print(f"{PROG}: error: {parser_error_line(str(err))}", file=sys.stderr)
+        print(f"{PROG}: (the options of a config: {PROG} fit --config X --help; {TRACEBACK_FLAG} for the full "
+              "message)", file=sys.stderr)
+        return 2
     except Exception as err:  # noqa: BLE001 - reported, or re-raised with its traceback
         if traceback_requested() or not is_user_error(err):
             raise

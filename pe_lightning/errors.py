@@ -9,11 +9,14 @@ bugs (anything else raised outside pe_lightning's own code).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
 
-__all__ = ["ConfigError", "TRACEBACK_ENV", "TRACEBACK_FLAG", "is_user_error", "report", "traceback_requested"]
+__all__ = [
+    "ConfigError", "TRACEBACK_ENV", "TRACEBACK_FLAG", "is_user_error", "parser_error_line", "report", "traceback_requested",
+]
 
 TRACEBACK_ENV = "PE_LIGHTNING_TRACEBACK"
 TRACEBACK_FLAG = "--traceback"
@@ -23,6 +26,52 @@ _PACKAGE_DIRS = tuple(str(Path(p).resolve()) for p in (Path(__file__).parent, Pa
 
 class ConfigError(ValueError):
     """Two settings contradict each other (found before anything runs)."""
+
+
+_STRUCTURE = re.compile(
+    r"(Does not validate against|Subtypes:|Errors:|Given value type:|Expected a <class 'NoneType'>|tip: )"
+)
+
+
+def parser_error_line(message: str) -> str:
+    """One line from a jsonargparse error (which nests a union's every branch over ~20 lines): the field and why.
+
+    ``Parser key "model": ... class_path 'X': ... Option 'iteratons' is not accepted`` becomes
+    ``--model.init_args.iteratons: Option 'iteratons' is not accepted (pe_lightning...X)``.
+    """
+    keys: list[str] = []
+    cls = leaf = given = None
+    for raw in message.splitlines():
+        line = raw.strip().lstrip("-").strip()
+        if line.startswith("error: "):
+            line = line[len("error: "):]
+        key = re.match(r'Parser key "([^"]+)":?\s*(.*)', line)
+        if key and leaf is None:
+            keys.append(key.group(1))
+            line = key.group(2)
+        path = re.match(r"Problem with given class_path '([^']+)':", line)
+        if path and leaf is None:
+            keys.append("init_args")
+            cls = path.group(1)
+            continue
+        value = re.match(r"Given value: (.*)", line)
+        if value:
+            given = given or value.group(1)
+            continue
+        if line and leaf is None and not _STRUCTURE.match(line):
+            leaf = line
+    option = re.match(r"Option '([^']+)' is not accepted", leaf or "")
+    if option:
+        keys.append(option.group(1))
+    if keys and keys[-1] == "init_args":
+        keys.pop()
+    field = "--" + ".".join(keys) if keys else ""
+    why = leaf or " ".join(message.split())
+    if given and "Got value" not in why and "NestedArg" not in given:
+        why += f" (given: {given})"
+    if cls:
+        why += f" [{cls}]"
+    return f"{field}: {why}" if field else why
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -53,6 +53,18 @@ __all__ = ["PrivateEvolution", "NotPrivateWarning", "NoiseKeyLostWarning"]
 warnings.filterwarnings("ignore", message=r".*configure_optimizers.* returned `None`", category=UserWarning)
 
 
+def _check_channels(*, api: ImageAPI, data: PrivateImageDataModule) -> None:
+    """Refuse an API that makes images with another channel count than the private ones (before any spend)."""
+    made, private = getattr(api, "channels", None), int(data.private_images.shape[-1])
+    if made is not None and int(made) != private:
+        kind = {1: "grayscale", 3: "RGB"}
+        raise ValueError(
+            f"the private images have {private} channel(s) ({kind.get(private, '?')}) but {type(api).__name__} makes "
+            f"{made}-channel images: set the API's channels to {private} (model.init_args.api.init_args.channels) or "
+            f"the data module's channels to {made} (data.init_args.channels)"
+        )
+
+
 class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
     """Private Evolution as a LightningModule (settings checked by :class:`~pe_lightning.engine.EngineSettings`).
 
@@ -246,6 +258,7 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
             )
         dm = self._datamodule()
         dm.setup("fit")
+        _check_channels(api=self.api, data=dm)
         class_names = list(dm.class_names)
         present = check_private_data(dm, class_names=class_names, privacy_unit=self.engine.settings.privacy_unit)
         sizes = class_sizes(
@@ -350,10 +363,13 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
         Args:
             datamodule: the private data module (default: the trainer's).
         """
-        sizes = {"per_class": self._configured_counts, "schedule": self._size_schedule,
-                 "from_private_labels": bool(self.counts_from_private_labels)}
         return run_fingerprint(datamodule=datamodule or self._datamodule(), api=self.api, embedding=self.embedding,
-                               num_samples=sizes, privacy_unit=self.engine.settings.privacy_unit)
+                               num_samples=self.configured_sizes(), privacy_unit=self.engine.settings.privacy_unit)
+
+    def configured_sizes(self) -> dict:
+        """The population sizes as the user configured them (the run fingerprint's ``num_samples``)."""
+        return {"per_class": self._configured_counts, "schedule": self._size_schedule,
+                "from_private_labels": bool(self.counts_from_private_labels)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("private_evolution")

@@ -62,11 +62,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
+
+import numpy as np
 
 from pe_lightning.apis.base import ImageAPI
 from pe_lightning.embeddings.base import Embedding
+from pe_lightning.engine.class_sizes import class_sizes, resolve_size_schedule
+from pe_lightning.engine.hooks import NoiseMultiplierSource
 from pe_lightning.evolution import PrivateEvolution
 from pe_lightning.privacy import noise_multiplier as calibrate_noise_multiplier
 from pe_lightning.run_config import resolve_class
@@ -178,6 +182,7 @@ def plan(
     approx_private_size: int,
     final_samples_per_class: int = 200,
     iterations: int | None = None,
+    noise_multiplier: float | None = None,
 ) -> Plan:
     """The documented default settings for a budget (module docstring: the rule).
 
@@ -193,6 +198,10 @@ def plan(
         final_samples_per_class: synthetic samples per class of the released population.
         iterations: ``T`` chosen by the user instead of the rule's (``k'``, the threshold
             and the sizes then follow that ``T``).
+        noise_multiplier: the sigma the run's accountant states for the iterations to come
+            (:class:`PlannedPrivateEvolution` passes it when the fit starts, so the plan
+            follows the noise actually used, e.g. a resume's remaining budget); ``None``:
+            ``sigma_T`` calibrated for ``(epsilon, delta, T)`` (rule step 2).
 
     Returns:
         The :class:`Plan`.
@@ -221,7 +230,8 @@ def plan(
     if iterations is None:  # rule step 5: the largest T whose votes keep MIN_SURVIVORS
         iterations = max([t for t in range(1, MAX_ITERATIONS + 1) if survivors(t, max(K_CHOICES)) >= MIN_SURVIVORS], default=1)
     k = min([k for k in K_CHOICES if survivors(iterations, k) >= MIN_SURVIVORS], default=max(K_CHOICES))  # step 6
-    sigma = _sigma(epsilon, iterations, delta)
+    # the noise actually used (the accountant's, when the fit starts) sets the threshold and sizes
+    sigma = _sigma(epsilon, iterations, delta) if noise_multiplier is None else float(noise_multiplier)
     raw = _bins(per_class, sigma)
     bins = int(min(final_samples_per_class, max(MIN_BINS, math.floor(raw) if math.isfinite(raw) else final_samples_per_class)))
     schedule = [random_bins] + [bins] * (iterations - 1) + [final_samples_per_class]
@@ -229,7 +239,8 @@ def plan(
         iterations=iterations, num_samples_schedule=schedule, threshold=float(c * sigma),
         variation_degrees={"start": DEGREE_START, "end": DEGREE_END}, noise_multiplier=float(sigma),
         bins_per_class=bins, num_nearest_neighbors=k, threshold_sigmas=c,
-        expected_true_survivors=float(survivors(iterations, k)),
+        expected_true_survivors=float(expected_true_survivors(votes_per_class=per_class, num_nearest_neighbors=k,
+                                                              threshold_sigmas=c, noise_multiplier=sigma)),
         expected_noise_survivors=float(random_bins * NormalDist().cdf(-c)) if sigma > 0 else 0.0,
     )
 
@@ -239,17 +250,26 @@ class PlannedPrivateEvolution(PrivateEvolution):
     ``num_nearest_neighbors``, threshold and degree schedule come from :func:`plan` (public
     quantities only).
 
-    Give it the same ``epsilon`` and ``delta`` as the run's ``PrivacyAccountant``; the run
-    refuses to start when the accountant's calibrated noise differs from the plan's (the
-    threshold is a multiple of it). Any other ``PrivateEvolution`` argument passes through.
+    **One budget.** The run's budget is the ``PrivacyAccountant``'s ``(epsilon, delta)``,
+    stated once (``python -m pe_lightning`` fills ``epsilon``/``delta`` here from it, and
+    ``--epsilon``/``--delta`` set it). ``epsilon`` is read only to plan ``T`` (rule step 4);
+    the settings that depend on the noise (the threshold, rule step 5, and the sizes of the
+    voted populations, step 3) are planned when the fit starts from the sigma the run's
+    :class:`~pe_lightning.engine.hooks.NoiseMultiplierSource` states for the next iteration,
+    the sigma that iteration is released with. A resumed run that asks for more iterations or
+    a larger budget is therefore re-planned from the remaining budget (or refused by the
+    accountant's :class:`~pe_lightning.callbacks.PrivacyBudgetExceededError`), like any
+    ``PrivateEvolution``. A fresh run whose accountant states another budget than the one
+    given here is refused before anything is spent.
 
     Args:
         api: the foundation-model API.
         embedding: the voting embedding; ``None`` (default): the plan's (:data:`EMBEDDING`).
-        epsilon: the accountant's epsilon.
-        delta: the accountant's delta.
         approx_private_size: the user's public estimate of the private-set size.
         num_classes: classes of the private data.
+        epsilon: the accountant's epsilon (``None``: filled by ``python -m pe_lightning``;
+            needed in Python unless ``iterations`` is given).
+        delta: the accountant's delta (``None``: filled like ``epsilon``; ``1e-5`` otherwise).
         image_size: image side, pixels (default: ``api.image_size``).
         final_samples_per_class: synthetic samples per class released (default 200).
         iterations: ``T`` instead of the plan's (the plan's schedule and noise follow it).
@@ -261,6 +281,8 @@ class PlannedPrivateEvolution(PrivateEvolution):
             save_png, search_backend, api_batch_size: as in :class:`~pe_lightning.PrivateEvolution`.
         selection: as in :class:`~pe_lightning.PrivateEvolution` (default the plan's
             ``"systematic"``: every survivor of the threshold gets its expected share).
+        **kwargs: any other :class:`~pe_lightning.PrivateEvolution` argument (``distance``,
+            ``population_path`` to evaluate a saved population, ``private_state_dir``, ...).
     """
 
     def __init__(
@@ -268,10 +290,10 @@ class PlannedPrivateEvolution(PrivateEvolution):
         *,
         api: ImageAPI,
         embedding: Embedding | None = None,
-        epsilon: float,
-        delta: float = 1e-5,
         approx_private_size: int,
         num_classes: int,
+        epsilon: float | None = None,
+        delta: float | None = None,
         image_size: int | None = None,
         final_samples_per_class: int = 200,
         lookahead_degree: int = 8,
@@ -289,11 +311,24 @@ class PlannedPrivateEvolution(PrivateEvolution):
         variation_degrees: Schedule | None = None,
         threshold: float | None = None,
         selection: str = SELECTION,
+        **kwargs,
     ) -> None:
+        if epsilon is None and iterations is None:
+            raise ValueError(
+                "PlannedPrivateEvolution needs the run's epsilon to plan T: give the PrivacyAccountant's epsilon "
+                "(python -m pe_lightning fills it from the config's PrivacyAccountant), or iterations"
+            )
         size = image_size if image_size is not None else int(getattr(api, "image_size", 0) or 0)
-        self.plan = plan(epsilon=epsilon, delta=delta, num_classes=num_classes, image_size=size,
-                         approx_private_size=approx_private_size, final_samples_per_class=final_samples_per_class,
-                         iterations=iterations)
+        self.budget = (epsilon, delta)  # what T was planned for; checked against the accountant's when the fit starts
+        self._plan_inputs = dict(
+            epsilon=math.inf if epsilon is None else epsilon, delta=1e-5 if delta is None else delta,
+            num_classes=num_classes, image_size=size, approx_private_size=approx_private_size,
+            final_samples_per_class=final_samples_per_class,
+        )
+        # Provisional until the fit starts (on_fit_start re-plans the noise-dependent settings from the stated sigma).
+        self.plan = plan(**self._plan_inputs, iterations=iterations)
+        self._explicit = {"sizes": num_samples_per_class is not None or num_samples_schedule is not None,
+                          "threshold": threshold is not None}
         settings = self.plan.model_kwargs()
         if num_samples_per_class is not None:
             settings.pop("num_samples_schedule")
@@ -305,7 +340,9 @@ class PlannedPrivateEvolution(PrivateEvolution):
         super().__init__(api=api, embedding=embedding if embedding is not None else self.plan.make_embedding(),
                          **settings, lookahead_degree=lookahead_degree, seed=seed, noise=noise,
                          reuse_lookahead=reuse_lookahead, output_dir=output_dir, save_png=save_png,
-                         search_backend=search_backend, api_batch_size=api_batch_size, selection=selection)
+                         search_backend=search_backend, api_batch_size=api_batch_size, selection=selection, **kwargs)
+        for field in ("epsilon", "delta"):  # the budget is the accountant's (in the checkpoint's ledger), not a hyperparameter:
+            self.hparams.pop(field, None)  # LightningCLI would re-apply it from a checkpoint against the accountant's
         self.planned_num_classes = num_classes
 
     @classmethod
@@ -314,6 +351,11 @@ class PlannedPrivateEvolution(PrivateEvolution):
         get = init_args.get if hasattr(init_args, "get") else (lambda k, d=None: getattr(init_args, k, d))
         if get("iterations") is not None:
             return int(get("iterations"))
+        if get("epsilon") is None:
+            raise ValueError(
+                "PlannedPrivateEvolution plans T from the run's budget, and this config states none: add a "
+                "pe_lightning.callbacks.PrivacyAccountant to trainer.callbacks (or set model.init_args.iterations)"
+            )
         api = get("api")
         size = get("image_size")
         if size is None:
@@ -333,10 +375,54 @@ class PlannedPrivateEvolution(PrivateEvolution):
             )
 
     def on_fit_start(self) -> None:
-        sigma = self.noise_multiplier
-        if sigma is not None and not math.isclose(sigma, self.plan.noise_multiplier, rel_tol=1e-9, abs_tol=1e-12):
-            raise ValueError(
-                f"the calibrated noise multiplier {sigma:g} differs from the plan's {self.plan.noise_multiplier:g}: "
-                "give PlannedPrivateEvolution the same epsilon and delta as the PrivacyAccountant"
-            )
+        # After any checkpoint is restored: the source states sigma from what is left of the budget (or refuses).
+        sigma = self.stated_noise_multiplier()
+        if sigma is not None:
+            self._check_budget_matches_the_accountant()
+            self._plan_from_noise(sigma)
         super().on_fit_start()
+
+    def configured_sizes(self) -> dict:
+        """The sizes as configured: the plan's public inputs, not the schedule it derives from ``T`` and sigma.
+
+        A resume that asks for more iterations or a larger budget re-plans that schedule (like
+        ``PrivateEvolution`` with the same ``num_samples_per_class``); changing what the user
+        configured (``final_samples_per_class``, ``approx_private_size``, explicit sizes) still
+        changes the run's fingerprint.
+        """
+        sizes = super().configured_sizes()
+        if not self._explicit["sizes"]:
+            sizes["schedule"] = {k: self._plan_inputs[k] for k in ("final_samples_per_class", "approx_private_size")}
+        return sizes
+
+    def _check_budget_matches_the_accountant(self) -> None:
+        """Refuse a run whose accountant states another budget than the one ``T`` was planned for."""
+        epsilon, delta = self.budget
+        sources = [cb for cb in self.trainer.callbacks if isinstance(cb, NoiseMultiplierSource)]
+        stated = [(getattr(s, "epsilon", None), getattr(s, "delta", None), type(s).__name__) for s in sources]
+        for source_eps, source_delta, name in stated:
+            for field, mine, theirs in (("epsilon", epsilon, source_eps), ("delta", delta, source_delta)):
+                if mine is not None and theirs is not None and float(mine) != float(theirs):
+                    raise ValueError(
+                        f"PlannedPrivateEvolution {field}={mine:g} but the run's {name} has {field}={theirs:g}: state "
+                        "the budget once, on the accountant (python -m pe_lightning: --epsilon/--delta, or the "
+                        "PrivacyAccountant's init_args); the planner reads it from there"
+                    )
+
+    def _plan_from_noise(self, sigma: float) -> None:
+        """Re-plan the noise-dependent settings (threshold, voted-population sizes) for ``sigma``."""
+        self.plan = plan(**self._plan_inputs, iterations=self.iterations, noise_multiplier=sigma)
+        if not self._explicit["threshold"]:
+            self.engine.settings = replace(self.engine.settings, threshold=self.plan.threshold)
+        if not self._explicit["sizes"] and self._classes is not None:  # class names and sizes from setup
+            class_names, _ = self._classes
+            self._size_schedule = resolve_size_schedule(self.plan.num_samples_schedule, self.iterations)
+            counts = None
+            if self.counts_from_private_labels:
+                counts = np.bincount(self._datamodule().private_labels, minlength=len(class_names))
+            sizes = class_sizes(
+                configured=self._configured_counts, schedule=self._size_schedule, iterations=self.iterations,
+                class_names=class_names, private_label_counts=counts,
+                num_nearest_neighbors=self.num_nearest_neighbors, fold=self.engine.settings.fold,
+            )
+            self._classes = (class_names, sizes)

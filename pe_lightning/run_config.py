@@ -2,6 +2,9 @@
 
 * **T once**: a PE model's ``iterations`` sets ``trainer.max_epochs`` (one epoch is one PE
   iteration); an explicitly different ``max_epochs`` is a :class:`~pe_lightning.errors.ConfigError`.
+* **One budget**: the ``PrivacyAccountant``'s ``(epsilon, delta)`` is the run's budget, stated
+  once; ``--epsilon``/``--delta`` set it, and a planned model's ``epsilon``/``delta`` are filled
+  from it (:func:`link_budget`; one that disagrees is a :class:`~pe_lightning.errors.ConfigError`).
 * **One output root**: a logger's unset ``save_dir``, a ``ModelCheckpoint``'s unset
   ``dirpath`` and a remote API's unset ``response_cache`` are derived from
   ``trainer.default_root_dir`` (``<root>``, ``<root>/checkpoints``, ``<root>/api_responses``), like the PE module's ``output_dir`` and the callbacks' folders,
@@ -22,7 +25,13 @@ from typing import Any
 
 from pe_lightning.errors import ConfigError
 
-__all__ = ["fill_output_paths", "is_private_evolution", "link_iterations", "resolve_class", "shipped_config"]
+__all__ = [
+    "BUDGET_FIELDS", "fill_output_paths", "is_private_evolution", "link_budget", "link_iterations", "resolve_class",
+    "shipped_config", "unlink_budget",
+]
+
+#: The budget's fields: the top-level flags ``--epsilon``/``--delta`` and the accountant's init_args.
+BUDGET_FIELDS = ("epsilon", "delta")
 
 #: The package the top-level ``configs/`` folder is installed as (pyproject.toml package-dir).
 CONFIGS_PACKAGE = "pe_lightning.configs"
@@ -83,6 +92,75 @@ def is_private_evolution(config: Any) -> bool:
 
     cls = resolve_class(getattr(config.get("model"), "class_path", "") or "")
     return isinstance(cls, type) and issubclass(cls, PrivateEvolution)
+
+
+def _accountants(config: Any) -> list:
+    """The config's ``PrivacyAccountant`` entries (or subclasses) in ``trainer.callbacks``."""
+    from pe_lightning.callbacks.privacy import PrivacyAccountant
+
+    found = []
+    for entry in _entries(config.trainer.get("callbacks") or []):
+        cls = resolve_class(entry.class_path)
+        if isinstance(cls, type) and issubclass(cls, PrivacyAccountant):
+            found.append(entry)
+    return found
+
+
+def _plans_from_budget(config: Any) -> bool:
+    """Whether the model reads the budget (it has ``epsilon``/``delta`` arguments and plans, e.g. PlannedPrivateEvolution)."""
+    cls = resolve_class(getattr(config.get("model"), "class_path", "") or "")
+    return hasattr(cls, "planned_iterations")
+
+
+def link_budget(config: Any) -> list[str]:
+    """State the budget once: the flags set the accountant, the accountant fills a planned model.
+
+    ``--epsilon``/``--delta`` (top-level keys ``epsilon``/``delta``) set the one
+    ``PrivacyAccountant``'s init_args and are cleared again. A model that plans from the
+    budget (``PlannedPrivateEvolution``) gets the accountant's values in its unset
+    ``epsilon``/``delta``; :func:`unlink_budget` clears them after the classes are built, so
+    the run's saved ``config.yaml`` states the budget once too.
+
+    Returns:
+        The model fields filled here (for :func:`unlink_budget`).
+
+    Raises:
+        ConfigError: a flag without exactly one accountant to set, or a model value that
+            contradicts the accountant's.
+    """
+    accountants = _accountants(config)
+    flags = {f: config.get(f) for f in BUDGET_FIELDS if config.get(f) is not None}
+    if flags:
+        if len(accountants) != 1:
+            raise ConfigError(
+                f"--{'/--'.join(flags)} set the budget of the run's PrivacyAccountant, and this config has "
+                f"{len(accountants)}: add pe_lightning.callbacks.PrivacyAccountant to trainer.callbacks"
+            )
+        for field, value in flags.items():
+            accountants[0].init_args[field] = float(value)
+            config[field] = None
+    if not (is_private_evolution(config) and _plans_from_budget(config)) or len(accountants) != 1:
+        return []
+    init_args, filled = config.model.init_args, []
+    for field in BUDGET_FIELDS:
+        theirs = accountants[0].init_args.get(field)
+        mine = init_args.get(field)
+        if mine is None:
+            init_args[field] = theirs
+            filled.append(field)
+        elif theirs is not None and float(mine) != float(theirs):
+            raise ConfigError(
+                f"model.init_args.{field}={mine:g} contradicts the PrivacyAccountant's {field}={theirs:g}: the budget "
+                f"is stated once, on the accountant (or with --{field}); remove model.init_args.{field}, the planner "
+                "reads the accountant's"
+            )
+    return filled
+
+
+def unlink_budget(config: Any, filled: list[str]) -> None:
+    """Clear the model fields :func:`link_budget` filled (the saved config states the budget once)."""
+    for field in filled:
+        config.model.init_args[field] = None
 
 
 def link_iterations(config: Any) -> None:

@@ -411,3 +411,42 @@ def test_private_evolution_unwritable_output_dir_fails_before_spending_privacy(t
         fit(model, ArrayDataModule(), tmp_path)
     assert model.population is None and model.iteration == 0  # no API call, no vote, no noise
     assert (tmp_path / "afile").read_text() == "a regular file, not a folder"
+
+
+def test_folder_datamodule_takes_channels_from_the_files(tmp_path: Path) -> None:
+    """``channels=None`` (the default): a grayscale folder gives 1 channel, a colour one 3; a mix is a clear error."""
+    gray = tmp_path / "gray"
+    for name in ("ant", "bee"):
+        (gray / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 6), 40 * i).save(gray / name / f"{i}.png")
+    dm = ImageFolderDataModule(private_dir=str(gray))
+    dm.setup()
+    assert dm.private_images.shape[1:] == (6, 8, 1)
+    colour = write_folder(tmp_path / "colour")
+    dm = ImageFolderDataModule(private_dir=str(colour))
+    dm.setup()
+    assert dm.private_images.shape[1:] == (6, 8, 3)
+    Image.new("L", (8, 6), 99).save(colour / "ant" / "gray.png")
+    with pytest.raises(ValueError, match=r"mix grayscale .*gray\.png.* and colour .*: set the data module's channels"):
+        ImageFolderDataModule(private_dir=str(colour)).setup()
+    explicit = ImageFolderDataModule(private_dir=str(colour), channels=1)  # the override
+    explicit.setup()
+    assert explicit.private_images.shape[-1] == 1
+
+
+def test_an_api_with_another_channel_count_than_the_data_is_named(tmp_path: Path) -> None:
+    """A grayscale folder with an RGB API: an error about channels (not about embedding dimensions), nothing spent."""
+    from pe_lightning.apis.drawtext import DrawText
+    from pe_lightning.callbacks import PrivacyAccountant
+
+    gray = tmp_path / "gray"
+    for name in ("0", "1"):
+        (gray / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (28, 28), 30 * i).save(gray / name / f"{i}.png")
+    accountant = PrivacyAccountant(epsilon=1.0)
+    model = tiny_model(api=DrawText(image_size=28, channels=3), num_samples_per_class=4, lookahead_degree=0)
+    with pytest.raises(ValueError, match=r"private images have 1 channel\(s\) \(grayscale\) but DrawText makes 3-channel"):
+        tiny_trainer(tmp_path, callbacks=[accountant]).fit(model, datamodule=ImageFolderDataModule(private_dir=str(gray)))
+    assert len(accountant.ledger) == 0

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from pe_lightning import PixelEmbedding
 from pe_lightning.callbacks import FIDCallback, PopulationSnapshot, PrivacyAccountant, SampleGrid
+from pe_lightning.callbacks.fid_reference import seeded_subset
 from pe_lightning.metrics.frechet import pixel_frechet_distance  # docs/benchmark.md's definition: centred statistics, not the callback's running sums
 from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
 
@@ -23,7 +24,8 @@ def test_fid_callback_matches_an_independent_frechet_distance(tmp_path):
         t = torch.from_numpy(x).permute(0, 3, 1, 2).float()
         return F.interpolate(t, size=(14, 14), mode="bilinear", antialias=True, align_corners=False).permute(0, 2, 3, 1).numpy()
 
-    expected = pixel_frechet_distance(down(dm.test_images[:300]), down(model.population.images))
+    real = dm.test_images[seeded_subset(len(dm.test_images), 300, seed=0)]  # max_real: a seeded subset, not a prefix
+    expected = pixel_frechet_distance(down(real), down(model.population.images))
     assert fid.last_value == pytest.approx(expected, rel=1e-3)
     assert trainer.callback_metrics["fid/pixel"].item() == pytest.approx(expected, rel=1e-3)
 

@@ -228,6 +228,14 @@ def test_folder_mismatched_test_classes(tmp_path: Path) -> None:
         ImageFolderDataModule(private_dir=str(priv), test_dir=str(test)).setup()
 
 
+def test_folder_test_fraction_zero_lets_every_image_vote(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "priv", per_class=1)  # even one image per class: nothing is held out
+    dm = ImageFolderDataModule(private_dir=str(root), test_fraction=0.0)
+    dm.setup()
+    assert dm.private_images.shape == (3, 6, 8, 3) and dm.test_images.shape == (0, 6, 8, 3)
+    assert dm.private_labels.tolist() == [0, 1, 2] and dm.test_labels.shape == (0,)
+
+
 def test_folder_single_image_class_needs_test_dir(tmp_path: Path) -> None:
     root = write_tree(tmp_path / "priv", per_class=1)
     with pytest.raises(ValueError, match="test_dir"):
@@ -239,7 +247,7 @@ def test_folder_single_image_class_needs_test_dir(tmp_path: Path) -> None:
     [
         ({"channels": 2}, "channels"),
         ({"test_fraction": 1.0}, "test_fraction"),
-        ({"test_fraction": 0.0}, "test_fraction"),
+        ({"test_fraction": -0.1}, "test_fraction"),
         ({"image_size": 0}, "image_size"),
         ({"image_size": (4, 4, 4)}, "image_size"),
         ({"private_dir": ""}, "private_dir"),

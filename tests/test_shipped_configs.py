@@ -1,4 +1,6 @@
-"""Every shipped config runs end to end: ``python -m pe_lightning fit --config configs/<name>`` in a subprocess.
+"""Every shipped config runs end to end: ``python -m pe_lightning fit --config configs/<name>`` in a subprocess,
+then ``test`` evaluates what it saved (a PE config: ``--model.init_args.population_path <final>/population.npz``;
+a classifier config: its checkpoint).
 
 Each run uses the config's own classes and code paths, on the CPU, with the overrides in
 :data:`SHRINK`, which may only shrink sizes (T, N, lookahead, steps, private set, image
@@ -75,7 +77,12 @@ SHRINK: dict[str, list[str]] = {
         "--model.init_args.api.init_args.model={tiny_dit}",
         "--data.init_args.private_dir={camelyon17}/train", "--data.init_args.test_dir={camelyon17}/test",
     ],
-    "cifar10_adm.yaml": [
+    "cifar10_adm.yaml": [  # the paper's settings: 64 px population, fresh variations, clean-fid Inception, float32
+        *_pe(iterations=2, per_class=1, degrees=[0.98, 0.96]),
+        "--model.init_args.api.init_args.checkpoint={tiny_adm}", f"--model.init_args.api.init_args.model_config={_TINY_ADM}",
+        "--data.init_args.root={cifar10}", "--data.init_args.verify_md5=false",
+    ],
+    "cifar10_adm_fast.yaml": [
         *_pe(iterations=2, per_class=1, degrees=[0.98, 0.96]),
         "--model.init_args.api.init_args.checkpoint={tiny_adm}", f"--model.init_args.api.init_args.model_config={_TINY_ADM}",
         "--data.init_args.root={cifar10}", "--data.init_args.verify_md5=false",
@@ -85,7 +92,17 @@ SHRINK: dict[str, list[str]] = {
         "--model.init_args.api.init_args.checkpoint={tiny_adm}", f"--model.init_args.api.init_args.model_config={_TINY_ADM}",
         "--data.init_args.private_dir={camelyon17}/train", "--data.init_args.test_dir={camelyon17}/test",
     ],
-    "cat_sd.yaml": [
+    "camelyon17_adm_fast.yaml": [
+        *_pe(iterations=2, per_class=2, degrees=[1.0, 0.9]),
+        "--model.init_args.api.init_args.checkpoint={tiny_adm}", f"--model.init_args.api.init_args.model_config={_TINY_ADM}",
+        "--data.init_args.private_dir={camelyon17}/train", "--data.init_args.test_dir={camelyon17}/test",
+    ],
+    "cat_sd.yaml": [  # the paper's settings: every photo votes, delta = 1e-3, clean-fid Inception at 512 px
+        *_pe(iterations=2, per_class=2, degrees=[0.98, 0.96]),
+        "--model.init_args.api.init_args.model={tiny_sd}",
+        "--data.init_args.private_dir={cat_photos}",
+    ],
+    "cat_sd_fast.yaml": [
         *_pe(iterations=2, per_class=2, degrees=[0.98, 0.96]),
         "--model.init_args.api.init_args.model={tiny_sd}",
         "--data.init_args.private_dir={cat_photos}",
@@ -181,6 +198,7 @@ def test_every_shipped_config_has_a_shrink_entry_that_only_shrinks() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two CLI runs (fit, then test on what it saved); a loaded 2-core machine needs the room
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_shipped_config_runs_end_to_end(config: Path, random_inception_weights: str, request, tmp_path: Path) -> None:
     """The real entry point, the shipped config, its classes; sizes shrunk, random weights (2-40 s each)."""
@@ -214,6 +232,17 @@ def test_shipped_config_runs_end_to_end(config: Path, random_inception_weights: 
         assert images.dtype == np.uint8 and images.ndim == 4
         counts = np.bincount(labels).tolist()
         assert counts == [int(per_class or counts[0])] * len(counts)  # every class at its (public) size
+        evaluate = ["--model.init_args.population_path", str(final)]  # README: "evaluate a saved run"
+    else:  # a classifier config: its saved input population was trained on; test the checkpoint
+        evaluate = ["--ckpt_path", str(next(run.glob("**/last.ckpt")))]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pe_lightning", "test", "--config", str(config), *overrides, *_device_overrides(), *evaluate],
+        capture_output=True, text=True, cwd=run, env=env, timeout=900,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    if model.endswith("PrivateEvolution"):
+        assert "[PE] evaluation of the population" in log and "[PE] iteration" not in log, log[-3000:]
 
 
 def _override(overrides: list[str], name: str) -> str | None:

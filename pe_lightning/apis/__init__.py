@@ -12,14 +12,34 @@
   on :mod:`.http_pool` (servers, retries, usage) and :mod:`.response_cache`.
 """
 
-from pe_lightning.apis.avatar import Avatar
-from pe_lightning.apis.base import APIOutput, ImageAPI
-from pe_lightning.apis.diffusers import DiffusionUNetAPI, DiTAPI, ImprovedDiffusionAPI, StableDiffusionAPI
-from pe_lightning.apis.drawtext import DrawText
-from pe_lightning.apis.nearest_image import NearestImage
-from pe_lightning.apis.hosted import HostedImageAPI
-from pe_lightning.apis.remote import RemoteImageAPI
+from __future__ import annotations
 
-__all__ = ["APIOutput", "DiTAPI", "DiffusionUNetAPI", "DrawText", "ImageAPI", "ImprovedDiffusionAPI", "StableDiffusionAPI"]
-__all__ += ["Avatar", "NearestImage"]  # weight-free simulators: python-avatars, a public image set
-__all__ += ["HostedImageAPI", "RemoteImageAPI"]  # models behind HTTP (docs/serving.md)
+from typing import TYPE_CHECKING
+
+from pe_lightning.lazy import lazy_exports
+
+# Imported on first use (pe_lightning.lazy): importing the package stays cheap.
+_EXPORTS = {
+    "APIOutput": "pe_lightning.apis.base",
+    "Avatar": "pe_lightning.apis.avatar",
+    "DiTAPI": "pe_lightning.apis.diffusers",
+    "DiffusionUNetAPI": "pe_lightning.apis.diffusers",
+    "DrawText": "pe_lightning.apis.drawtext",
+    "ImageAPI": "pe_lightning.apis.base",
+    "HostedImageAPI": "pe_lightning.apis.hosted",
+    "ImprovedDiffusionAPI": "pe_lightning.apis.diffusers",
+    "NearestImage": "pe_lightning.apis.nearest_image",
+    "RemoteImageAPI": "pe_lightning.apis.remote",
+    "StableDiffusionAPI": "pe_lightning.apis.diffusers",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from pe_lightning.apis.avatar import Avatar
+    from pe_lightning.apis.base import APIOutput, ImageAPI
+    from pe_lightning.apis.diffusers import DiffusionUNetAPI, DiTAPI, ImprovedDiffusionAPI, StableDiffusionAPI
+    from pe_lightning.apis.drawtext import DrawText
+    from pe_lightning.apis.hosted import HostedImageAPI
+    from pe_lightning.apis.nearest_image import NearestImage
+    from pe_lightning.apis.remote import RemoteImageAPI

@@ -85,6 +85,10 @@ class SyntheticDataModule(pl.LightningDataModule):
         shuffle_seed: seed of a dedicated ``torch.Generator`` that shuffles the training
             batches; ``None`` shuffles with the global torch RNG (set by
             ``seed_everything``).
+        resize_to_real: resize synthetic images of another square size to the real test
+            split's (PIL bicubic, rounded to uint8: the paper's code does this to its 64 px
+            CIFAR-10 samples, :func:`pe_lightning.metrics.clean_resize.resize_uint8`).
+            ``False``: a size mismatch is an error.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         shuffle_seed: int | None = None,
+        resize_to_real: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(population, (str, os.PathLike)) or not str(population):
@@ -118,6 +123,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.shuffle_seed = shuffle_seed
+        self.resize_to_real = bool(resize_to_real)
         self._given: Population | None = None
         self.source = self.population_path
         self.train_images: np.ndarray | None = None
@@ -199,6 +205,14 @@ class SyntheticDataModule(pl.LightningDataModule):
         if self.real.test_images is None or len(self.real.test_images) == 0:
             raise ValueError(f"{type(self.real).__name__} has no test split to evaluate on")
         pop = self._load_population()
+        real_hw = tuple(self.real.test_images.shape[1:3])
+        if self.resize_to_real and tuple(pop.images.shape[1:3]) != real_hw and real_hw[0] == real_hw[1]:
+            from pe_lightning.metrics.clean_resize import resize_uint8
+
+            resized = resize_uint8(pop.images, size=real_hw[0]).numpy()
+            if pop.images.shape[-1] == 1:
+                resized = resized[..., :1]
+            pop = Population(images=np.ascontiguousarray(resized), labels=pop.labels)
         self._check(pop)
         train_idx, val_idx = stratified_split(pop.labels, self.val_fraction, seed=self.split_seed)
         if self.val_fraction > 0 and len(val_idx) == 0:

@@ -66,6 +66,46 @@ def _list_classes(root: Path, *, field: str) -> dict[str, list[Path]]:
     return classes
 
 
+#: PIL modes without colour (grayscale, with or without alpha); every other mode counts as colour.
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def infer_channels(files: list[Path]) -> int:
+    """1 when every image file is grayscale, 3 when every one is colour (read from the headers only).
+
+    Raises:
+        ValueError: an unreadable file (named), or a mix of grayscale and colour files (one of each named).
+    """
+    from PIL import Image
+
+    gray = colour = None
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                mode = img.mode
+                if mode == "P":  # a palette image is grayscale when its palette is
+                    mode = "L" if _palette_is_gray(img) else "RGB"
+        except (OSError, ValueError, SyntaxError, EOFError) as err:  # PIL's errors for unreadable files
+            raise ValueError(
+                f"cannot read image file {str(path)!r}: not a readable image ({type(err).__name__}: {err})"
+            ) from err
+        if mode in GRAY_MODES:
+            gray = gray or path
+        else:
+            colour = colour or path
+        if gray and colour:
+            raise ValueError(
+                f"the image folders mix grayscale ({str(gray)!r}) and colour ({str(colour)!r}) images: set the data "
+                "module's channels to 1 (convert all to grayscale) or 3 (RGB)"
+            )
+    return 1 if gray else 3
+
+
+def _palette_is_gray(img) -> bool:
+    palette = img.getpalette() or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+
+
 class ImageFolderDataModule(PrivateImageDataModule):
     """Private (and test) images from ``ImageFolder``-style folders.
 
@@ -74,13 +114,18 @@ class ImageFolderDataModule(PrivateImageDataModule):
         test_dir: root of the held-out test images with the same class folder names. If
             ``None``, a deterministic stratified fraction ``test_fraction`` of each class of
             ``private_dir`` is held out as the test split (and does not vote).
-        test_fraction: fraction in ``(0, 1)`` held out per class when ``test_dir`` is None;
+        test_fraction: fraction in ``[0, 1)`` held out per class when ``test_dir`` is None;
             each class holds out ``max(1, test_fraction * n_c rounded half up)`` images and keeps at
-            least one private image (a class with a single image is an error).
+            least one private image (a class with a single image is an error). ``0``: every
+            image votes and the test split is empty (the paper's Cat runs: all 100 photos vote).
         image_size: resize every image to ``image_size x image_size`` pixels (bicubic,
             antialiased), or to ``(height, width)``. ``None`` keeps the size, and then every
             image (private and test) must have the same size.
         channels: 1 (convert to grayscale, PIL mode ``L``) or 3 (RGB; alpha is dropped).
+            ``None`` (default): taken from the files' format, read from their headers (1 when
+            every image is grayscale, 3 when every image is colour; a folder that mixes both
+            is an error naming one file of each). Like the image size, the format is treated
+            as the data's public schema; set it explicitly to not depend on the files.
         split_seed: seed of the held-out split when ``test_dir`` is None.
         batch_size: private indices per ``train_dataloader`` batch.
         clients: client (user) ids of the private images, for client-level DP:
@@ -104,7 +149,7 @@ class ImageFolderDataModule(PrivateImageDataModule):
         test_dir: str | None = None,
         test_fraction: float = 0.1,
         image_size: int | tuple[int, int] | None = None,
-        channels: int = 3,
+        channels: int | None = None,
         split_seed: int = 0,
         batch_size: int = 4096,
         clients: str | None = None,
@@ -112,10 +157,10 @@ class ImageFolderDataModule(PrivateImageDataModule):
         super().__init__(batch_size=batch_size)
         if not private_dir:
             raise ValueError("private_dir must be a folder path, got an empty value")
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if not 0.0 <= test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        if channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1, 3 or None (from the files), got {channels}")
         self._size = parse_image_size(image_size)
         self.private_dir = str(private_dir)
         self.test_dir = None if test_dir is None else str(test_dir)
@@ -126,7 +171,7 @@ class ImageFolderDataModule(PrivateImageDataModule):
         self.clients = clients
 
     def _read_all(self, classes: dict[str, list[Path]], names: list[str], state: dict) -> tuple[np.ndarray, np.ndarray]:
-        mode = "L" if self.channels == 1 else "RGB"
+        mode = "L" if state["channels"] == 1 else "RGB"
         images, labels = [], []
         for label, name in enumerate(names):
             for path in classes[name]:
@@ -202,9 +247,10 @@ class ImageFolderDataModule(PrivateImageDataModule):
     def load(self) -> tuple[np.ndarray, ...]:
         private = _list_classes(Path(self.private_dir), field="private_dir")
         names = sorted(private)
-        state: dict = {}
+        test = _list_classes(Path(self.test_dir), field="test_dir") if self.test_dir is not None else {}
+        files = [f for folder in (private, test) for name in names for f in folder.get(name, [])]
+        state: dict = {"channels": self.channels if self.channels is not None else infer_channels(files)}
         if self.test_dir is not None:
-            test = _list_classes(Path(self.test_dir), field="test_dir")
             if set(test) != set(private):
                 missing, extra = sorted(set(private) - set(test)), sorted(set(test) - set(private))
                 raise ValueError(
@@ -216,7 +262,7 @@ class ImageFolderDataModule(PrivateImageDataModule):
             held = np.zeros(len(p_lab), dtype=bool)
         else:
             images, labels = self._read_all(private, names, state)
-            held = self._holdout(labels, names)
+            held = self._holdout(labels, names) if self.test_fraction > 0 else np.zeros(len(labels), dtype=bool)
             p_img, p_lab, t_img, t_lab = images[~held], labels[~held], images[held], labels[held]
         if self.clients is None:
             return p_img, p_lab, t_img, t_lab, names

@@ -148,9 +148,13 @@ class InceptionEmbedding(Embedding):
             self.setup(device=self.device)
         out = torch.empty((x.shape[0], self.dim), dtype=torch.float32)
         for start in range(0, x.shape[0], batch_size):
-            batch = to_device(x[start : start + batch_size], self.device).permute(0, 3, 1, 2)  # (B, C, H, W) uint8
-            if batch.shape[1] == 1:
-                batch = batch.expand(-1, 3, -1, -1)
-            (features,) = self._net(batch.contiguous())
-            out[start : start + batch_size] = features.float().cpu()
+            out[start : start + batch_size] = self._features(to_device(x[start : start + batch_size], self.device)).cpu()
         return out
+
+    def _features(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, C)`` on the device -> float ``(B, 2048)``: torch-fidelity's TF1 resize inside the network."""
+        batch = batch.permute(0, 3, 1, 2)  # (B, C, H, W) uint8
+        if batch.shape[1] == 1:
+            batch = batch.expand(-1, 3, -1, -1)
+        (features,) = self._net(batch.contiguous())
+        return features.float()
