@@ -145,32 +145,37 @@ def run_plain(args) -> dict:
         embedding_batch_size=args.embedding_batch_size, reuse_lookahead=args.reuse_lookahead,
     )
     engine = PEEngine(settings=settings, api=api, embedding=embedding)
-    engine.class_names = class_names
-    engine.sizes_per_iteration = [[args.num_per_class] * len(class_names)] * (args.iterations + 1)
-    engine.attach(collective=ProcessGroupCollective(), scratch=ScratchSpace(directory=tempfile.gettempdir(), limit_bytes=None),
-                  device="cpu")
-    api.setup(device="cpu", class_names=class_names)
-    embedding.setup(device="cpu")
-    engine.set_private(embeddings=engine.private_embeddings(dm.private_images), labels=dm.private_labels)
-    engine.random_population()
+    engine.prepare(
+        class_names=class_names, sizes_per_iteration=[[args.num_per_class] * len(class_names)] * (args.iterations + 1),
+        private_images=dm.private_images, private_labels=dm.private_labels,
+        scratch=ScratchSpace(directory=tempfile.gettempdir(), limit_bytes=None), device="cpu",
+        collective=ProcessGroupCollective(),
+    )
     engine.take_timings()
     setup_s = time.perf_counter() - setup_start
 
     per_iter, per_iter_cpu, stages, fresh_renders = [], [], [], []
     clock = [time.perf_counter(), time.process_time()]
 
-    def on_iteration(t, population, metrics) -> None:
-        per_iter.append(time.perf_counter() - clock[0])
-        per_iter_cpu.append(time.process_time() - clock[1])
-        stages.append({s: metrics.get(f"time/{s}_s", 0.0) for s in STAGES})
-        n = len(population)
-        fresh_renders.append(n * k + round(n * (1 - metrics["pe/reused_lookahead_fraction"])))
-        clock[:] = [time.perf_counter(), time.process_time()]
+    class IterationClock:  # a PopulationHooks: run_loop calls it after each iteration, its metrics already logged
+        evaluates_saved_runs = False
+
+        def on_stage(self, trainer, pl_module, *, stage, done, total) -> None:
+            pass
+
+        def on_population(self, trainer, pl_module, *, population, iteration) -> None:
+            per_iter.append(time.perf_counter() - clock[0])
+            per_iter_cpu.append(time.process_time() - clock[1])
+            metrics = pl_module.metrics[iteration]
+            stages.append({s: metrics.get(f"time/{s}_s", 0.0) for s in STAGES})
+            n = len(population)
+            fresh_renders.append(n * k + round(n * (1 - metrics["pe/reused_lookahead_fraction"])))
+            clock[:] = [time.perf_counter(), time.process_time()]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         population = run_loop(engine, noise_multiplier=args.noise_multiplier, key=NoiseKey.from_seed(seed),
-                              vote_batch_size=len(dm.private_images), on_iteration=on_iteration)
+                              vote_batch_size=len(dm.private_images), hooks=[IterationClock()])
     images = np.asarray(population.images).copy()
     engine.close()
     return {"iteration_s": per_iter, "iteration_cpu_s": per_iter_cpu, "stages": stages, "setup_s": setup_s, "images": images, "renders": fresh_renders}

@@ -50,7 +50,8 @@ def worker(*, size: int, dim: int, classes: int, backend: str, device: str, repe
     import numpy as np
     import torch
 
-    from pe_lightning.voting import assign_votes, resolve_backend
+    from pe_lightning.neighbors import resolve_backend
+    from pe_lightning.voting import assign_votes
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -50,6 +50,7 @@ class SampleGrid(PopulationCallback):
         directory = Path(self.dirpath) if self.dirpath else pl_module.run.output_dir / "grids"
         path = save_png(grid, directory / f"grid_iteration_{iteration:03d}.png", upscale=self.upscale)
         self.written.append(path)
+        pl_module.log_output("grids", directory)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):  # WandbLogger
                 logger.log_image(key="samples/grid", images=[str(path)], step=iteration, caption=[f"iteration {iteration}"])

@@ -11,8 +11,8 @@ from pe_lightning.callbacks.base import PopulationCallback
 from pe_lightning.callbacks.real_split import REAL_SPLITS, real_images
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.metrics.manifold import kth_neighbor_distances, precision_recall_density_coverage
+from pe_lightning.neighbors import resolve_backend
 from pe_lightning.private_metrics import check_private_opt_ins, publish_metrics
-from pe_lightning.voting import resolve_backend
 
 __all__ = ["PrecisionRecall"]
 

@@ -9,7 +9,8 @@ import lightning.pytorch as pl
 
 from pe_lightning.callbacks.base import PopulationCallback
 from pe_lightning.engine.hooks import RunView
-from pe_lightning.privacy import PrivacyLedger, noise_multiplier as calibrate_noise_multiplier
+from pe_lightning.privacy import PrivacyLedger, remaining_noise_multiplier
+from pe_lightning.privacy import noise_multiplier as calibrate_noise_multiplier
 
 __all__ = ["PrivacyAccountant", "PrivacyBudgetExceededError"]
 
@@ -27,7 +28,8 @@ class PrivacyAccountant(PopulationCallback):
     sensitivity 1, add/remove-one neighbours, exact GDP accounting) does not exceed
     ``epsilon``. It never writes into the module. After every iteration it records the
     sigma the run reports it used (``pl_module.run.noise_record``) in a :class:`~pe_lightning.privacy.PrivacyLedger`
-    and logs ``privacy/epsilon`` (cumulative). Before an iteration that would exceed the
+    and logs ``privacy/epsilon`` (cumulative), ``privacy/epsilon_budget``, ``privacy/delta``
+    and ``privacy/noise_multiplier``. Before an iteration that would exceed the
     budget it raises :class:`PrivacyBudgetExceededError`. The ledger is checkpoint state:
     a run resumed with the same budget continues with the same sigma (a finished run
     spends nothing more); resumed with a new ``epsilon``, the remaining iterations are
@@ -75,14 +77,10 @@ class PrivacyAccountant(PopulationCallback):
         if self.noise_multiplier is None:
             self.noise_multiplier = calibrate_noise_multiplier(epsilon=self.epsilon, iterations=run.iterations, delta=self.delta)
         self._account_restored_iterations(run.noise_record)
-        spent, remaining = len(self.ledger), run.iterations - len(self.ledger)
-        if spent > 0 and remaining > 0:
-            after = self.ledger.epsilon_if(noise_multiplier=self.noise_multiplier, extra_iterations=remaining)
-            target_mu = 1.0 / calibrate_noise_multiplier(epsilon=self.epsilon, iterations=1, delta=self.delta)
-            left = target_mu**2 - self.ledger.mu**2  # GDP composes as mu^2 = sum of 1 / sigma_t^2
-            # Nothing left, or a noiseless iteration recorded: the budget check below refuses.
-            if abs(after - self.epsilon) > 1e-9 * self.epsilon and math.isfinite(self.ledger.mu) and left > 0:
-                self.noise_multiplier = math.sqrt(remaining / left) * (1 + 1e-12)
+        self.noise_multiplier = remaining_noise_multiplier(
+            epsilon=self.epsilon, delta=self.delta, spent_mu=self.ledger.mu, spent_iterations=len(self.ledger),
+            iterations=run.iterations, calibrated=self.noise_multiplier,
+        )
         if run.iteration < run.iterations:  # a finished run spends nothing more
             self._check_budget()
         return self.noise_multiplier
@@ -133,6 +131,7 @@ class PrivacyAccountant(PopulationCallback):
         pl_module.log_iteration_metrics(
             {
                 "privacy/epsilon": eps if math.isfinite(eps) else float("inf"),
+                "privacy/epsilon_budget": self.epsilon,
                 "privacy/delta": self.delta,
                 "privacy/noise_multiplier": float(run.noise_multiplier),
             }

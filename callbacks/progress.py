@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from typing_extensions import override
 
 from pe_lightning.callbacks.base import PopulationCallback, run_view
-from pe_lightning.callbacks.run_info import accountant, fid_metric, format_epsilon, metric_value
+from pe_lightning.callbacks.run_info import fid_metric, format_epsilon, metric_value, result_metrics
 
 __all__ = ["PEProgressBar"]
 
@@ -29,9 +29,10 @@ class PEProgressBar(ProgressBar, PopulationCallback):
     """A Lightning progress bar for Private Evolution, drawn with Rich.
 
     The first line is one bar over the ``T`` PE iterations with the privacy spent of the
-    budget (``privacy/epsilon`` of the :class:`~pe_lightning.callbacks.PrivacyAccountant`'s
-    ``epsilon``), the latest ``fid/*``, the wall time per iteration in this run and the
-    remaining time. The second, while an iteration (or the start-up) runs, is its current
+    budget (``privacy/epsilon`` of ``privacy/epsilon_budget``), the latest ``fid/*`` and
+    every other result metric logged (:func:`~pe_lightning.callbacks.run_info.result_metrics`),
+    the wall time per iteration in this run and the remaining time, all read from
+    ``pl_module.run``. The second, while an iteration (or the start-up) runs, is its current
     stage (:data:`~pe_lightning.callbacks.base.STAGES`: lookahead, voting, variation, ...)
     and its progress, as the module reports it through
     :meth:`~pe_lightning.callbacks.PopulationCallback.on_stage`; private-side work (private
@@ -186,23 +187,26 @@ class PEProgressBar(ProgressBar, PopulationCallback):
         done = int(run.iteration if run is not None else trainer.current_epoch)
         self._progress.update(
             self._main_task, description=f"PE iteration {done}/{total}", completed=done, total=total,
-            info=self.summary_text(trainer, done=done, total=total),
+            info=self.summary_text(trainer, done=done, total=total, metrics=run.metrics if run is not None else None),
         )
         self._progress.update(self._stage_task, visible=False)
         self._progress.update(self._pulse_task, visible=False)
 
-    def summary_text(self, trainer: pl.Trainer, *, done: int, total: int) -> str:
-        """The fields after the iteration bar: ``ε 0.684/1 · FID 9.44 · 0.53 s/it · ETA 0:00:01``."""
-        metrics = trainer.callback_metrics
+    def summary_text(self, trainer: pl.Trainer, *, done: int, total: int, metrics=None) -> str:
+        """The fields after the iteration bar: ``ε 0.684/1 · FID 9.44 · <metric> <value> · 0.53 s/it · ETA 0:00:01``.
+
+        ``metrics`` are the run's (``pl_module.run.metrics``); default: the trainer's callback metrics.
+        """
+        metrics = trainer.callback_metrics if metrics is None else metrics
         parts = []
-        acc = accountant(trainer)
-        eps = metric_value(metrics, "privacy/epsilon")
-        if acc is not None or eps is not None:
-            budget = f"/{format_epsilon(acc.epsilon)}" if acc is not None else ""
-            parts.append(f"ε {format_epsilon(eps if eps is not None else 0.0)}{budget}")
+        eps, budget = metric_value(metrics, "privacy/epsilon"), metric_value(metrics, "privacy/epsilon_budget")
+        if budget is not None or eps is not None:
+            of = f"/{format_epsilon(budget)}" if budget is not None else ""
+            parts.append(f"ε {format_epsilon(eps if eps is not None else 0.0)}{of}")
         fid = fid_metric(metrics)
         if fid is not None:
             parts.append(f"FID {fid[1]:.4g}")
+        parts.extend(f"{key} {value:.4g}" for key, value in result_metrics(metrics, shown=("fid/",)).items())
         if self._durations:
             per_iteration = sum(self._durations) / len(self._durations)
             parts.append(f"{per_iteration:.3g} s/it")

@@ -35,3 +35,4 @@ class PopulationSnapshot(PopulationCallback):
         root = Path(self.dirpath) if self.dirpath else pl_module.run.output_dir / "iterations"
         out = population.save(root / f"iteration_{iteration:03d}", class_names=list(pl_module.run.class_names), png=self.png)
         self.written.append(out)
+        pl_module.log_output("snapshots", root)

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from pe_lightning.callbacks.base import PopulationCallback, run_view
-from pe_lightning.callbacks.run_info import accountant, fid_metric, format_epsilon, metric_value
+from pe_lightning.callbacks.run_info import fid_metric, format_epsilon, metric_value, result_metrics
 from pe_lightning.population import atomic_write
 
 __all__ = ["RunSummary", "seconds_since_process_start"]
@@ -47,8 +47,11 @@ class RunSummary(PopulationCallback):
     ε spent and the budget, δ, σ, ``T``, ``N``, the FID at iteration 0 and ``T``, the
     downstream test accuracy (with :class:`~pe_lightning.callbacks.DownstreamEvaluation`), the
     images requested from a model behind HTTP (``api/images_requested_total``, the cost counter),
-    wall time and start-up time, and the path of every output. The per-iteration history
-    is checkpoint state, so a resumed run's summary covers all iterations.
+    the final value of every other result metric logged (``metrics``), wall time and
+    start-up time, and the path of every output. Everything is read from ``pl_module.run``
+    (:class:`~pe_lightning.engine.hooks.RunView`), so a metric any callback logs reaches the
+    summary without a change here. The per-iteration history is checkpoint state, so a
+    resumed run's summary covers all iterations.
 
     Args:
         filename: the JSON file's name in the output root.
@@ -85,15 +88,15 @@ class RunSummary(PopulationCallback):
     # callback's on_population; the next hook that runs is one of these three.
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer)
+        self._record(pl_module)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer)
+        self._record(pl_module)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer)
+        self._record(pl_module)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -115,7 +118,7 @@ class RunSummary(PopulationCallback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         # A checkpoint is saved after its iteration's metrics are published: record them, so a run resumed
         # from it (to finish its final stage, say) still has that iteration's row.
-        self._record(trainer)
+        self._record(pl_module)
         if self.state_key in checkpoint.get("callbacks", {}):
             checkpoint["callbacks"][self.state_key] = self.state_dict()
 
@@ -132,8 +135,11 @@ class RunSummary(PopulationCallback):
             self.history = {}
 
     # -------------------------------------------------------------- the data
-    def _record(self, trainer: pl.Trainer) -> None:
-        metrics = trainer.callback_metrics
+    def _record(self, pl_module: pl.LightningModule) -> None:
+        run = run_view(pl_module)
+        if run is None:
+            return
+        metrics = run.metrics
         iteration = metric_value(metrics, "pe/iteration")
         if iteration is None:
             return
@@ -148,9 +154,8 @@ class RunSummary(PopulationCallback):
 
     def build(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """The summary as a JSON-ready dict (also :attr:`summary` after the fit)."""
-        metrics = trainer.callback_metrics
-        acc = accountant(trainer)
         run = run_view(pl_module)
+        metrics = run.metrics if run is not None else {}
         fid = fid_metric(metrics)
         recorded = sorted({k for row in self.history.values() for k in row if k.startswith("fid/")})
         fid_key = fid[0] if fid else (recorded[0] if recorded else None)  # a resumed run has no metrics of its own yet
@@ -160,9 +165,9 @@ class RunSummary(PopulationCallback):
         wall = seconds_since_process_start()
         return {
             "privacy": {
-                "epsilon": _finite(acc.ledger.epsilon) if acc is not None else None,
-                "epsilon_budget": _finite(acc.epsilon) if acc is not None else None,
-                "delta": acc.delta if acc is not None else None,
+                "epsilon": _finite(run.epsilon) if run is not None else None,
+                "epsilon_budget": _finite(metric_value(metrics, "privacy/epsilon_budget")),
+                "delta": metric_value(metrics, "privacy/delta"),
                 "noise_multiplier": _finite(run.noise_multiplier) if run is not None else None,
             },
             "T": run.iterations if run is not None else None,
@@ -176,6 +181,7 @@ class RunSummary(PopulationCallback):
             },
             "downstream_test_acc": metric_value(metrics, "downstream/test_acc"),
             "api_images_requested": metric_value(metrics, "api/images_requested_total"),  # APIs behind HTTP: the cost
+            "metrics": {k: _finite(v) for k, v in result_metrics(metrics).items()},
             "time": {
                 "wall_s": round(wall, 3) if wall is not None else None,
                 "fit_s": round(fit, 3) if fit is not None else None,
@@ -193,9 +199,6 @@ class RunSummary(PopulationCallback):
     def _outputs(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, str]:
         from lightning.pytorch.loggers import WandbLogger
 
-        from pe_lightning.callbacks.grids import SampleGrid
-        from pe_lightning.callbacks.snapshots import PopulationSnapshot
-
         out = {"root": trainer.default_root_dir}
         run = run_view(pl_module)
         final = run.final_population_dir if run is not None else None
@@ -203,10 +206,8 @@ class RunSummary(PopulationCallback):
             out["final_population"] = str(Path(final) / "population.npz")
             if (Path(final) / "images").is_dir():
                 out["final_images"] = str(Path(final) / "images")
-        for cb in trainer.callbacks:
-            written = getattr(cb, "written", None)
-            if isinstance(cb, (SampleGrid, PopulationSnapshot)) and written:
-                out["grids" if isinstance(cb, SampleGrid) else "snapshots"] = str(Path(written[-1]).parent)
+        if run is not None:
+            out.update({name: str(path) for name, path in run.outputs.items()})
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and getattr(ckpt, "dirpath", None):
             out["checkpoints"] = ckpt.dirpath
@@ -238,6 +239,9 @@ class RunSummary(PopulationCallback):
             lines.append(f"[PE]   downstream test accuracy: {summary['downstream_test_acc']:.4f}")
         if summary.get("api_images_requested") is not None:
             lines.append(f"[PE]   images requested from the model API: {summary['api_images_requested']:,.0f}")
+        for key, value in summary.get("metrics", {}).items():  # every other result metric
+            if not (key.startswith("fid/") or key in ("downstream/test_acc", "api/images_requested_total")):
+                lines.append(f"[PE]   {key}: {_fmt(_as_float(value))}")
         timing = f"[PE]   wall time {_fmt(t['wall_s'] if t['wall_s'] is not None else t['fit_s'])} s"
         extras = []
         if t["to_iteration_0_s"] is not None:

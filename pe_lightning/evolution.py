@@ -13,13 +13,11 @@ read the run through :attr:`PrivateEvolution.run`; the two Lightning workarounds
 from __future__ import annotations
 
 import math
-import secrets
 import time
 import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -27,23 +25,28 @@ from pe_lightning.apis.base import ImageAPI
 from pe_lightning.atomic import check_writable
 from pe_lightning.checkpoints import save_as_last
 from pe_lightning.data.base import PrivateImageDataModule
-from pe_lightning.embedding_cache import EmbeddingCache
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.engine.class_sizes import check_configured_counts, class_sizes, resolve_size_schedule
-from pe_lightning.engine.core import EngineAttribute, PEEngine
-from pe_lightning.engine.hooks import PopulationHooks, RunView, resolve_noise_multiplier
-from pe_lightning.engine.noise_keys import NoiseKeyLostWarning, obtain_noise_key
+from pe_lightning.engine.core import PEEngine
+from pe_lightning.engine.hooks import FixedNoiseMultiplier, NotPrivateWarning, require_noise_multiplier
+from pe_lightning.engine.noise_keys import NoiseKeyLostWarning, obtain_noise_key, recorded_secret_key_id
 from pe_lightning.engine.scratch import ScratchSpace
 from pe_lightning.engine.settings import EngineSettings
-from pe_lightning.evaluation import SavedRunEvaluation
 from pe_lightning.engine.sharding import ProcessGroupCollective
+from pe_lightning.engine_attribute import EngineAttribute
+from pe_lightning.evaluation import SavedRunEvaluation
 from pe_lightning.lightning_compat import count_iteration_as_step, skip_ddp_wrapping
-from pe_lightning.noise import NOISE_MODES, NoiseKey, NoiseKeyStore
-from pe_lightning.private_dir import check_private_side, resolve_private_dir
-from pe_lightning.private_side import public_loop_state, public_progress
+from pe_lightning.noise import NOISE_MODES, NoiseKey
+from pe_lightning.private_dir import check_private_side
+from pe_lightning.private_policy import PrivateSidePolicy, check_private_data
+from pe_lightning.private_side import public_loop_state
 from pe_lightning.resume import start_resumed
 from pe_lightning.run_fingerprint import check_resume, run_fingerprint
+from pe_lightning.run_identity import agree_run_id, resolve_output_dir
+from pe_lightning.run_log import RunLog
+from pe_lightning.run_publishing import RunPublishing
 from pe_lightning.schedules import Schedule, resolve_schedule
+from pe_lightning.validation import is_int
 
 __all__ = ["PrivateEvolution", "NotPrivateWarning", "NoiseKeyLostWarning"]
 
@@ -63,11 +66,7 @@ def _check_channels(*, api: ImageAPI, data: PrivateImageDataModule) -> None:
         )
 
 
-class NotPrivateWarning(UserWarning):
-    """The run uses ``noise_multiplier=0``: its output has no privacy guarantee."""
-
-
-class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
+class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
     """Private Evolution as a LightningModule (settings checked by :class:`~pe_lightning.engine.EngineSettings`).
 
     Args:
@@ -89,9 +88,9 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
         search_backend: ``'auto'``, ``'faiss'`` or ``'torch'``.
         distance: the votes' criterion: ``"l2"`` (the paper), ``"cosine"`` or ``"ip"``;
             the sensitivity is unchanged.
-        selection: ``"sample"`` (with replacement, ∝ the thresholded noisy counts; the
-            paper), ``"rank"`` (the largest counts, each once) or ``"systematic"`` (each
-            bin its expected number of children, rounded by largest remainders). Post-processing.
+        selection: how parents are chosen from the thresholded noisy counts: a strategy
+            of :mod:`pe_lightning.engine.selection` (``"sample"``, the paper's, by default).
+            Post-processing.
         variations_per_parent: children of each selected parent (post-processing).
         keep_selected: the selected parents stay beside their children (post-processing);
             each class of ``n_c`` samples selects ``n_c / (variations_per_parent + keep_selected)``.
@@ -137,7 +136,6 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
     # Run state (kept by the engine) and configuration (its settings), readable here.
     population = EngineAttribute()
     iteration = EngineAttribute()
-    class_names = EngineAttribute()
     sizes_per_iteration = EngineAttribute()
     noise_record = EngineAttribute()
     iterations = EngineAttribute(settings=True)
@@ -186,7 +184,7 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
             raise TypeError(f"api must be an ImageAPI, got {type(api).__name__}")
         if not isinstance(embedding, Embedding):
             raise TypeError(f"embedding must be an Embedding, got {type(embedding).__name__}")
-        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+        if not (is_int(iterations) and iterations >= 1):
             raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
         settings = EngineSettings(
             iterations=iterations,
@@ -199,8 +197,8 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
         )
         settings.check_api(api)
         self._configured_counts = check_configured_counts(num_samples_per_class, num_samples_schedule)
-        if noise_multiplier is not None and not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
-            raise ValueError(f"noise_multiplier must be None, 0 (not private) or > 0, got {noise_multiplier}")
+        if noise_multiplier is not None:
+            FixedNoiseMultiplier(noise_multiplier)  # checks it
         if spill_to_disk_mb is not None and not (math.isfinite(spill_to_disk_mb) and spill_to_disk_mb >= 0):
             raise ValueError(f"spill_to_disk_mb must be None or a finite number >= 0, got {spill_to_disk_mb}")
         if noise not in NOISE_MODES:
@@ -215,12 +213,11 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
         self._noise_multiplier = noise_multiplier
         self.counts_from_private_labels = counts_from_private_labels
         self.noise = noise
-        self.noise_key_file = noise_key_file
-        self.private_state_dir = private_state_dir
+        self.private_policy = PrivateSidePolicy(private_state_dir=private_state_dir, noise_key_file=noise_key_file,
+                                              cache_private_embeddings=cache_private_embeddings,
+                                              embedding_cache_dir=embedding_cache_dir)
         self.output_dir = output_dir
         self.save_png = save_png
-        self.cache_private_embeddings = cache_private_embeddings
-        self.embedding_cache_dir = embedding_cache_dir
         self.spill_to_disk_mb = spill_to_disk_mb
         self.population_path = population_path
         self.accept_changed_resume = accept_changed_resume
@@ -228,53 +225,10 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
         self.final_population_dir: Path | None = None
         self.run_id: str | None = None  # public, random; names the run's key file
         self._noise_key: NoiseKey | None = None
-        self._stated_sigma: float | None = None
-        self._pending_metrics: dict[str, float] = {}
+        self._next_sigma: float | None = None  # stated by the run's noise-multiplier source for the next release
+        self._log = RunLog()  # metrics queued and sent, outputs written (public)
         self._iteration_start = 0.0
-
-    # ------------------------------------------------------------------ the run, as callbacks see it
-    @property
-    def noise_multiplier(self) -> float | None:
-        """The explicit ``noise_multiplier``, else the sigma of the latest release (``None`` before any)."""
-        if self._noise_multiplier is not None:
-            return self._noise_multiplier
-        return float(self.noise_record[-1]["noise_multiplier"]) if self.noise_record else self._stated_sigma
-
-    @noise_multiplier.setter
-    def noise_multiplier(self, value: float | None) -> None:
-        self._noise_multiplier = value
-
-    @property
-    def variation_degrees(self) -> list[float]:
-        """The variation degree of iterations ``1 .. T``."""
-        return list(self.engine.settings.variation_degrees)
-
-    @property
-    def num_per_class(self) -> list[int]:
-        """Synthetic samples per class of the RANDOM population."""
-        return list(self.sizes_per_iteration[0]) if self.sizes_per_iteration else []
-
-    @property
-    def run(self) -> RunView:
-        """The read-only view of the run that callbacks read (:class:`~pe_lightning.engine.hooks.RunView`)."""
-        return RunView(
-            iteration=self.iteration, iterations=self.iterations, class_names=tuple(self.class_names),
-            output_dir=self.resolved_output_dir, noise_record=tuple(dict(r) for r in self.noise_record),
-            noise_multiplier=self.noise_multiplier,
-            population_size=len(self.population) if self.population is not None else None,
-            final_population_dir=self.final_population_dir, private_dir=self.resolved_private_dir,
-        )
-
-    def _hooks(self) -> list[PopulationHooks]:
-        return [cb for cb in self.trainer.callbacks if isinstance(cb, PopulationHooks)]
-
-    def stated_noise_multiplier(self) -> float | None:
-        """Sigma for the next iteration (:func:`~pe_lightning.engine.hooks.resolve_noise_multiplier`)."""
-        callbacks = self._trainer.callbacks if self._trainer is not None else []
-        sigma = resolve_noise_multiplier(callbacks=callbacks, explicit=self._noise_multiplier, run=self.run if callbacks else None)
-        if sigma is not None and self._noise_multiplier is None:
-            self._stated_sigma = sigma
-        return sigma
+        self._classes: tuple[list[str], list[list[int]]] | None = None  # class names and sizes, from setup
 
     # ------------------------------------------------------------------ set-up
     def configure_optimizers(self):  # noqa: D102 - nothing is trained by gradient
@@ -306,93 +260,60 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
         dm = self._datamodule()
         dm.setup("fit")
         _check_channels(api=self.api, data=dm)
-        self.class_names = list(dm.class_names)
-        present = np.bincount(dm.private_labels, minlength=len(self.class_names))
-        empty = [name for name, n in zip(self.class_names, present) if n == 0]
-        if empty:
-            raise ValueError(
-                f"classes {empty} have no private samples; remove them from the data module's classes "
-                "(PE cannot evolve a class nobody votes for)"
-            )
-        self.sizes_per_iteration = class_sizes(
+        class_names = list(dm.class_names)
+        present = check_private_data(dm, class_names=class_names, privacy_unit=self.engine.settings.privacy_unit)
+        sizes = class_sizes(
             configured=self._configured_counts, schedule=self._size_schedule, iterations=self.iterations,
-            class_names=self.class_names, private_label_counts=present if self.counts_from_private_labels else None,
+            class_names=class_names, private_label_counts=present if self.counts_from_private_labels else None,
             num_nearest_neighbors=self.num_nearest_neighbors, fold=self.engine.settings.fold,
         )
+        self._classes = (class_names, sizes)
         check_writable(self.resolved_output_dir, field="output_dir", tag=f"{self.global_rank}-")  # before any spend
-        if self.engine.settings.privacy_unit == "client" and getattr(dm, "private_clients", None) is None:
-            raise ValueError(
-                f"privacy_unit='client' needs client ids, but {type(dm).__name__} gives no private_clients "
-                "(image folders: clients='subfolder' or a CSV; npz: a 'clients' array)"
-            )
 
     def on_fit_start(self) -> None:
-        sigma = self.stated_noise_multiplier()
-        if sigma is None:
-            raise RuntimeError(
-                "PrivateEvolution.noise_multiplier is not set. Add the PrivacyAccountant callback "
-                "(pe_lightning.callbacks.PrivacyAccountant with epsilon and delta), which calibrates it, or set "
-                "model.noise_multiplier explicitly (0 means NOT private)."
-            )
-        if sigma == 0:
-            msg = "noise_multiplier=0: this run is NOT differentially private; its synthetic data may reveal private images."
-            warnings.warn(msg, NotPrivateWarning, stacklevel=2)
-            rank_zero_info("!" * 80 + "\n" + msg + "\n" + "!" * 80)
+        require_noise_multiplier(self.stated_noise_multiplier(), info=rank_zero_info)
         start_resumed(self.trainer, accepted_changes=self._accepted_changes, info=rank_zero_info)
         self._accepted_changes = []
         if self.population is not None and self.iteration >= self.iterations:  # resumed a finished run
+            self.engine.class_names, self.engine.sizes_per_iteration = self._classes  # no prepare: nothing to run
             return self.on_train_end()  # its final stage, if a kill or a full disk cut it short
         collective = ProcessGroupCollective()
         self._setup_noise_key(collective)  # before any heavy work: a key file in the wrong place fails fast
         self._iteration_start = time.perf_counter()
         dm = self._datamodule()
-        limit = None if self.spill_to_disk_mb is None else int(self.spill_to_disk_mb * 2**20)
-        scratch = ScratchSpace(directory=self.resolved_output_dir / ".scratch", limit_bytes=limit)
-        self.engine.attach(collective=collective, scratch=scratch, device=self.device, report=self._report_stage)
-        self.api.setup(device=self.device, class_names=self.class_names)
-        self.embedding.setup(device=self.device)
-        # Each private image is embedded once per run (or read from the on-disk cache).
-        cache = None
-        if self.cache_private_embeddings:
-            folder = Path(self.embedding_cache_dir) if self.embedding_cache_dir else self.resolved_private_dir / "embedding_cache"
-            self._check_private_side(folder, what="the private-embedding cache folder")
-            cache = EmbeddingCache(folder)
-        embeddings = self.engine.private_embeddings(dm.private_images, cache=cache, data_fingerprint=dm.fingerprint, info=rank_zero_info)
-        clients = dm.private_clients if self.engine.settings.privacy_unit == "client" else None
-        self.engine.set_private(embeddings=embeddings, labels=dm.private_labels, clients=clients)
-        if self.population is None:
-            self.engine.random_population()
+        class_names, sizes = self._classes
+        fresh = self.engine.prepare(  # each private image is embedded once per run (or read from the cache)
+            class_names=class_names, sizes_per_iteration=sizes, private_images=dm.private_images,
+            private_labels=dm.private_labels,
+            private_clients=dm.private_clients if self.engine.settings.privacy_unit == "client" else None,
+            scratch=ScratchSpace.for_run(self.resolved_output_dir, spill_to_disk_mb=self.spill_to_disk_mb),
+            device=self.device, collective=collective, report=self._report_stage,
+            cache=self.private_policy.embedding_cache(output_roots=self._output_roots()), data_fingerprint=dm.fingerprint,
+            info=rank_zero_info,
+        )
+        if fresh:  # else resumed from a checkpoint: the set-up time belongs to no iteration (prepare dropped it)
             self._publish_population(iteration=0)
             for path in save_as_last(self.trainer):  # a failure in iteration 1 never loses the sampling
                 rank_zero_info(f"[PE] RANDOM population (iteration 0) checkpointed to {path}")
-        else:  # resumed from a checkpoint: the set-up time belongs to no iteration
-            self.engine.take_timings()
 
     # ------------------------------------------------------------ the private side
     @property
     def resolved_private_dir(self) -> Path:
         """``private_state_dir``, or the per-user default outside the output root."""
-        return resolve_private_dir(self.private_state_dir)
+        return self.private_policy.private_dir
+
+    def _output_roots(self) -> list:
+        return [self.trainer.default_root_dir, self.resolved_output_dir]
 
     def _setup_noise_key(self, collective: ProcessGroupCollective) -> None:
         """The run id (public) and the noise key (:func:`~pe_lightning.engine.noise_keys.obtain_noise_key`)."""
-        self.run_id = collective.broadcast(self.run_id or secrets.token_hex(8), src=0)
-        path = Path(self.noise_key_file).expanduser() if self.noise_key_file else (
-            NoiseKeyStore(self.resolved_private_dir / "noise_keys").path(self.run_id))
+        self.run_id = agree_run_id(self.run_id, collective=collective)
+        path = self.private_policy.noise_key_path(self.run_id)
         if self.noise == "secret" and self.trainer.is_global_zero:
-            self._check_private_side(path, what="noise_key_file")
-        recorded = next((r["key_id"] for r in reversed(self.noise_record) if r["noise_mode"] == "secret"), None)
+            check_private_side(path, output_roots=self._output_roots(), what="noise_key_file")
         self._noise_key = obtain_noise_key(mode=self.noise, seed=self.seed, path=path, run_id=self.run_id,
-                                           recorded_key_id=recorded, collective=collective, info=rank_zero_info)
-
-    def _check_private_side(self, path: Path, *, what: str) -> None:
-        check_private_side(path, output_roots=[self.trainer.default_root_dir, self.resolved_output_dir], what=what)
-
-    def _report_stage(self, stage: str, done: int, total: int) -> None:
-        """Tell every population callback how far ``stage`` of this iteration is (``on_stage``)."""
-        done, total = public_progress(stage, done, total)  # private-side work: no counts (docs/privacy.md)
-        for cb in self._hooks():
-            cb.on_stage(self.trainer, self, stage=stage, done=done, total=total)
+                                           recorded_key_id=recorded_secret_key_id(self.noise_record),
+                                           collective=collective, info=rank_zero_info)
 
     # ---------------------------------------------------------------- the loop
     def on_train_epoch_start(self) -> None:
@@ -417,36 +338,10 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
         count_iteration_as_step(self.trainer)
         self._publish_population(iteration=self.iteration)
 
-    # ------------------------------------------------------------- publishing
-    def log_iteration_metrics(self, metrics: dict[str, float]) -> None:
-        """Queue metrics for the current iteration (logged at ``step=iteration``)."""
-        self._pending_metrics.update({k: float(v) for k, v in metrics.items()})
-
-    def _publish_population(self, *, iteration: int) -> None:
-        with self.engine.timed("callbacks"):
-            hooks = self._hooks()
-            for done, cb in enumerate(hooks):
-                self._report_stage("callbacks", done, len(hooks))
-                cb.on_population(self.trainer, self, population=self.population, iteration=iteration)
-        metrics = {"pe/iteration": float(iteration), "time/iteration_s": time.perf_counter() - self._iteration_start}
-        metrics.update({f"time/{k}_s": v for k, v in self.engine.take_timings().items()})
-        metrics.update(self.engine.api.take_metrics())  # api/* of APIs behind HTTP; none for in-process ones
-        self._flush_metrics(metrics, step=iteration, headline=f"[PE] iteration {iteration}/{self.iterations}")
-
-    def _flush_metrics(self, metrics: dict[str, float], *, step: int, headline: str) -> None:
-        """Send ``metrics`` plus the queued ones to every logger at ``step``, the trainer, and one console line."""
-        metrics = {**metrics, **self._pending_metrics}
-        self._pending_metrics = {}
-        for logger in self.trainer.loggers:
-            logger.log_metrics(metrics, step=step)
-        self.trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
-        parts = [f"{k}={v:.4g}" for k, v in metrics.items() if k != "pe/iteration"]
-        rank_zero_info(f"{headline} | " + " | ".join(parts))
-
     @property
     def resolved_output_dir(self) -> Path:
         """``output_dir``, or the output root ``trainer.default_root_dir`` when unset."""
-        return Path(self.output_dir) if self.output_dir else Path(self.trainer.default_root_dir)
+        return resolve_output_dir(self.output_dir, default_root_dir=self.trainer.default_root_dir)
 
     def on_train_end(self) -> None:
         self.final_population_dir = self.resolved_output_dir / "final"
@@ -460,7 +355,8 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
     # ------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The run id is public (it names the key file); the key itself is never checkpointed.
-        checkpoint["private_evolution"] = {**self.engine.state_dict(), "run_id": self.run_id, "run_fingerprint": self.fingerprint()}
+        checkpoint["private_evolution"] = {**self.engine.state_dict(), "run_id": self.run_id, "metrics": self._log.state_dict(),
+                                           "run_fingerprint": self.fingerprint()}
         public_loop_state(checkpoint, iteration=self.engine.iteration)  # no count of voting batches (docs/privacy.md)
 
     def fingerprint(self, datamodule: PrivateImageDataModule | None = None) -> dict:
@@ -488,3 +384,4 @@ class PrivateEvolution(SavedRunEvaluation, pl.LightningModule):
                                                   accept_changes=self.accept_changed_resume)
         self.engine.load_state_dict(state)
         self.run_id = state.get("run_id")
+        self._log.load_state_dict(state.get("metrics", {}))  # public: what was logged

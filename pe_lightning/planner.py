@@ -92,7 +92,7 @@ K_CHOICES = (1, 2, 4)
 NOISE_SURVIVORS = 1.0
 #: The RANDOM population (iteration 0) is this many times the released one (rule step 7).
 RANDOM_FACTOR = 5
-#: How parents are chosen from the noisy counts (:func:`pe_lightning.voting.select_parents`).
+#: How parents are chosen from the noisy counts (:mod:`pe_lightning.engine.selection`).
 SELECTION = "systematic"
 #: Variation degree at iteration 1 and at iteration T (rule step 9; DrawText units).
 DEGREE_START, DEGREE_END = 0.3, 0.1
@@ -414,13 +414,15 @@ class PlannedPrivateEvolution(PrivateEvolution):
         self.plan = plan(**self._plan_inputs, iterations=self.iterations, noise_multiplier=sigma)
         if not self._explicit["threshold"]:
             self.engine.settings = replace(self.engine.settings, threshold=self.plan.threshold)
-        if not self._explicit["sizes"] and self.class_names:
+        if not self._explicit["sizes"] and self._classes is not None:  # class names and sizes from setup
+            class_names, _ = self._classes
             self._size_schedule = resolve_size_schedule(self.plan.num_samples_schedule, self.iterations)
             counts = None
             if self.counts_from_private_labels:
-                counts = np.bincount(self._datamodule().private_labels, minlength=len(self.class_names))
-            self.sizes_per_iteration = class_sizes(
+                counts = np.bincount(self._datamodule().private_labels, minlength=len(class_names))
+            sizes = class_sizes(
                 configured=self._configured_counts, schedule=self._size_schedule, iterations=self.iterations,
-                class_names=self.class_names, private_label_counts=counts,
+                class_names=class_names, private_label_counts=counts,
                 num_nearest_neighbors=self.num_nearest_neighbors, fold=self.engine.settings.fold,
             )
+            self._classes = (class_names, sizes)

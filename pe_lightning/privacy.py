@@ -20,11 +20,12 @@ calibration :func:`noise_multiplier` never returns a noise that overspends.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import Any
 
 from scipy.optimize import brentq
 from scipy.special import log_ndtr
+
+from pe_lightning.validation import check_int, check_real
 
 __all__ = [
     "PrivacyLedger",
@@ -34,6 +35,7 @@ __all__ = [
     "gdp_epsilon",
     "gdp_mu",
     "noise_multiplier",
+    "remaining_noise_multiplier",
 ]
 
 _XTOL = 1e-12
@@ -41,17 +43,8 @@ _STATE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- validation
-def _check_real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if math.isnan(value):
-        raise ValueError(f"{name} must not be NaN")
-    return value
-
-
 def _check_epsilon(value: Any, *, allow_zero: bool = False) -> float:
-    value = _check_real("epsilon", value)
+    value = check_real("epsilon", value)
     if value < 0 or (value == 0 and not allow_zero):
         expected = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"epsilon must be {expected} (may be math.inf), got {value!r}")
@@ -59,29 +52,21 @@ def _check_epsilon(value: Any, *, allow_zero: bool = False) -> float:
 
 
 def _check_delta(value: Any) -> float:
-    value = _check_real("delta", value)
+    value = check_real("delta", value)
     if not 0.0 < value < 1.0:
         raise ValueError(f"delta must lie in the open interval (0, 1), got {value!r}")
     return value
 
 
 def _check_noise(value: Any, name: str = "noise_multiplier") -> float:
-    value = _check_real(name, value)
+    value = check_real(name, value)
     if value < 0:
         raise ValueError(f"{name} must be >= 0 (0 means no noise), got {value!r}")
     return value
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_mu(value: Any) -> float:
-    value = _check_real("mu", value)
+    value = check_real("mu", value)
     if value < 0:
         raise ValueError(f"mu must be >= 0 (may be math.inf), got {value!r}")
     return value
@@ -184,7 +169,7 @@ def gdp_mu(*, noise_multiplier: float, iterations: int) -> float:
         ValueError: On a negative/NaN ``noise_multiplier`` or ``iterations < 1``.
     """
     sigma = _check_noise(noise_multiplier)
-    t = _check_int("iterations", iterations, 1)
+    t = check_int("iterations", iterations, 1)
     return math.inf if sigma == 0.0 else math.sqrt(t) / sigma
 
 
@@ -250,7 +235,7 @@ def noise_multiplier(*, epsilon: float, iterations: int, delta: float) -> float:
         ValueError: If any argument is out of range (message names the argument).
     """
     eps = _check_epsilon(epsilon)
-    t = _check_int("iterations", iterations, 1)
+    t = check_int("iterations", iterations, 1)
     target = _check_delta(delta)
     if eps == math.inf:
         return 0.0
@@ -273,6 +258,49 @@ def noise_multiplier(*, epsilon: float, iterations: int, delta: float) -> float:
         sigma *= 1.0 + factor
         factor *= 2.0
     return float(sigma)
+
+
+def remaining_noise_multiplier(
+    *, epsilon: float, delta: float, spent_mu: float, spent_iterations: int, iterations: int, calibrated: float
+) -> float:
+    """Sigma for the iterations a resumed run has left, so that all ``iterations`` together meet ``epsilon``.
+
+    Same mechanism and neighbouring relation as :func:`noise_multiplier` (sensitivity 1,
+    add/remove one private sample or client). GDP composes as ``mu^2 = sum_t 1 / sigma_t^2``:
+    with ``mu_spent`` from the ``spent_iterations`` already run and ``mu_target`` the mu
+    whose epsilon at ``delta`` is ``epsilon``, the ``R = iterations - spent_iterations``
+    remaining iterations get ``sigma = sqrt(R / (mu_target^2 - mu_spent^2))``, times
+    ``1 + 1e-12`` so that rounding never overshoots.
+
+    ``calibrated`` (the sigma calibrated for the whole run) is returned unchanged when
+    nothing was spent or nothing remains, when it is 0 (not private), when it already meets
+    ``epsilon`` to 1e-9 relative (a run resumed with the same budget), or when the budget
+    is used up (``mu_spent`` infinite or ``>= mu_target``: the caller's budget check refuses).
+
+    Args:
+        epsilon: the (possibly new) total budget in nats, ``> 0``.
+        delta: the run's delta, in (0, 1).
+        spent_mu: GDP mu of the iterations already run (:attr:`PrivacyLedger.mu`).
+        spent_iterations: how many iterations were run.
+        iterations: ``T``, all iterations of the run.
+        calibrated: the sigma calibrated for ``T`` iterations at the original budget.
+
+    Returns:
+        The noise multiplier of each remaining iteration.
+    """
+    epsilon, delta = _check_epsilon(epsilon), _check_delta(delta)
+    spent_mu, calibrated = _check_mu(spent_mu), _check_noise(calibrated, "calibrated")
+    spent_iterations = check_int("spent_iterations", spent_iterations, 0)
+    remaining = check_int("iterations", iterations, 1) - spent_iterations
+    if spent_iterations == 0 or remaining <= 0 or calibrated == 0.0:
+        return calibrated
+    inv_var = 0.0 if calibrated == math.inf else 1.0 / (calibrated * calibrated)
+    after = gdp_epsilon(mu=math.sqrt(spent_mu * spent_mu + remaining * inv_var), delta=delta)
+    target_mu = 1.0 / noise_multiplier(epsilon=epsilon, iterations=1, delta=delta)
+    left = target_mu**2 - spent_mu**2  # what the remaining iterations may still add to mu^2
+    if abs(after - epsilon) > 1e-9 * epsilon and math.isfinite(spent_mu) and left > 0:
+        return math.sqrt(remaining / left) * (1 + 1e-12)
+    return calibrated
 
 
 # --------------------------------------------------------------------------- ledger
@@ -323,7 +351,7 @@ class PrivacyLedger:
             ValueError: On a repeated, skipped or out-of-order ``iteration`` or a bad
                 ``noise_multiplier``.
         """
-        it = _check_int("iteration", iteration, 1)
+        it = check_int("iteration", iteration, 1)
         sigma = _check_noise(noise_multiplier)
         expected = len(self._sigmas) + 1
         if it != expected:
@@ -355,7 +383,7 @@ class PrivacyLedger:
             ValueError: On a bad ``noise_multiplier`` or ``extra_iterations``.
         """
         sigma = _check_noise(noise_multiplier)
-        extra = _check_int("extra_iterations", extra_iterations, 0)
+        extra = check_int("extra_iterations", extra_iterations, 0)
         return gdp_epsilon(mu=self._mu_after(sigma, extra), delta=self._delta)
 
     def add_note(self, text: str) -> None:

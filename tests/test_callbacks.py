@@ -65,3 +65,33 @@ def test_snapshots_and_grids_are_written_every_n_iterations(tmp_path):
     assert [p.name for p in snap.written] == ["iteration_000", "iteration_002", "iteration_003"]
     assert [p.name for p in grid.written] == ["grid_iteration_000.png", "grid_iteration_002.png", "grid_iteration_003.png"]
     assert all((p / "population.npz").is_file() for p in snap.written)
+
+
+def test_a_new_metric_reaches_the_summary_and_the_progress_display_through_the_run_view(tmp_path):
+    """Neither RunSummary nor PEProgressBar knows the metric: both read pl_module.run."""
+    import io
+    import json
+    import re
+
+    from pe_lightning.callbacks import PEProgressBar, PopulationCallback, RunSummary
+
+    class Score(PopulationCallback):
+        def on_population(self, trainer, pl_module, *, population, iteration):
+            pl_module.log_iteration_metrics({"custom/score": 0.25 * (iteration + 1)})
+
+    out = io.StringIO()
+    bar = PEProgressBar(console_kwargs={"file": out, "force_terminal": False, "width": 200})
+    summary = RunSummary(plot=False)
+    acc = PrivacyAccountant(epsilon=2.0)
+    grid = SampleGrid(samples_per_class=1)
+    model = tiny_model()
+    tiny_trainer(tmp_path, enable_progress_bar=True, callbacks=[acc, Score(), grid, bar, summary]).fit(
+        model, datamodule=tiny_datamodule(100))
+    assert model.run.metrics["custom/score"] == 0.75 and model.run.epsilon == acc.ledger.epsilon
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["metrics"] == {"custom/score": 0.75}
+    assert data["privacy"]["epsilon"] == acc.ledger.epsilon and data["privacy"]["epsilon_budget"] == 2.0
+    assert data["outputs"]["grids"] == str(grid.written[-1].parent.resolve())
+    assert "[PE]   custom/score: 0.75" in RunSummary.lines(data)
+    text = out.getvalue()
+    assert re.search(r"PE iteration 2/2 .* ε 2/2 · custom/score 0\.75 · ", text), text

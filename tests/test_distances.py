@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from pe_lightning.voting import DISTANCES, assign_votes, nearest_neighbors
+from pe_lightning.neighbors import DISTANCES, nearest_neighbors
+from pe_lightning.voting import assign_votes
 
 
 def _data(m=300, n=120, d=16, seed=0):

@@ -258,3 +258,69 @@ def test_to_device_keeps_cpu_tensors_and_values():
         y = to_device(x, "cuda")
         torch.cuda.synchronize()
         assert y.is_cuda and torch.equal(y.cpu(), x)
+
+
+# Per shipped embedding: valid constructor arguments, and another valid value for every argument.
+_FINGERPRINT_CASES = {
+    "PixelEmbedding": ({}, {"size": 14, "grayscale": True, "normalize": "l2", "image_shape": (28, 28, 1)}),
+    "InceptionEmbedding": ({}, {"weights_path": "/elsewhere/inception.pth", "max_batch_size": 7}),
+    "HOGEmbedding": ({}, {"orientations": 8, "pixels_per_cell": 7, "cells_per_block": 2, "block_norm": "L1",
+                          "transform_sqrt": True, "image_shape": (28, 28, 1), "dtype": "float64"}),
+    "MultiScaleHOGEmbedding": ({}, {"pixels_per_cell": (4,), "pixel_size": 7, "pixel_weight": 2.0, "orientations": 8,
+                                    "cells_per_block": 2, "block_norm": "L1", "transform_sqrt": True,
+                                    "image_shape": (28, 28, 1), "dtype": "float64"}),
+    "CLIPEmbedding": (
+        {"model": "tiny", "pretrained": None},
+        {"model": "other", "pretrained": "openai", "cache_dir": "/elsewhere", "normalize": False, "precision": "bf16",
+         "init_seed": 1, "model_config": {"embed_dim": 8, "vision_cfg": {}, "text_cfg": {}}},
+    ),
+}
+
+
+def _shipped_embeddings() -> list[type]:
+    import inspect
+    import pkgutil
+    import importlib
+
+    import pe_lightning.embeddings as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    found, todo = [], list(Embedding.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.startswith("pe_lightning.") and not inspect.isabstract(cls):
+            found.append(cls)
+    return sorted(found, key=lambda c: c.__name__)
+
+
+def test_every_shipped_embeddings_fingerprint_changes_with_every_argument_that_changes_its_features() -> None:
+    import inspect
+
+    shipped = _shipped_embeddings()
+    assert {c.__name__ for c in shipped} >= {"PixelEmbedding", "InceptionEmbedding", "CLIPEmbedding"}
+    for cls in shipped:
+        assert cls.__name__ in _FINGERPRINT_CASES, f"add {cls.__name__} to _FINGERPRINT_CASES"
+        base, other = _FINGERPRINT_CASES[cls.__name__]
+        params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        assert sorted(other) == sorted(params), f"{cls.__name__}: give another value for every argument"
+        assert cls.fingerprint_ignores <= set(params)
+        fingerprint = cls(**base).fingerprint
+        for name, value in other.items():
+            changed = cls(**{**base, name: value}).fingerprint
+            if name in cls.fingerprint_ignores:
+                assert changed == fingerprint, f"{cls.__name__}({name}=...) is declared not to change the features"
+            else:
+                assert changed != fingerprint, f"{cls.__name__}({name}=...) does not change the fingerprint"
+
+
+def test_an_embedding_must_state_its_config() -> None:
+    class Forgetful(Embedding):
+        dim = 3
+
+        def embed(self, images, *, batch_size=1024):
+            return torch.zeros(len(images), 3)
+
+    with pytest.raises(TypeError, match="abstract method.*config"):
+        Forgetful()

@@ -22,7 +22,7 @@ from pe_lightning.engine.reuse import reuse_plan
 from pe_lightning.engine.scratch import ScratchSpace
 from pe_lightning.engine.sharding import ProcessGroupCollective, assemble, sharded_rows
 from pe_lightning.noise import NoiseKey
-from pe_lightning.voting import select_parents
+from pe_lightning.engine.selection import select_parents
 from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,18 +176,24 @@ def test_the_plain_loop_makes_the_same_population_as_the_module(tmp_path):
     dm = tiny_datamodule(100)
     dm.setup("fit")
     engine = _engine()
-    engine.class_names = list(dm.class_names)
-    engine.sizes_per_iteration = [[8] * 10] * 3
-    engine.attach(collective=ProcessGroupCollective(), scratch=ScratchSpace(directory=tmp_path, limit_bytes=None), device="cpu")
-    engine.api.setup(device="cpu", class_names=engine.class_names)
-    engine.embedding.setup(device="cpu")
-    engine.set_private(embeddings=engine.private_embeddings(dm.private_images), labels=dm.private_labels)
-    engine.random_population()
+    engine.prepare(class_names=dm.class_names, sizes_per_iteration=[[8] * 10] * 3, private_images=dm.private_images,
+                   private_labels=dm.private_labels, scratch=ScratchSpace(directory=tmp_path, limit_bytes=None),
+                   device="cpu", collective=ProcessGroupCollective())
     seen = []
+
+    class Seen:  # a PopulationHooks: run_loop calls the core's hook contract, its run in the place of pl_module
+        evaluates_saved_runs = False
+
+        def on_stage(self, trainer, pl_module, *, stage, done, total):
+            pass
+
+        def on_population(self, trainer, pl_module, *, population, iteration):
+            m = pl_module.metrics[iteration]
+            seen.append((iteration, sorted(k for k in m if k.startswith("pe/"))))
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        final = run_loop(engine, noise_multiplier=2.0, key=NoiseKey.from_seed(0), vote_batch_size=7,
-                         on_iteration=lambda t, pop, m: seen.append((t, sorted(k for k in m if k.startswith("pe/")))))
+        final = run_loop(engine, noise_multiplier=2.0, key=NoiseKey.from_seed(0), vote_batch_size=7, hooks=[Seen()])
     np.testing.assert_array_equal(final.images, model.population.images)
     np.testing.assert_array_equal(final.parents, model.population.parents)
     assert [t for t, _ in seen] == [1, 2] and "pe/selected_unique" in seen[0][1]
@@ -246,3 +252,48 @@ def test_the_stated_sigma_does_not_depend_on_when_the_ledger_is_restored():
     late.load_state_dict(state)
     assert early.noise_multiplier_for(run) == pytest.approx(sigma_late_first) == pytest.approx(late.noise_multiplier_for(run))
     assert len(early.ledger) == len(late.ledger) == 1
+
+
+def test_which_rank_makes_which_rows_is_one_rule_in_sharding():
+    from pe_lightning.engine.sharding import made_by, my_chunks
+
+    for world in (1, 2, 3):
+        for rank in range(world):
+            chunks = [np.arange(sl.start, sl.stop) for _, sl in my_chunks(23, 4, rank=rank, world_size=world)]
+            mine = np.concatenate(chunks) if chunks else np.array([], dtype=np.int64)
+            assert np.flatnonzero(made_by(np.arange(23), chunk_size=4, rank=rank, world_size=world)).tolist() == mine.tolist()
+
+
+def test_the_engine_modules_import_no_circle():
+    modules = {p.stem: p for p in (ROOT / "pe_lightning" / "engine").glob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pe_lightning.engine."):
+                deps.add(node.module.rsplit(".", 1)[1])
+        graph[name] = deps
+
+    def reaches(start, goal, seen=()):
+        return any(d == goal or (d not in seen and reaches(d, goal, (*seen, d))) for d in graph.get(start, ()))
+
+    assert [m for m in graph if reaches(m, m)] == []
+
+
+def test_run_loop_asks_the_one_source_of_sigma_and_the_accountant_records_what_the_engine_used(tmp_path):
+    from pe_lightning.engine import LoopRun
+    from pe_lightning.privacy import noise_multiplier
+
+    dm = tiny_datamodule(40)
+    dm.setup("fit")
+    engine = _engine()
+    engine.prepare(class_names=dm.class_names, sizes_per_iteration=[[4] * 10] * 3, private_images=dm.private_images,
+                   private_labels=dm.private_labels, scratch=ScratchSpace(directory=tmp_path, limit_bytes=None))
+    acc, run = PrivacyAccountant(epsilon=1.0), LoopRun(engine, output_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_loop(engine, noise_multiplier=acc, key=NoiseKey.from_seed(0), hooks=[acc], run=run)
+    sigma = noise_multiplier(epsilon=1.0, iterations=2, delta=1e-5)
+    assert [r["noise_multiplier"] for r in engine.noise_record] == [sigma, sigma]
+    assert [e["noise_multiplier"] for e in acc.ledger.entries] == [sigma, sigma]
+    assert run.metrics[2]["privacy/noise_multiplier"] == sigma and 0 < run.metrics[2]["privacy/epsilon"] <= 1.0

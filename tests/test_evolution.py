@@ -286,7 +286,7 @@ def test_resuming_with_a_larger_budget_records_both_noise_levels_honestly(tmp_pa
 
 
 def test_in_order_index_batches_are_read_as_slices_and_others_are_not():
-    from pe_lightning.voting import as_slice as _as_slice
+    from pe_lightning.neighbors import as_slice as _as_slice
 
     assert _as_slice(torch.arange(5, 12)) == slice(5, 12)
     assert _as_slice(torch.tensor([7])) == slice(7, 8)

@@ -307,3 +307,33 @@ def test_gdp_bad_inputs() -> None:
 def test_keyword_only() -> None:
     with pytest.raises(TypeError):
         P.epsilon(2.0, 5, 1e-5)  # type: ignore[misc]
+
+
+def test_remaining_noise_multiplier_of_a_resume_with_a_new_budget_golden_values():
+    """2 of 4 iterations spent at the sigma of (1.0, 1e-5); resumed with epsilon 2.0, then with the same 1.0."""
+    calibrated = P.noise_multiplier(epsilon=1.0, iterations=4, delta=1e-5)
+    ledger = P.PrivacyLedger(delta=1e-5)
+    for t in (1, 2):
+        ledger.record(iteration=t, noise_multiplier=calibrated)
+    assert ledger.mu == pytest.approx(math.sqrt(2) / calibrated, rel=1e-12)
+    kwargs = dict(delta=1e-5, spent_mu=ledger.mu, spent_iterations=2, iterations=4, calibrated=calibrated)
+    sigma = P.remaining_noise_multiplier(epsilon=2.0, **kwargs)
+    assert sigma == pytest.approx(3.045523977943842, rel=1e-9)
+    # mu^2 composes: the spent part plus two at the new sigma reach the new budget's mu, never beyond it.
+    target_mu = 1 / P.noise_multiplier(epsilon=2.0, iterations=1, delta=1e-5)
+    assert math.sqrt(ledger.mu**2 + 2 / sigma**2) == pytest.approx(target_mu, rel=1e-9)
+    assert 2.0 - 1e-6 < ledger.epsilon_if(noise_multiplier=sigma, extra_iterations=2) <= 2.0
+    # The same budget keeps the calibrated sigma; nothing spent or nothing left changes nothing.
+    assert P.remaining_noise_multiplier(epsilon=1.0, **kwargs) == calibrated
+    assert P.remaining_noise_multiplier(epsilon=2.0, **{**kwargs, "spent_iterations": 0, "spent_mu": 0.0}) == calibrated
+    assert P.remaining_noise_multiplier(epsilon=2.0, **{**kwargs, "spent_iterations": 4}) == calibrated
+    # A budget already used up (a smaller new epsilon) is left to the accountant's budget check.
+    assert P.remaining_noise_multiplier(epsilon=0.3, **kwargs) == calibrated
+
+
+@pytest.mark.parametrize("field,bad", [("epsilon", -1.0), ("delta", 1.0), ("spent_iterations", -1), ("iterations", 0),
+                                       ("calibrated", -0.5), ("spent_mu", math.nan)])
+def test_remaining_noise_multiplier_names_the_bad_argument(field, bad):
+    kwargs = dict(epsilon=2.0, delta=1e-5, spent_mu=0.2, spent_iterations=2, iterations=4, calibrated=7.0)
+    with pytest.raises(ValueError, match="mu" if field == "spent_mu" else field):
+        P.remaining_noise_multiplier(**{**kwargs, field: bad})

@@ -34,6 +34,7 @@ import pytest
 import torch
 from scipy.stats import beta
 
+import pe_lightning.engine.release as release
 import pe_lightning.voting as voting
 from pe_lightning import PrivateEvolution, privacy
 from pe_lightning.noise import NoiseKey
@@ -277,8 +278,8 @@ def test_audit_composed_iterations_within_claim() -> None:
 @slow_audit
 def test_audit_catches_noise_1_3_times_too_small_in_the_sampler(monkeypatch) -> None:
     """Break the library's noise: the sampler the release uses returns N(0, 1/1.3^2)."""
-    real = voting.standard_normal
-    monkeypatch.setattr(voting, "standard_normal", lambda key, **kw: real(key, **kw) / 1.3)
+    real = release.standard_normal
+    monkeypatch.setattr(release, "standard_normal", lambda key, **kw: real(key, **kw) / 1.3)
     claim = privacy.epsilon(noise_multiplier=SIGMA, iterations=1, delta=DELTA)
     lb = _audit(sigma=SIGMA, tag="small-noise")
     assert lb > claim, f"noise 1.3x too small not detected: lower bound {lb:.3f} vs claim {claim:.3f}"

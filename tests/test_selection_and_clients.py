@@ -11,7 +11,8 @@ import torch
 import pe_lightning.engine.release as release
 from pe_lightning.callbacks import PopulationCallback
 from pe_lightning.data import ImageFolderDataModule, NpzDataModule
-from pe_lightning.voting import select_parents, vote_histogram
+from pe_lightning.engine.selection import select_parents
+from pe_lightning.voting import vote_histogram
 from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
 
 
@@ -203,3 +204,29 @@ def test_the_module_votes_with_the_configured_distance(tmp_path, monkeypatch, di
     assert seen and set(seen) == {distance}
     with pytest.raises(ValueError, match="distance must be one of"):
         tiny_model(noise_multiplier=1.0, distance="manhattan")
+
+
+def test_selection_strategies_are_a_registry_that_settings_and_select_parents_share():
+    from pe_lightning.engine.selection import SELECTION_MODES, SELECTION_STRATEGIES, register_selection
+    from pe_lightning.engine.settings import EngineSettings
+
+    assert SELECTION_MODES == ("sample", "rank", "systematic")
+    for name in SELECTION_MODES:
+        assert EngineSettings(iterations=1, variation_degrees=(0.5,), selection=name).selection == name
+    with pytest.raises(ValueError, match=r"selection must be one of \('sample', 'rank', 'systematic'\), got 'first'"):
+        EngineSettings(iterations=1, variation_degrees=(0.5,), selection="first")
+
+    @register_selection("first")
+    def first(weights, n, *, generator, class_name):  # the first n samples of the class
+        return torch.arange(n)
+
+    try:
+        EngineSettings(iterations=1, variation_degrees=(0.5,), selection="first")
+        labels = torch.tensor([0, 1, 0, 1, 0])
+        got = select_parents(weights=torch.ones(5, dtype=torch.float64), labels=labels, num_per_class=[2, 1],
+                             generator=torch.Generator(), mode="first")
+        assert got.tolist() == [0, 2, 1]
+        with pytest.raises(ValueError, match="'first' is already registered"):
+            register_selection("first")(first)
+    finally:
+        del SELECTION_STRATEGIES["first"]

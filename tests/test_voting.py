@@ -8,15 +8,10 @@ import torch
 
 from pe_lightning.noise import NoiseKey
 
-from pe_lightning.voting import (
-    ZeroHistogramWarning,
-    add_gaussian_noise,
-    apply_threshold,
-    assign_votes,
-    nearest_neighbors,
-    select_parents,
-    vote_histogram,
-)
+from pe_lightning.engine.release import add_gaussian_noise, apply_threshold
+from pe_lightning.engine.selection import ZeroHistogramWarning, select_parents
+from pe_lightning.neighbors import nearest_neighbors
+from pe_lightning.voting import assign_votes, vote_histogram
 
 
 def _data(m=300, n=120, d=16, classes=3, seed=0):
@@ -193,7 +188,7 @@ class _FaissWithGPU:
 def test_auto_backend_picks_by_device_and_says_which(monkeypatch, caplog):
     import faiss
 
-    import pe_lightning.voting as voting
+    import pe_lightning.neighbors as voting
 
     monkeypatch.setattr(voting, "_ANNOUNCED", set())
     assert voting.resolve_backend("auto", "cpu") == "faiss"  # unchanged on the CPU
@@ -220,8 +215,8 @@ def test_auto_backend_picks_by_device_and_says_which(monkeypatch, caplog):
 def test_faiss_gpu_path_searches_the_tensors_without_copies_or_index(k, monkeypatch):
     import faiss
 
-    import pe_lightning.voting as voting
-    from pe_lightning.voting import _faiss_knn_gpu
+    import pe_lightning.neighbors as voting
+    from pe_lightning.neighbors import _faiss_knn_gpu
 
     monkeypatch.setattr(voting, "_GPU_RESOURCES", {})
     fake = _FaissWithGPU(faiss)
@@ -235,3 +230,15 @@ def test_faiss_gpu_path_searches_the_tensors_without_copies_or_index(k, monkeypa
         assert isinstance(call["xb"], torch.Tensor) and call["xb"].data_ptr() == keys.data_ptr()
         assert isinstance(call["xq"], torch.Tensor) and call["xq"].data_ptr() == q.data_ptr()
     assert fake.resources == 1 and len(fake.calls) == 2  # one StandardGpuResources per device and process, not per call
+
+
+def test_names_that_moved_out_of_voting_still_import_from_it():
+    import pe_lightning.voting as voting
+    from pe_lightning import neighbors
+    from pe_lightning.engine import release, selection
+
+    assert voting.select_parents is selection.select_parents and voting.SELECTION_MODES == selection.SELECTION_MODES
+    assert voting.add_gaussian_noise is release.add_gaussian_noise and voting.apply_threshold is release.apply_threshold
+    assert voting.resolve_backend is neighbors.resolve_backend and voting.DISTANCES == neighbors.DISTANCES
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        voting.nope

@@ -12,7 +12,7 @@ Data via APIs 3*, 2025): no generative model at all, only a public set.
 
 The neighbour graph (``max_neighbors`` neighbours of every public image, within its class
 when class-conditional, the image itself excluded) is built once in :meth:`NearestImage.setup`
-with :func:`pe_lightning.voting.nearest_neighbors` (faiss or torch, L2 / cosine / inner
+with :func:`pe_lightning.neighbors.nearest_neighbors` (faiss or torch, L2 / cosine / inner
 product) and kept on the instance; ``graph_cache_dir`` also keeps it on disk, keyed by the
 public set's content, the embedding's fingerprint and the graph settings. It holds public
 data only.
@@ -36,7 +36,7 @@ from pe_lightning.apis.base import APIOutput, ImageAPI, check_api_labels
 from pe_lightning.data.public import PublicImages, load_public_images
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.embeddings.pixels import PixelEmbedding
-from pe_lightning.voting import check_distance, nearest_neighbors, resolve_backend
+from pe_lightning.neighbors import check_distance, nearest_neighbors, resolve_backend
 
 __all__ = ["NearestImage", "neighbor_graph"]
 
@@ -49,7 +49,7 @@ def neighbor_graph(
     Args:
         embeddings: float ``(N, D)`` with ``N > k``.
         k: neighbours per row, ``>= 0``.
-        distance: ``'l2'``, ``'cosine'`` or ``'ip'`` (see :func:`~pe_lightning.voting.nearest_neighbors`).
+        distance: ``'l2'``, ``'cosine'`` or ``'ip'`` (see :func:`~pe_lightning.neighbors.nearest_neighbors`).
         backend: ``'auto'``, ``'faiss'`` or ``'torch'``.
 
     Returns:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -20,7 +21,15 @@ class Embedding(ABC):
     Subclasses load weights lazily in :meth:`setup`. :attr:`fingerprint` identifies the
     embedding (class, configuration and the arithmetic of its device, see :meth:`numerics`)
     so that cached private embeddings are reused only where they would come out the same.
+    A subclass must say what its configuration is (:meth:`config` is abstract): every
+    constructor argument that can change the features goes in, the others are named in
+    :attr:`fingerprint_ignores` (``tests/test_embeddings.py`` checks both for every shipped
+    embedding).
     """
+
+    #: Constructor arguments that never change the features (batch sizes, download folders),
+    #: left out of :meth:`config` and so of the fingerprint.
+    fingerprint_ignores: ClassVar[frozenset[str]] = frozenset()
 
     def setup(self, *, device: torch.device | str = "cpu") -> None:
         """Load weights and bind to ``device``. Idempotent."""
@@ -30,9 +39,13 @@ class Embedding(ABC):
     def dim(self) -> int:
         """Feature dimension ``D``."""
 
+    @abstractmethod
     def config(self) -> dict:
-        """Config-serialisable constructor arguments (used for the fingerprint)."""
-        return {}
+        """JSON-serialisable constructor arguments that decide the features (the fingerprint's configuration).
+
+        Every constructor argument not in :attr:`fingerprint_ignores` must change this dict
+        when it changes, or a cached private embedding computed with another value would be reused.
+        """
 
     def numerics(self) -> dict:
         """Device and float32 precision the features are computed with (part of the fingerprint).

@@ -141,6 +141,9 @@ class CLIPEmbedding(Embedding):
         self._net: torch.nn.Module | None = None
         self._preprocess: dict | None = None
 
+    #: Where downloads are cached does not change the weights a tag names.
+    fingerprint_ignores = frozenset({"cache_dir"})
+
     def config(self) -> dict:
         return {
             "model": self.model,

@@ -82,6 +82,9 @@ class InceptionEmbedding(Embedding):
         """Always 2048."""
         return 2048
 
+    #: Sub-batches do not change the features.
+    fingerprint_ignores = frozenset({"max_batch_size"})
+
     def config(self) -> dict:
         return {"weights_path": self.weights_path}
 

@@ -7,11 +7,13 @@ the noise record, and runs the stages of an iteration as named methods, in order
 2. :meth:`PEEngine.vote`: each private sample's nearest synthetic samples (per batch).
 3. :meth:`PEEngine.gather_assignments`: the votes of every rank, each sample once.
 4. :meth:`PEEngine.evolve`: the DP release (:func:`~pe_lightning.engine.release.release_and_select`,
-   the only step that reads private data), then the children (:mod:`~pe_lightning.engine.reuse`)
-   as the next population.
+   the only step that reads private data), then the children (:meth:`PEEngine.children`,
+   reusing lookahead variations by :func:`~pe_lightning.engine.reuse.reuse_plan`) as the
+   next population.
 
-The Lightning module maps its hooks onto these (:mod:`pe_lightning.evolution`);
-:func:`pe_lightning.engine.loop.run_loop` calls them in a plain loop.
+:meth:`PEEngine.prepare` readies an engine in one call (classes, where it runs, the
+private side, ``S_0``). The Lightning module maps its hooks onto these stages
+(:mod:`pe_lightning.evolution`); :func:`pe_lightning.engine.loop.run_loop` calls them in a plain loop.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,20 +31,29 @@ import torch
 from pe_lightning.apis.base import APIOutput, ImageAPI
 from pe_lightning.embedding_cache import EmbeddingCache
 from pe_lightning.embeddings.base import Embedding
+from pe_lightning.engine.hooks import RunView
 from pe_lightning.engine.diagnostics import vote_diagnostics
 from pe_lightning.engine.lookahead_store import LookaheadStore
 from pe_lightning.engine.release import combine_assignments, release_and_select
-from pe_lightning.engine.reuse import children, next_population
+from pe_lightning.engine.reuse import next_population, reuse_plan
 from pe_lightning.engine.scratch import ScratchSpace
 from pe_lightning.engine.settings import EngineSettings
-from pe_lightning.engine.sharding import Collective, ProcessGroupCollective, assemble, reported_chunks, sharded_rows
+from pe_lightning.engine.sharding import (
+    Collective,
+    ProcessGroupCollective,
+    assemble,
+    made_by,
+    reported_chunks,
+    sharded_rows,
+)
 from pe_lightning.final_stage import write_final
 from pe_lightning.noise import NoiseKey
 from pe_lightning.population import Population
 from pe_lightning.seeding import make_generator
-from pe_lightning.voting import as_slice, assign_votes
+from pe_lightning.neighbors import as_slice
+from pe_lightning.voting import assign_votes
 
-__all__ = ["EngineAttribute", "PEEngine"]
+__all__ = ["PEEngine"]
 
 #: ``report(stage, done, total)``: progress of a stage (:data:`pe_lightning.engine.hooks.STAGES`).
 StageReport = Callable[[str, int, int], None]
@@ -56,8 +67,9 @@ class PEEngine:
         api: RANDOM and VARIATION.
         embedding: the voting embedding (private and synthetic images alike).
 
-    Before running stages, :meth:`attach` gives it the process group, scratch storage and
-    device; :meth:`load_state_dict` (resume) may come before or after.
+    Before running stages, :meth:`prepare` readies it (classes, process group, scratch
+    storage, device, the private side and ``S_0``); :meth:`load_state_dict` (resume) comes
+    before it.
     """
 
     def __init__(self, *, settings: EngineSettings, api: ImageAPI, embedding: Embedding) -> None:
@@ -84,6 +96,71 @@ class PEEngine:
         self._embedding_buffer: np.ndarray | None = None  # (N, D) float32, reused every iteration
 
     # ------------------------------------------------------------------ set-up
+    def prepare(
+        self,
+        *,
+        class_names: Sequence[str],
+        sizes_per_iteration: Sequence[Sequence[int]],
+        private_images: np.ndarray,
+        private_labels: np.ndarray,
+        private_clients: np.ndarray | None = None,
+        scratch: ScratchSpace,
+        device: torch.device | str = "cpu",
+        collective: Collective | None = None,
+        report: StageReport | None = None,
+        cache: EmbeddingCache | None = None,
+        data_fingerprint: str = "",
+        info: Callable[[str], None] = print,
+    ) -> bool:
+        """Ready the engine for :meth:`begin_iteration`, in one call (after any :meth:`load_state_dict`).
+
+        Binds the classes and where the stages run, sets the API and the embedding up on
+        ``device``, embeds the private images (:meth:`private_embeddings`; sharded, or from
+        ``cache``) and, for a run without a population, makes ``S_0`` (:meth:`random_population`).
+
+        Args:
+            class_names: the private data's classes, in label order.
+            sizes_per_iteration: synthetic samples per class at iterations ``0 .. T`` (public).
+            private_images: uint8 ``(M, H, W, C)``.
+            private_labels: int64 ``(M,)``.
+            private_clients: int64 ``(M,)`` client ids (client-level DP), else ``None``.
+            scratch: storage for large arrays.
+            device: where the API, the embedding and the votes run.
+            collective: the ranks' collective (default: the default process group, or one process).
+            report: ``report(stage, done, total)`` progress callback
+                (:meth:`~pe_lightning.engine.hooks.HookCaller.on_stage`).
+            cache, data_fingerprint, info: see :meth:`private_embeddings`.
+
+        Returns:
+            ``True`` when it made ``S_0`` (a fresh run); ``False`` for a resumed run, whose
+            set-up time then belongs to no iteration (the stage timings are dropped).
+        """
+        self.class_names = list(class_names)
+        self.sizes_per_iteration = [list(s) for s in sizes_per_iteration]
+        self.attach(collective=collective or ProcessGroupCollective(), scratch=scratch, device=device, report=report)
+        self.api.setup(device=self.device, class_names=self.class_names)
+        self.embedding.setup(device=self.device)
+        embeddings = self.private_embeddings(private_images, cache=cache, data_fingerprint=data_fingerprint, info=info)
+        self.set_private(embeddings=embeddings, labels=private_labels, clients=private_clients)
+        if self.population is not None:
+            self.take_timings()
+            return False
+        self.random_population()
+        return True
+
+    def view(self, *, output_dir: Path, **more: Any) -> RunView:
+        """The run as callbacks see it (:class:`~pe_lightning.engine.hooks.RunView`); ``more`` fills the other fields.
+
+        ``noise_multiplier`` defaults to the sigma of the latest release (``None`` before any).
+        """
+        if more.get("noise_multiplier") is None and self.noise_record:
+            more["noise_multiplier"] = float(self.noise_record[-1]["noise_multiplier"])
+        return RunView(
+            iteration=self.iteration, iterations=self.settings.iterations, class_names=tuple(self.class_names),
+            output_dir=output_dir, noise_record=tuple(dict(r) for r in self.noise_record),
+            population_size=len(self.population) if self.population is not None else None, **more,
+        )
+
     def attach(
         self, *, collective: Collective, scratch: ScratchSpace, device: torch.device | str, report: StageReport | None = None
     ) -> None:
@@ -291,7 +368,7 @@ class PEEngine:
             )
         parents = released.parents.numpy()
         child_parents = np.repeat(parents, s.variations_per_parent)  # grouped by class, like parents
-        out, reused = children(self, pop, child_parents, iteration=t)
+        out, reused = self.children(pop, child_parents, iteration=t)
         if self.lookahead_store is not None:
             self.lookahead_store.clear()  # in-memory variations are not needed any more
         old_images = pop.images
@@ -308,6 +385,42 @@ class PEEngine:
             **vote_diagnostics(noisy_counts=released.noisy_counts, labels=pop.labels, threshold=s.threshold,
                                noise_multiplier=float(noise_multiplier), parents=parents, num_classes=len(self.class_names) or None).metrics(),
         }
+
+    def children(self, pop: Population, parents: np.ndarray, *, iteration: int) -> tuple[APIOutput, int]:
+        """One variation of each selected parent: reused lookahead variations, fresh ones otherwise.
+
+        With ``reuse_lookahead`` the ``m``-th selection of a parent takes its ``m``-th stored
+        lookahead variation (:func:`~pe_lightning.engine.reuse.reuse_plan`); post-processing.
+        Each rank contributes the reused children whose parents' lookahead it made
+        (:func:`~pe_lightning.engine.sharding.made_by`) and its chunks of the fresh ones;
+        the parts are assembled on every rank.
+
+        Returns:
+            The children's images and conditions (in ``parents`` order) and the number taken
+            from the lookahead variations.
+        """
+        s, n = self.settings, len(parents)
+        if n == 0:  # variations_per_parent=0 with keep_selected: the next population is the selected parents
+            return APIOutput(images=pop.images[:0].copy(), conditions={k: v[:0] for k, v in pop.conditions.items()}), 0
+        store = self.lookahead_store
+        if store is not None:
+            reuse, occurrence = reuse_plan(parents, lookahead_degree=s.lookahead_degree)
+        else:
+            reuse, occurrence = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+        parts = []
+        reused_slots = np.flatnonzero(reuse)
+        mine = reused_slots[made_by(parents[reused_slots], chunk_size=s.api_batch_size, rank=self.collective.rank,
+                                    world_size=self.collective.world_size)]  # parents whose lookahead this rank made
+        if len(mine):
+            parts.append((mine, store.take(occurrence[mine], parents[mine])))
+        fresh_slots = np.flatnonzero(~reuse)
+        if len(fresh_slots):
+            selected = pop.take(parents[fresh_slots])
+            with self.timed("api"), self.timed("api_variation"):
+                for i, sl in self.chunks("variation", len(fresh_slots)):
+                    gen = make_generator(s.seed, iteration, "variation", 0, i)
+                    parts.append((fresh_slots[sl], self.variation(selected, sl, iteration=iteration, generator=gen)))
+        return self.assemble(parts, n=n, name="population"), len(reused_slots)
 
     def save_final(self, directory: Path, *, png: bool) -> list[str]:
         """Write the population to ``directory`` unless it is there complete (:func:`~pe_lightning.final_stage.write_final`); returns console lines."""
@@ -352,26 +465,6 @@ class PEEngine:
             )
 
 
-class EngineAttribute:
-    """A class attribute of an adapter that reads (and writes) ``obj.engine``'s run state, or reads its settings."""
-
-    def __init__(self, *, settings: bool = False) -> None:
-        self.settings = settings
-
-    def __set_name__(self, owner, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj, objtype=None):
-        if obj is None:
-            return self
-        return getattr(obj.engine.settings if self.settings else obj.engine, self.name)
-
-    def __set__(self, obj, value) -> None:
-        if self.settings:
-            raise AttributeError(f"{self.name} is configuration: set it when building PrivateEvolution")
-        setattr(obj.engine, self.name, value)
-
-
 class _Timed:
     """The engine's collective, with its gathers timed as ``gather``."""
 
@@ -385,3 +478,11 @@ class _Timed:
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         return self._engine.collective.broadcast(obj, src)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EngineAttribute":  # moved to the adapter side; old imports keep working
+        from pe_lightning.engine_attribute import EngineAttribute  # noqa: PLC0415
+
+        return EngineAttribute
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,9 @@
 """The hook contract between a PE run and its callbacks, owned by the core (docs/design.md §3).
 
 * :class:`RunView`: a frozen, read-only view of the run that callbacks read (iteration,
-  ``T``, class names, output root, the noise multiplier used). Callbacks never read or
-  write the module's attributes.
+  ``T``, class names, output root, the noise multiplier used, every metric logged, the
+  epsilon spent, the outputs written). Callbacks never read or write the module's
+  attributes, nor each other's.
 * :class:`PopulationHooks`: what a callback implements to hear about new populations and
   progress (``pe_lightning.callbacks.PopulationCallback`` is the Lightning base class that
   implements it).
@@ -16,14 +17,29 @@ Nothing here imports Lightning: ``trainer`` and ``pl_module`` are passed through
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     from pe_lightning.population import Population
 
-__all__ = ["STAGES", "NoiseMultiplierSource", "PopulationHooks", "RunView", "resolve_noise_multiplier", "run_view"]
+__all__ = [
+    "STAGES",
+    "FixedNoiseMultiplier",
+    "HookCaller",
+    "NoiseMultiplierSource",
+    "NotPrivateWarning",
+    "PopulationHooks",
+    "RunView",
+    "noise_multiplier_source",
+    "require_noise_multiplier",
+    "resolve_noise_multiplier",
+    "run_view",
+]
 
 #: The stages :meth:`PopulationHooks.on_stage` reports, in the order a run passes them:
 #: once at start-up ``private embedding`` and ``random`` (iteration 0), then per iteration
@@ -49,6 +65,9 @@ class RunView:
         final_population_dir: where the final population was written (after the fit).
         private_dir: the private-side folder (noise keys, private-embedding cache); its
             path is public, its contents are not.
+        metrics: the latest value of every metric logged so far (``pl_module.log_iteration_metrics``
+            and the run's own ``pe/*``, ``time/*``), by key.
+        outputs: files and folders callbacks wrote (``pl_module.log_output``), by name.
     """
 
     iteration: int
@@ -60,6 +79,14 @@ class RunView:
     population_size: int | None = None
     final_population_dir: Path | None = None
     private_dir: Path | None = None
+    metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    outputs: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def epsilon(self) -> float | None:
+        """The epsilon spent so far (``privacy/epsilon`` as the privacy accountant logged it), ``None`` without one."""
+        value = self.metrics.get("privacy/epsilon")
+        return None if value is None else float(value)
 
 
 @runtime_checkable
@@ -69,8 +96,9 @@ class PopulationHooks(Protocol):
     The run calls :meth:`on_population` on every rank right after a population exists:
     once for the RANDOM population (``iteration=0``, no privacy spent), then after each
     iteration's noise, selection and variation. Metrics go through
-    ``pl_module.log_iteration_metrics({...})`` (logged at ``step=iteration``); the run is
-    read through ``pl_module.run`` (a :class:`RunView`).
+    ``pl_module.log_iteration_metrics({...})`` (logged at ``step=iteration``), files written
+    through ``pl_module.log_output(name, path)``; the run is read through ``pl_module.run``
+    (a :class:`RunView`, where every logged metric and output appears).
     """
 
     #: Whether evaluating a saved run (``python -m pe_lightning test``) calls :meth:`on_population`.
@@ -83,6 +111,32 @@ class PopulationHooks(Protocol):
         """``done`` of ``total`` units of ``stage`` (one of :data:`STAGES`) are finished on this rank."""
 
 
+class HookCaller:
+    """Calls the :class:`PopulationHooks` among ``callbacks`` as the contract says (the module and ``run_loop`` use it).
+
+    Args:
+        callbacks: any objects; those implementing :class:`PopulationHooks` are called, in order.
+        trainer: passed through as each hook's ``trainer`` (``None`` without a Trainer).
+        module: passed through as ``pl_module``: an object with ``run`` (a :class:`RunView`)
+            and ``log_iteration_metrics(metrics)``.
+    """
+
+    def __init__(self, callbacks: Sequence[Any] = (), *, trainer: Any = None, module: Any = None) -> None:
+        self.hooks: list[PopulationHooks] = [cb for cb in callbacks if isinstance(cb, PopulationHooks)]
+        self.trainer, self.module = trainer, module
+
+    def on_stage(self, stage: str, done: int, total: int) -> None:
+        """Every hook's :meth:`PopulationHooks.on_stage`."""
+        for hook in self.hooks:
+            hook.on_stage(self.trainer, self.module, stage=stage, done=done, total=total)
+
+    def on_population(self, population: "Population", *, iteration: int) -> None:
+        """Every hook's :meth:`PopulationHooks.on_population`, reporting the ``callbacks`` stage before each."""
+        for done, hook in enumerate(self.hooks):
+            self.on_stage("callbacks", done, len(self.hooks))
+            hook.on_population(self.trainer, self.module, population=population, iteration=iteration)
+
+
 @runtime_checkable
 class NoiseMultiplierSource(Protocol):
     """States the noise multiplier of the next iteration (the privacy accountant)."""
@@ -93,6 +147,45 @@ class NoiseMultiplierSource(Protocol):
         Raises:
             RuntimeError: (or a subclass) when that iteration would exceed the budget.
         """
+
+
+class FixedNoiseMultiplier:
+    """A :class:`NoiseMultiplierSource` that states one configured sigma for every iteration.
+
+    It does no accounting: whoever configured ``sigma`` answers for the privacy
+    (:mod:`pe_lightning.privacy`). ``0`` means *not private*.
+
+    Args:
+        sigma: the noise multiplier, finite and ``>= 0``.
+    """
+
+    def __init__(self, sigma: float) -> None:
+        if not (math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"noise_multiplier must be None, 0 (not private) or > 0, got {sigma}")
+        self.sigma = float(sigma)
+
+    def noise_multiplier_for(self, run: RunView) -> float:
+        """The configured sigma, whatever the iteration."""
+        return self.sigma
+
+
+def noise_multiplier_source(*, callbacks: Iterable[Any], explicit: float | None) -> NoiseMultiplierSource | None:
+    """The run's one source of sigma: its :class:`NoiseMultiplierSource` callback, else ``explicit``, else ``None``.
+
+    Raises:
+        ValueError: when both a source and an explicit sigma are set, or several sources are.
+    """
+    sources = [cb for cb in callbacks if isinstance(cb, NoiseMultiplierSource)]
+    if len(sources) > 1:
+        raise ValueError(f"{len(sources)} callbacks state the noise multiplier ({[type(s).__name__ for s in sources]}): keep one")
+    if not sources:
+        return FixedNoiseMultiplier(explicit) if explicit is not None else None
+    if explicit is not None:
+        raise ValueError(
+            f"model.noise_multiplier is set ({explicit}) and the {type(sources[0]).__name__} callback "
+            "would calibrate it too: set one of them, not both"
+        )
+    return sources[0]
 
 
 def run_view(pl_module: Any) -> RunView | None:
@@ -112,14 +205,28 @@ def resolve_noise_multiplier(*, callbacks: Iterable[Any], explicit: float | None
     Raises:
         ValueError: when both a source and an explicit sigma are set, or several sources are.
     """
-    sources = [cb for cb in callbacks if isinstance(cb, NoiseMultiplierSource)]
-    if len(sources) > 1:
-        raise ValueError(f"{len(sources)} callbacks state the noise multiplier ({[type(s).__name__ for s in sources]}): keep one")
-    if not sources:
-        return explicit
-    if explicit is not None:
-        raise ValueError(
-            f"model.noise_multiplier is set ({explicit}) and the {type(sources[0]).__name__} callback "
-            "would calibrate it too: set one of them, not both"
+    source = noise_multiplier_source(callbacks=callbacks, explicit=explicit)
+    return None if source is None else float(source.noise_multiplier_for(run))
+
+
+class NotPrivateWarning(UserWarning):
+    """The run uses ``noise_multiplier=0``: its output has no privacy guarantee."""
+
+
+def require_noise_multiplier(sigma: float | None, *, info: Callable[[str], None] = print) -> float:
+    """Refuse to start without a stated sigma (docs/design.md §3, invariant 4); warn loudly at 0 (not private).
+
+    Raises:
+        RuntimeError: when no source states sigma (no accountant, no explicit value).
+    """
+    if sigma is None:
+        raise RuntimeError(
+            "PrivateEvolution.noise_multiplier is not set. Add the PrivacyAccountant callback "
+            "(pe_lightning.callbacks.PrivacyAccountant with epsilon and delta), which calibrates it, or set "
+            "model.noise_multiplier explicitly (0 means NOT private)."
         )
-    return float(sources[0].noise_multiplier_for(run))
+    if sigma == 0:
+        msg = "noise_multiplier=0: this run is NOT differentially private; its synthetic data may reveal private images."
+        warnings.warn(msg, NotPrivateWarning, stacklevel=3)
+        info("!" * 80 + "\n" + msg + "\n" + "!" * 80)
+    return sigma

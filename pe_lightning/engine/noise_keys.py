@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from pe_lightning.engine.sharding import Collective
 from pe_lightning.noise import NoiseKey, NoiseKeyStore, seeded_noise_warning
 
-__all__ = ["NoiseKeyLostWarning", "obtain_noise_key"]
+__all__ = ["NoiseKeyLostWarning", "obtain_noise_key", "recorded_secret_key_id"]
 
 
 class NoiseKeyLostWarning(UserWarning):
     """A resumed run could not read its noise key: it goes on with a fresh (still secret) key."""
+
+
+def recorded_secret_key_id(noise_record: Sequence[Mapping[str, Any]]) -> str | None:
+    """The public id of the secret key the run used last (its noise record), ``None`` before any secret release."""
+    return next((r["key_id"] for r in reversed(noise_record) if r["noise_mode"] == "secret"), None)
 
 
 def obtain_noise_key(

@@ -13,15 +13,25 @@ and everything after it are post-processing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from pe_lightning.noise import NoiseKey
-from pe_lightning.voting import add_gaussian_noise, apply_threshold, select_parents, vote_histogram
+from pe_lightning.engine.selection import select_parents
+from pe_lightning.noise import NoiseKey, standard_normal
+from pe_lightning.voting import vote_histogram
 
-__all__ = ["NoisyRelease", "combine_assignments", "release_and_select", "release_histogram", "release_votes"]
+__all__ = [
+    "NoisyRelease",
+    "add_gaussian_noise",
+    "apply_threshold",
+    "combine_assignments",
+    "release_and_select",
+    "release_histogram",
+    "release_votes",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,33 @@ def combine_assignments(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     if missing:
         raise RuntimeError(f"{missing} private samples did not vote")
     return combined
+
+
+def add_gaussian_noise(histogram: torch.Tensor, *, noise_multiplier: float, key: NoiseKey, iteration: int) -> torch.Tensor:
+    """``histogram + N(0, noise_multiplier^2 I)``, the noise keyed by the run's secret (float64).
+
+    With L2 sensitivity 1 (add/remove one private sample, or one client) this is the
+    Gaussian mechanism whose privacy :mod:`pe_lightning.privacy` accounts for. The noise is
+    :func:`pe_lightning.noise.standard_normal` of ``(key, iteration, histogram.shape)``:
+    unpredictable without the key, identical on every rank that holds it; it never comes
+    from the public seed. Leading dimensions of ``histogram`` are independent releases
+    (the privacy audit batches trials this way). ``noise_multiplier=0`` adds nothing (not private).
+
+    Args:
+        histogram: vote counts ``(..., N)``.
+        noise_multiplier: ``sigma``, noise std in units of the sensitivity, finite and ``>= 0``.
+        key: the run's :class:`~pe_lightning.noise.NoiseKey`.
+        iteration: the PE iteration (1-based) this release belongs to.
+    """
+    if not (noise_multiplier >= 0 and math.isfinite(noise_multiplier)):
+        raise ValueError(f"noise_multiplier must be finite and >= 0, got {noise_multiplier}")
+    noise = torch.from_numpy(standard_normal(key, iteration=iteration, shape=tuple(histogram.shape)))
+    return histogram.to(torch.float64) + noise_multiplier * noise.to(histogram.device)
+
+
+def apply_threshold(noisy: torch.Tensor, *, threshold: float) -> torch.Tensor:
+    """``max(noisy - threshold, 0)`` (post-processing)."""
+    return torch.clamp(noisy - threshold, min=0.0)
 
 
 def release_histogram(
@@ -98,7 +135,6 @@ def release_votes(
     return release_histogram(histogram, noise_multiplier=noise_multiplier, threshold=threshold, key=key, iteration=iteration)
 
 
-
 def release_and_select(
     assignments: torch.Tensor,
     *,
@@ -117,7 +153,7 @@ def release_and_select(
 
     :func:`release_votes` (the Gaussian mechanism on the vote histogram, L2 sensitivity 1
     per sample, or per client with ``clients``; neighbours: add/remove one sample or
-    client), then :func:`pe_lightning.voting.select_parents` on the thresholded noisy
+    client), then :func:`pe_lightning.engine.selection.select_parents` on the thresholded noisy
     counts. The selection reads only noisy quantities and public configuration, so it is
     post-processing; the raw histogram never leaves this function.
 
@@ -125,7 +161,7 @@ def release_and_select(
         assignments: combined ``(M, k)`` votes (:func:`combine_assignments`).
         labels: ``(N,)`` class of each synthetic sample.
         num_parents_per_class: parents to select in each class.
-        selection: ``"sample"`` (∝ the weights, with replacement) or ``"rank"`` (largest).
+        selection: a strategy name of :mod:`pe_lightning.engine.selection`.
         generator: the public selection stream.
         class_names: for error messages.
         noise_multiplier, threshold, key, iteration, clients: as in :func:`release_votes`.

@@ -30,6 +30,12 @@ class ScratchSpace:
         limit_bytes: arrays larger than this are memory-mapped; ``None`` never spills.
     """
 
+    @classmethod
+    def for_run(cls, output_dir: str | os.PathLike, *, spill_to_disk_mb: float | None) -> "ScratchSpace":
+        """A run's scratch space: ``<output_dir>/.scratch``, spilling arrays above ``spill_to_disk_mb`` MiB."""
+        limit = None if spill_to_disk_mb is None else int(spill_to_disk_mb * 2**20)
+        return cls(directory=Path(output_dir) / ".scratch", limit_bytes=limit)
+
     def __init__(self, *, directory: str | os.PathLike, limit_bytes: int | None) -> None:
         if limit_bytes is not None and limit_bytes < 0:
             raise ValueError(f"limit_bytes must be >= 0 or None, got {limit_bytes}")

@@ -6,15 +6,13 @@ import math
 from dataclasses import dataclass
 
 from pe_lightning.apis.base import ImageAPI
-from pe_lightning.voting import SELECTION_MODES, check_distance, resolve_backend
+from pe_lightning.engine.selection import check_selection
+from pe_lightning.neighbors import check_distance, resolve_backend
+from pe_lightning.validation import is_int
 
 __all__ = ["EngineSettings"]
 
 PRIVACY_UNITS = ("sample", "client")
-
-
-def _is_int(value, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,7 @@ class EngineSettings:
         threshold: ``H`` in votes.
         num_nearest_neighbors: ``k'`` votes per private sample, each weighing ``1/sqrt(k')``.
         search_backend, distance: the nearest-neighbour search.
-        selection: ``"sample"``, ``"rank"`` or ``"systematic"`` (:func:`pe_lightning.voting.select_parents`).
+        selection: a strategy name of :mod:`pe_lightning.engine.selection`.
         variations_per_parent, keep_selected: children per selected parent; whether the
             parent itself stays.
         privacy_unit: ``"sample"`` or ``"client"``.
@@ -54,7 +52,7 @@ class EngineSettings:
     reuse_lookahead: bool = True
 
     def __post_init__(self) -> None:
-        if not _is_int(self.iterations, 1):
+        if not (is_int(self.iterations) and self.iterations >= 1):
             raise ValueError(f"iterations must be an integer >= 1, got {self.iterations!r}")
         if len(self.variation_degrees) != self.iterations:
             raise ValueError(f"variation_degrees must have {self.iterations} values, got {len(self.variation_degrees)}")
@@ -68,9 +66,8 @@ class EngineSettings:
             raise ValueError("api_batch_size and embedding_batch_size must be >= 1")
         resolve_backend(self.search_backend)
         check_distance(self.distance)
-        if self.selection not in SELECTION_MODES:
-            raise ValueError(f"selection must be one of {SELECTION_MODES}, got {self.selection!r}")
-        if not _is_int(self.variations_per_parent, 0):
+        check_selection(self.selection)
+        if not (is_int(self.variations_per_parent) and self.variations_per_parent >= 0):
             raise ValueError(f"variations_per_parent must be an integer >= 0, got {self.variations_per_parent!r}")
         if self.variations_per_parent == 0 and not self.keep_selected:
             raise ValueError("variations_per_parent=0 needs keep_selected=True, or the next population would be empty")

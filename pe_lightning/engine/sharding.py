@@ -26,6 +26,8 @@ __all__ = [
     "chunk_slices",
     "gather_objects",
     "my_chunks",
+    "made_by",
+    "owner_of_chunk",
     "rank_and_world",
     "reported_chunks",
     "sharded_rows",
@@ -46,10 +48,20 @@ def chunk_slices(n: int, chunk_size: int) -> list[slice]:
     return [slice(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
 
 
+def owner_of_chunk(index: int | np.ndarray, *, world_size: int) -> int | np.ndarray:
+    """The rank that computes chunk ``index`` (round robin): the one rule of who makes what."""
+    return index % world_size
+
+
+def made_by(rows: np.ndarray, *, chunk_size: int, rank: int, world_size: int) -> np.ndarray:
+    """Boolean mask of ``rows`` (indices into ``range(n)``) whose chunk ``rank`` computed."""
+    return owner_of_chunk(np.asarray(rows) // chunk_size, world_size=world_size) == rank
+
+
 def my_chunks(n: int, chunk_size: int, *, rank: int, world_size: int) -> Iterator[tuple[int, slice]]:
-    """``(chunk index, slice)`` of the chunks of ``range(n)`` that ``rank`` computes (round robin)."""
+    """``(chunk index, slice)`` of the chunks of ``range(n)`` that ``rank`` computes (:func:`owner_of_chunk`)."""
     for i, sl in enumerate(chunk_slices(n, chunk_size)):
-        if i % world_size == rank:
+        if owner_of_chunk(i, world_size=world_size) == rank:
             yield i, sl
 
 

@@ -12,7 +12,7 @@
   that contain at least one fake feature.
 
 Balls are closed (a point at exactly the radius is inside), as in the papers; distances and
-ball tests are computed in float64, so integer test cases are exact. Nearest neighbours come from :func:`pe_lightning.voting.nearest_neighbors` (faiss or torch);
+ball tests are computed in float64, so integer test cases are exact. Nearest neighbours come from :func:`pe_lightning.neighbors.nearest_neighbors` (faiss or torch);
 the ball-membership counts are blocked matrix products whose ``(rows, N)`` blocks stay under
 ``max_chunk_bytes``, so no ``M x N`` distance matrix is ever built.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from pe_lightning.voting import DEFAULT_MAX_CHUNK_BYTES, _rows_per_chunk, nearest_neighbors
+from pe_lightning.neighbors import DEFAULT_MAX_CHUNK_BYTES, nearest_neighbors, rows_per_chunk
 
 __all__ = ["count_in_balls", "kth_neighbor_distances", "precision_recall_density_coverage"]
 
@@ -49,7 +49,7 @@ def kth_neighbor_distances(features: torch.Tensor, *, k: int, backend: str = "au
     Args:
         features: float ``(N, D)`` with ``N > k``.
         k: neighbour rank, ``>= 1``.
-        backend: search backend of :func:`~pe_lightning.voting.nearest_neighbors`.
+        backend: search backend of :func:`~pe_lightning.neighbors.nearest_neighbors`.
 
     Returns:
         float64 ``(N,)`` radii (feature-space units). A duplicate of a point counts as a
@@ -91,7 +91,7 @@ def count_in_balls(
         raise ValueError(f"points (M, D) and centres (N, D) must share D, got {tuple(points.shape)} and {tuple(centres.shape)}")
     if radii.shape != (len(centres),) or bool((radii < 0).any()):
         raise ValueError(f"radii must be ({len(centres)},) and >= 0, got {tuple(radii.shape)}")
-    rows = _rows_per_chunk(len(centres), 4096, max_chunk_bytes // 2)  # float64: 8 bytes per entry
+    rows = rows_per_chunk(len(centres), 4096, max_chunk_bytes // 2)  # float64: 8 bytes per entry
     # ||p - c||^2 <= r^2  <=>  ||p||^2 - 2 p.c <= r^2 - ||c||^2
     bound = (radii.square() - (centres * centres).sum(1))[None, :]
     out = torch.empty(len(points), dtype=torch.int64, device=points.device)
@@ -119,7 +119,7 @@ def precision_recall_density_coverage(
         fake: float ``(M, D)`` generated features, ``M > k``.
         k: the neighbour rank that sets each ball's radius (5 in Naeem et al.; 3 in
             Kynkäänniemi et al.).
-        backend: search backend of :func:`~pe_lightning.voting.nearest_neighbors`.
+        backend: search backend of :func:`~pe_lightning.neighbors.nearest_neighbors`.
         real_radii: :func:`kth_neighbor_distances` of ``real`` with this ``k``, when
             already computed (a callback caches them).
         max_chunk_bytes: see :func:`count_in_balls`.

@@ -1,4 +1,7 @@
-"""The shared base of the diffusers APIs: :class:`DiffusersAPI`, its validation, loading, image and SDEdit helpers.
+"""The shared base of the diffusers APIs: :class:`DiffusersAPI` and the validation of their arguments.
+
+By role: loading (:mod:`.loading`), images, noise and the VAE (:mod:`.images`), the SDEdit
+sampler (:mod:`.sdedit`); this module re-exports their helpers.
 
 The diffusers APIs (:class:`~pe_lightning.apis.diffusers.unet.DiffusionUNetAPI`,
 :class:`~pe_lightning.apis.diffusers.dit.DiTAPI` and
@@ -48,20 +51,38 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
-import inspect
 import math
-import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pe_lightning.apis.base import ImageAPI, check_api_labels
-from pe_lightning.devices import to_device
+from pe_lightning.apis.base import APIOutput, ImageAPI, check_api_labels
+from pe_lightning.apis.diffusers.images import (
+    NonFiniteOutputError,
+    autocast_context,
+    from_images,
+    randn,
+    to_images,
+    vae_decode,
+    vae_encode,
+)
+from pe_lightning.apis.diffusers.loading import (
+    DTYPES,
+    SCHEDULERS,
+    download_hint,
+    load_first,
+    load_kwargs,
+    load_pretrained,
+    make_scheduler,
+)
+from pe_lightning.apis.diffusers.sdedit import check_strength, sdedit_sample
 from pe_lightning.images import check_images
+from pe_lightning.validation import check_int as check_positive_int
+from pe_lightning.validation import is_int, is_number
 
+# The loading, image/VAE and SDEdit helpers live in loading.py, images.py and sdedit.py;
+# they are re-exported here, where the diffusers APIs have always imported them from.
 __all__ = [
     "DTYPES",
     "SCHEDULERS",
@@ -87,42 +108,8 @@ __all__ = [
     "vae_encode",
 ]
 
-#: ``torch_dtype`` / ``autocast`` names accepted in configs.
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-#: Scheduler names accepted by the ``scheduler`` arguments, and their diffusers classes.
-SCHEDULERS: dict[str, str] = {
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "dpmsolver": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_ancestral": "EulerAncestralDiscreteScheduler",
-    "pndm": "PNDMScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
-
-#: ITU-R BT.601 luminance weights (R, G, B), as PIL's ``convert("L")``.
-_LUMA = (0.299, 0.587, 0.114)
-
 
 # ---------------------------------------------------------------------------- validation helpers
-
-
-def is_int(value: Any) -> bool:
-    """``value`` is an integer (Python or numpy), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    """``value`` is a real number (Python or numpy int or float), not a bool."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``int(value)``; ``ValueError`` naming ``name`` unless ``value`` is an int >= ``minimum``."""
-    if not is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_dtype_name(name: str, value: Any, *, allow_none: bool = False) -> str | None:
@@ -161,34 +148,6 @@ def check_guidance(value: Any) -> float | list[float]:
     if not is_number(value) or not math.isfinite(float(value)) or float(value) < 0:
         raise ValueError(f"guidance_scale must be a finite number >= 0 (or a list of them), got {value!r}")
     return float(value)
-
-
-def check_strength(degree: Any, num_inference_steps: int) -> float:
-    """Validate an SDEdit strength and return it as a float.
-
-    Args:
-        degree: the variation degree, a strength in ``(0, 1]``.
-        num_inference_steps: ``K``, the number of scheduler steps of a full sampling run.
-
-    Returns:
-        ``float(degree)``.
-
-    Raises:
-        ValueError: ``degree`` is not a finite number in ``(0, 1]``, or it leaves no
-            denoising step (``int(num_inference_steps * degree) < 1``).
-    """
-    if not is_number(degree):
-        raise ValueError(f"variation degree must be a number (an SDEdit strength in (0, 1]), got {degree!r}")
-    strength = float(degree)
-    if not (math.isfinite(strength) and 0.0 < strength <= 1.0):
-        raise ValueError(f"variation degree must be an SDEdit strength in (0, 1], got {degree!r}")
-    if int(num_inference_steps * strength) < 1:
-        raise ValueError(
-            f"variation degree {degree!r} leaves no denoising step: int(num_inference_steps * degree) = "
-            f"int({num_inference_steps} * {strength}) = 0; use a degree >= {1 / num_inference_steps:.4g} "
-            f"or more num_inference_steps"
-        )
-    return strength
 
 
 def check_class_subsets(name: str, value: Any) -> list[list[int]] | None:
@@ -243,346 +202,6 @@ def draw_classes(
     pick = torch.floor(u * lengths[torch.from_numpy(labels)]).long().clamp_(min=0)
     table = [np.asarray(s, dtype=np.int64) for s in subsets]
     return np.array([table[c][i] for c, i in zip(labels.tolist(), pick.tolist())], dtype=np.int64).reshape(-1)
-
-
-# ---------------------------------------------------------------------------- loading
-
-
-def _looks_like_path(model: str) -> bool:
-    return os.path.isabs(model) or model.startswith((".", "~")) or os.path.exists(model) or model.count("/") > 1 or "\\" in model
-
-
-def _dtype_kwarg() -> str:
-    """The ``from_pretrained`` keyword of the weight dtype: ``dtype`` in recent diffusers, ``torch_dtype`` before."""
-    try:
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (present once torch_dtype was renamed)
-    except ImportError:
-        return "torch_dtype"
-    return "dtype"
-
-
-def download_hint(model: str, *, revision: str | None = None) -> str:
-    """How to make ``model`` available on an offline machine."""
-    rev = f" --revision {revision}" if revision else ""
-    return (
-        f"To use it offline, download it once on a machine with internet access: `hf download {model}{rev}` "
-        f"(`huggingface-cli download {model}` with older huggingface_hub) into the Hugging Face cache "
-        f"(HF_HOME, default ~/.cache/huggingface) and copy that cache to this machine (then set HF_HUB_OFFLINE=1 "
-        f"or local_files_only: true), or download it into a folder with `hf download {model}{rev} --local-dir "
-        f"<folder>` and pass that folder as the model."
-    )
-
-
-def load_pretrained(loader: Callable[..., Any], model: str, *, what: str, revision: str | None = None, **kwargs: Any) -> Any:
-    """Call ``loader(model, revision=..., **kwargs)`` (a ``from_pretrained``) with clear errors.
-
-    Args:
-        loader: e.g. ``UNet2DModel.from_pretrained``.
-        model: a Hugging Face Hub id or a local folder.
-        what: what is being loaded, for messages (e.g. ``"DiffusionUNetAPI UNet"``).
-        revision: Hub revision (branch, tag or commit); ``None`` for the default.
-        **kwargs: passed to ``loader``.
-
-    Returns:
-        What ``loader`` returns.
-
-    Raises:
-        FileNotFoundError: ``model`` looks like a local path but does not exist.
-        OSError: the model cannot be loaded (not cached offline, no network, missing file);
-            the message names the model and says how to pre-download it.
-    """
-    return load_first(loader, model, what=what, revision=revision, attempts=[(model, {})], **kwargs)[0]
-
-
-def load_first(
-    loader: Callable[..., Any],
-    model: str,
-    *,
-    what: str,
-    attempts: Sequence[tuple[str, dict[str, Any]]],
-    revision: str | None = None,
-    **kwargs: Any,
-) -> tuple[Any, str]:
-    """:func:`load_pretrained` trying several layouts or weight variants in turn; the first that loads wins.
-
-    Args:
-        loader: e.g. ``UNet2DModel.from_pretrained``.
-        model: a Hugging Face Hub id or a local folder.
-        what: what is being loaded, for messages.
-        attempts: ``(label, extra kwargs)`` in order of preference, e.g.
-            ``[("<model>/unet", {"subfolder": "unet"}), ("<model> (root)", {"subfolder": None})]``.
-            An attempt fails over to the next on an ``OSError`` (missing files, not cached)
-            or, when it asks for a ``variant``, a ``ValueError`` (diffusers' "no such
-            variant"). Labels name the paths tried in the final error.
-        revision: Hub revision; ``None`` for the default.
-        **kwargs: passed to ``loader`` in every attempt.
-
-    Returns:
-        The loaded object and the label of the attempt that loaded it.
-
-    Raises:
-        FileNotFoundError: ``model`` looks like a local path but does not exist.
-        OSError: no attempt loaded; the message lists each path tried and its error, and
-            says how to pre-download the model.
-    """
-    path = os.path.expanduser(model)
-    if _looks_like_path(model) and not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"{what}: model={model!r} looks like a local folder but it does not exist (or is not a folder). "
-            f"Pass an existing folder written by save_pretrained / `hf download --local-dir`, or a Hugging Face Hub id."
-        )
-    if os.path.isdir(path):
-        model = path
-    if revision is not None and not os.path.isdir(path):
-        kwargs["revision"] = revision
-    from diffusers.utils import logging as diffusers_logging
-
-    bars_were_enabled = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."
-    failures: list[tuple[str, Exception]] = []
-    try:
-        for label, extra in attempts:
-            try:
-                return loader(model, **{**kwargs, **extra}), label
-            except (OSError, ValueError) as err:
-                if isinstance(err, ValueError) and not extra.get("variant"):
-                    raise
-                failures.append((label, err))
-    finally:
-        if bars_were_enabled:
-            diffusers_logging.enable_progress_bar()
-    if len(failures) == 1:
-        errors = f"Original error: {failures[0][1]}"
-    else:
-        errors = "Tried, in order: " + "; ".join(f"({i}) {label}: {err}" for i, (label, err) in enumerate(failures, 1))
-    if os.path.isdir(path):
-        raise OSError(f"{what}: cannot load the model from the local folder {model!r}. {errors}") from failures[-1][1]
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    state = (
-        "HF_HUB_OFFLINE is set and the model is not fully in the local Hugging Face cache"
-        if offline or kwargs.get("local_files_only")
-        else "it could not be found locally or downloaded (no network, a wrong id or layout, or a gated model that "
-        "needs `hf auth login`)"
-    )
-    raise OSError(
-        f"{what}: cannot load model {model!r}: {state}. {download_hint(model, revision=revision)} {errors}"
-    ) from failures[-1][1]
-
-
-def make_scheduler(name: str | None, base: Any | None, *, kwargs: dict[str, Any] | None = None) -> Any:
-    """Build a diffusers scheduler.
-
-    Args:
-        name: a key of :data:`SCHEDULERS`, or ``None`` to keep ``base``'s class.
-        base: a scheduler whose config is reused (e.g. the one shipped with the model),
-            or ``None`` for the class defaults.
-        kwargs: config entries that override ``base``'s (e.g. ``{"timestep_spacing": "trailing"}``).
-
-    Returns:
-        A new scheduler instance.
-    """
-    import diffusers
-
-    if name is None:
-        if base is None:
-            raise ValueError("make_scheduler: give a scheduler name or a base scheduler")
-        cls = type(base)
-    else:
-        cls = getattr(diffusers, SCHEDULERS[name])
-    config = dict(base.config) if base is not None else {}
-    config.update(kwargs or {})
-    return cls.from_config(config)
-
-
-# ---------------------------------------------------------------------------- images and noise
-
-
-def from_images(images: np.ndarray, *, size: tuple[int, int], channels: int, device: torch.device) -> torch.Tensor:
-    """uint8 NHWC images -> float32 NCHW in ``[-1, 1]`` at ``size`` with ``channels`` channels.
-
-    Args:
-        images: uint8 ``(N, H, W, C)`` with ``C`` in (1, 3).
-        size: model resolution ``(height, width)``; resized with antialiased bicubic
-            interpolation when different.
-        channels: model channels, 1 (luminance) or 3 (grayscale inputs are repeated).
-        device: where the tensor goes.
-
-    Returns:
-        float32 ``(N, channels, height, width)``.
-    """
-    x = to_device(torch.from_numpy(np.ascontiguousarray(images)), device).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    x = _match_channels(x, channels)
-    return _resize(x, size).clamp_(-1.0, 1.0)
-
-
-def to_images(x: torch.Tensor, *, size: tuple[int, int], channels: int) -> np.ndarray:
-    """float NCHW in ``[-1, 1]`` -> uint8 NHWC numpy at ``size`` with ``channels`` channels.
-
-    Args:
-        x: ``(N, C, H, W)`` with ``C`` in (1, 3), values nominally in ``[-1, 1]``.
-        size: output ``(height, width)`` (antialiased bicubic resize when different).
-        channels: 1 (luminance of RGB) or 3 (grayscale is repeated).
-
-    Returns:
-        uint8 ``(N, height, width, channels)``.
-    """
-    x = _resize(x.float().clamp(-1.0, 1.0), size)
-    x = _match_channels(x, channels)
-    x = ((x + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    if x.shape[1] == channels:
-        return x
-    if x.shape[1] == 1 and channels == 3:
-        return x.expand(-1, 3, -1, -1).contiguous()
-    if x.shape[1] == 3 and channels == 1:
-        weights = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x * weights).sum(dim=1, keepdim=True)
-    raise ValueError(f"cannot convert images with {x.shape[1]} channels to {channels} channels (1 and 3 are supported)")
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
-
-
-def randn(shape: Sequence[int], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """float32 standard normal noise drawn on the generator's device, then moved to ``device``."""
-    return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=torch.float32).to(device)
-
-
-def autocast_context(device: torch.device, dtype_name: str | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` on CUDA devices with ``dtype_name``; a no-op otherwise."""
-    if device.type != "cuda" or dtype_name is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=DTYPES[dtype_name])
-
-
-def vae_encode(
-    vae: Any,
-    images: np.ndarray,
-    *,
-    size: tuple[int, int],
-    device: torch.device,
-    batch_size: int,
-    autocast: Callable[[], contextlib.AbstractContextManager],
-) -> torch.Tensor:
-    """Scaled VAE posterior means of uint8 images, ``batch_size`` images per encoder pass.
-
-    Args:
-        vae: a diffusers ``AutoencoderKL``.
-        images: uint8 ``(N, H, W, C)``, ``N >= 1``; resized to ``size`` and made RGB
-            (:func:`from_images`) a sub-batch at a time.
-        size: the model resolution ``(height, width)``.
-        device: the VAE's device.
-        batch_size: images per pass (the encoder's activations at 256-512 px are the
-            memory peak of a variation, far above the latents').
-        autocast: returns the autocast context to run in.
-
-    Returns:
-        float32 ``(N, latent_channels, height / f, width / f)`` on the CPU:
-        ``latent_dist.mode() * scaling_factor``.
-    """
-    scaling = float(vae.config.scaling_factor)
-    parts = []
-    for start in range(0, images.shape[0], batch_size):
-        pixels = from_images(images[start : start + batch_size], size=size, channels=3, device=device)
-        with autocast():
-            parts.append((vae.encode(pixels.to(vae.dtype)).latent_dist.mode().float() * scaling).cpu())
-    return torch.cat(parts)
-
-
-def vae_decode(
-    vae: Any, latents: torch.Tensor, *, batch_size: int, autocast: Callable[[], contextlib.AbstractContextManager]
-) -> torch.Tensor:
-    """Decode scaled latents, ``batch_size`` at a time.
-
-    Args:
-        vae: a diffusers ``AutoencoderKL``.
-        latents: ``(N, C, h, w)`` latents times ``scaling_factor``, ``N >= 1``.
-        batch_size: latents per decoder pass.
-        autocast: returns the autocast context to run in.
-
-    Returns:
-        float32 ``(N, 3, H, W)`` images, nominally in ``[-1, 1]``.
-    """
-    scaling = float(vae.config.scaling_factor)
-    parts = []
-    for batch in latents.split(batch_size):
-        with autocast():
-            parts.append(vae.decode((batch / scaling).to(vae.dtype)).sample.float())
-    return torch.cat(parts)
-
-
-class NonFiniteOutputError(FloatingPointError):
-    """A diffusion API produced NaN/inf pixels (usually float16 overflow); names the API, call and batch."""
-
-
-def sdedit_sample(
-    *,
-    scheduler: Any,
-    model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    shape: Sequence[int],
-    num_inference_steps: int,
-    generator: torch.Generator,
-    device: torch.device,
-    init: torch.Tensor | None = None,
-    strength: float = 1.0,
-    eta: float = 0.0,
-) -> torch.Tensor:
-    """Sample from noise (``init=None``) or SDEdit ``init`` at ``strength``.
-
-    The timestep arithmetic is diffusers' img2img (``get_timesteps``): with
-    ``K = num_inference_steps`` and ``k = min(int(K * strength), K)``, denoising runs over
-    ``scheduler.timesteps[(K - k) * order:]`` starting from ``init`` noised to the first of
-    them.
-
-    Args:
-        scheduler: a diffusers scheduler (its state is reset here).
-        model_fn: ``(model_input, t) -> prediction`` in float32 with the shape of the sample
-            (e.g. epsilon), with classifier-free guidance already applied.
-        shape: ``(N, C, H, W)`` of the sample (pixels or latents).
-        num_inference_steps: ``K``.
-        generator: the only randomness (initial noise and stochastic scheduler steps).
-        device: where the sampling runs.
-        init: float32 ``shape`` clean sample to vary, or ``None`` to sample from noise.
-        strength: SDEdit strength in ``(0, 1]`` (ignored when ``init`` is ``None``).
-        eta: DDIM's eta (passed to schedulers whose ``step`` takes it).
-
-    Returns:
-        float32 ``shape`` denoised sample.
-    """
-    scheduler.set_timesteps(num_inference_steps, device=device)
-    order = getattr(scheduler, "order", 1)
-    noise = randn(shape, generator, device)
-    if init is None:
-        timesteps = scheduler.timesteps
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(0)
-        x = noise * scheduler.init_noise_sigma
-    else:
-        k = min(int(num_inference_steps * strength), num_inference_steps)
-        if k < 1:  # validate_degree prevents this; a guard for direct callers
-            raise ValueError(f"strength {strength} leaves no denoising step with num_inference_steps={num_inference_steps}")
-        t_start = num_inference_steps - k
-        timesteps = scheduler.timesteps[t_start * order:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(t_start * order)
-        x = scheduler.add_noise(init.float(), noise, timesteps[:1].repeat(shape[0]))
-    params = inspect.signature(scheduler.step).parameters
-    extra: dict[str, Any] = {}
-    if "generator" in params:
-        extra["generator"] = generator
-    if "eta" in params:
-        extra["eta"] = eta
-    for t in timesteps:
-        model_input = scheduler.scale_model_input(x, t)
-        pred = model_fn(model_input, t).float()
-        x = scheduler.step(pred, t, x, **extra).prev_sample.float()
-    return x
 
 
 # ---------------------------------------------------------------------------- shared base class
@@ -665,12 +284,7 @@ class DiffusersAPI(ImageAPI):
             self.class_names = names
 
     def _load_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {_dtype_kwarg(): DTYPES[self.torch_dtype]}
-        if importlib.util.find_spec("accelerate") is None:
-            kwargs["low_cpu_mem_usage"] = False  # avoids diffusers' "accelerate was not found" warning
-        if self.local_files_only:
-            kwargs["local_files_only"] = True
-        return kwargs
+        return load_kwargs(torch_dtype=self.torch_dtype, local_files_only=self.local_files_only)
 
     def _load_attempts(
         self, layouts: Sequence[tuple[str, dict[str, Any]]] | None = None
@@ -718,6 +332,50 @@ class DiffusersAPI(ImageAPI):
             self._latent_cache = None  # free the old latents before computing new ones
             self._latent_cache = (key, encode(images))
         return self._latent_cache[1]
+
+    def variation(
+        self,
+        *,
+        images: np.ndarray,
+        conditions: dict[str, np.ndarray],
+        labels: np.ndarray,
+        degree: float,
+        generator: torch.Generator,
+    ) -> APIOutput:
+        """VARIATION_API: SDEdit of each image with strength ``degree`` (checked here once, then the API's ``_variation``).
+
+        Args:
+            images: uint8 ``(N, H, W, channels)`` at ``image_size``.
+            conditions: per-sample API conditions as RANDOM returned them (each API's
+                ``_variation`` says which it reads).
+            labels: int64 ``(N,)`` private class of each input.
+            degree: SDEdit strength in ``(0, 1]`` with ``int(K * degree) >= 1`` for the
+                ``K`` steps of :meth:`_strength_steps`.
+            generator: the only source of randomness.
+
+        Returns:
+            ``N`` images and their conditions, in input order.
+        """
+        strength = check_strength(degree, self._strength_steps())
+        self._require_setup(self._variation_loaded())
+        images = self._check_images(images)
+        labels = self._check_labels(labels, images.shape[0])
+        return self._variation(images=images, conditions=conditions, labels=labels, strength=strength, generator=generator)
+
+    def _strength_steps(self) -> int:
+        """``K``, the denoising steps a strength of 1 runs (:func:`check_strength`)."""
+        return self.num_inference_steps
+
+    def _variation_loaded(self) -> bool:
+        """Whether the weights VARIATION needs are loaded (:meth:`setup`)."""
+        raise NotImplementedError
+
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, strength: float,
+        generator: torch.Generator,
+    ) -> APIOutput:
+        """The API's VARIATION on checked arguments: ``images`` uint8 ``(N, *image_shape)``, ``labels`` int64 ``(N,)``."""
+        raise NotImplementedError
 
     def validate_degree(self, degree: float) -> None:
         """Raise ``ValueError`` unless ``degree`` is a strength in ``(0, 1]`` with ``int(K * degree) >= 1``."""

@@ -35,7 +35,6 @@ from pe_lightning.apis.diffusers.base import (
     check_class_subsets,
     check_guidance,
     check_positive_int,
-    check_strength,
     load_first,
     make_scheduler,
     sdedit_sample,
@@ -171,31 +170,18 @@ class DiTAPI(DiffusersAPI):
                                         generator=generator)
         return self._run(classes, None, 1.0, generator)
 
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+    def _variation_loaded(self) -> bool:
+        return self._transformer is not None
+
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, strength: float,
         generator: torch.Generator,
     ) -> APIOutput:
-        """VARIATION_API: latent SDEdit of each image with strength ``degree``, same ImageNet class.
+        """Latent SDEdit of each image, same ImageNet class (:meth:`DiffusersAPI.variation` checked the arguments).
 
-        Args:
-            images: uint8 ``(N, H, W, channels)`` at ``image_size``.
-            conditions: must hold ``"imagenet_class"``, int ``(N,)`` (as returned by RANDOM).
-            labels: int64 ``(N,)`` private class of each input.
-            degree: SDEdit strength in ``(0, 1]``.
-            generator: the only source of randomness.
-
-        Returns:
-            ``N`` images and their (unchanged) ``imagenet_class`` conditions, in input order.
+        ``conditions`` must hold ``"imagenet_class"``, int ``(N,)`` (as returned by RANDOM);
+        they come back unchanged.
         """
-        strength = check_strength(degree, self.num_inference_steps)
-        self._require_setup(self._transformer is not None)
-        images = self._check_images(images)
-        labels = self._check_labels(labels, images.shape[0])
         classes = imagenet_class_condition(conditions, shape=labels.shape, num_classes=self.num_imagenet_classes, api="DiTAPI")
         return self._run(classes, images, strength, generator)
 

@@ -26,7 +26,6 @@ from pe_lightning.apis.diffusers.base import (
     check_guidance,
     check_positive_int,
     is_int,
-    check_strength,
     load_first,
     make_scheduler,
     randn,
@@ -233,31 +232,18 @@ class StableDiffusionAPI(DiffusersAPI):
         return APIOutput(images=out, conditions={})
 
     @torch.no_grad()
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+    def _variation_loaded(self) -> bool:
+        return self._img2img is not None
+
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, strength: float,
         generator: torch.Generator,
     ) -> APIOutput:
-        """VARIATION_API: img2img of each image with its class prompt and strength ``degree``.
+        """img2img of each image with its class prompt (:meth:`DiffusersAPI.variation` checked the arguments).
 
-        Args:
-            images: uint8 ``(N, H, W, channels)`` at ``image_size``.
-            conditions: ignored (Stable Diffusion has no per-sample API conditions).
-            labels: int64 ``(N,)`` private class of each input (selects its prompt).
-            degree: img2img strength in ``(0, 1]``.
-            generator: the only source of randomness.
-
-        Returns:
-            ``N`` images, in input order; no conditions.
+        ``conditions`` are ignored (Stable Diffusion has no per-sample API conditions); the
+        label selects the prompt. No conditions come back.
         """
-        strength = check_strength(degree, self.num_inference_steps)
-        self._require_setup(self._img2img is not None)
-        images = self._check_images(images)
-        labels = self._check_labels(labels, images.shape[0])
         n = images.shape[0]
         out = np.empty((n, *self.image_shape), np.uint8)
         init = self._encoded_once(images, self._encode) if n else None

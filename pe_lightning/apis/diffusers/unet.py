@@ -18,7 +18,6 @@ from pe_lightning.apis.diffusers.base import (
     DiffusersAPI,
     check_class_subsets,
     check_positive_int,
-    check_strength,
     draw_classes,
     from_images,
     is_int,
@@ -198,32 +197,18 @@ class DiffusionUNetAPI(DiffusersAPI):
         classes = draw_classes(labels, self.class_map, generator, field="class_map") if self.class_conditional else None
         return self._run(labels.shape[0], classes, None, 1.0, generator)
 
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+    def _variation_loaded(self) -> bool:
+        return self._unet is not None
+
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, strength: float,
         generator: torch.Generator,
     ) -> APIOutput:
-        """VARIATION_API: SDEdit each image with strength ``degree``.
+        """SDEdit each image (:meth:`DiffusersAPI.variation` checked the arguments).
 
-        Args:
-            images: uint8 ``(N, H, W, channels)`` at ``image_size``.
-            conditions: ``{"model_class": int64 (N,)}`` for class-conditional models
-                (missing: derived from the labels as RANDOM would with the identity map).
-            labels: int64 ``(N,)`` class of each input.
-            degree: SDEdit strength in ``(0, 1]``.
-            generator: the only source of randomness.
-
-        Returns:
-            ``N`` images and their conditions, in input order.
+        ``conditions`` holds ``{"model_class": int64 (N,)}`` for class-conditional models
+        (missing: derived from the labels as RANDOM would with the identity map).
         """
-        strength = check_strength(degree, self.num_inference_steps)
-        self._require_setup(self._unet is not None)
-        images = self._check_images(images)
-        labels = self._check_labels(labels, images.shape[0])
         classes = None
         if self.class_conditional:
             if "model_class" in conditions:

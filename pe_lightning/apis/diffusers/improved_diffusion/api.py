@@ -31,7 +31,6 @@ from pe_lightning.apis.diffusers.base import (
     DiffusersAPI,
     check_class_subsets as _check_class_subsets,
     is_number as _is_number,
-    check_strength,
     from_images,
 )
 from pe_lightning.apis.imagenet_classes import (
@@ -216,33 +215,22 @@ class ImprovedDiffusionAPI(DiffusersAPI):
                                             generator=generator)
         return self._run(labels.shape[0], classes, None, 1.0, generator)
 
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+    def _variation_loaded(self) -> bool:
+        return self._unet is not None
+
+    def _strength_steps(self) -> int:
+        """``R``, the iteration's respaced steps: ``int(R * degree)`` of them run."""
+        return self._current_schedule().num_steps
+
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, strength: float,
         generator: torch.Generator,
     ) -> APIOutput:
-        """VARIATION_API: SDEdit of each image with strength ``degree``, keeping its ImageNet class.
+        """SDEdit of each image, keeping its ImageNet class (:meth:`DiffusersAPI.variation` checked the arguments).
 
-        Args:
-            images: uint8 ``(N, H, W, channels)`` at ``image_size``.
-            conditions: ``{"imagenet_class": int (N,)}`` (as returned by RANDOM) for a
-                class-conditional model; ignored otherwise.
-            labels: int64 ``(N,)`` private class of each input.
-            degree: SDEdit strength in ``(0, 1]``; ``int(R * degree)`` of the iteration's
-                ``R`` respaced steps run.
-            generator: the only source of randomness.
-
-        Returns:
-            ``N`` images and their (unchanged) conditions, in input order.
+        ``conditions`` hold ``{"imagenet_class": int (N,)}`` (as returned by RANDOM) for a
+        class-conditional model, ignored otherwise; they come back unchanged.
         """
-        strength = check_strength(degree, self._current_schedule().num_steps)
-        self._require_setup(self._unet is not None)
-        images = self._check_images(images)
-        labels = self._check_labels(labels, images.shape[0])
         classes = None
         if self.config.class_cond:
             classes = imagenet_class_condition(conditions, shape=labels.shape, num_classes=self.config.num_classes,
