@@ -90,12 +90,11 @@ def test_readme_is_short_and_every_code_block_is_tagged():
     assert _tagged("bash runnable") and _tagged("python runnable")
 
 
-def test_readme_links_exist_or_are_owned_elsewhere():
-    """Relative links resolve (the docs other issues are writing are listed here until they land)."""
-    pending = {"docs/results.md", "docs/resume.md", "docs/reproduction.md", "docs/serving.md", "docs/privacy.md"}
+def test_readme_links_exist():
+    """Every relative link of the README resolves."""
     for link in re.findall(r"\]\(([^)#]+)\)", README.read_text()):
         if not link.startswith("http"):
-            assert (ROOT / link).exists() or link in pending, link
+            assert (ROOT / link).exists(), link
 
 
 def test_make_targets_run_the_readme_commands():
