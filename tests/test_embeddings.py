@@ -264,6 +264,7 @@ def test_to_device_keeps_cpu_tensors_and_values():
 _FINGERPRINT_CASES = {
     "PixelEmbedding": ({}, {"size": 14, "grayscale": True, "normalize": "l2", "image_shape": (28, 28, 1)}),
     "InceptionEmbedding": ({}, {"weights_path": "/elsewhere/inception.pth", "max_batch_size": 7}),
+    "CleanInceptionEmbedding": ({}, {"resolution": 32, "weights_path": "/elsewhere/inception.pth", "max_batch_size": 7}),
     "HOGEmbedding": ({}, {"orientations": 8, "pixels_per_cell": 7, "cells_per_block": 2, "block_norm": "L1",
                           "transform_sqrt": True, "image_shape": (28, 28, 1), "dtype": "float64"}),
     "MultiScaleHOGEmbedding": ({}, {"pixels_per_cell": (4,), "pixel_size": 7, "pixel_weight": 2.0, "orientations": 8,
