@@ -41,8 +41,11 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-#: Pixels per image chunk on the CPU (about 1 MiB per float32 map): the per-pixel passes then run in cache.
-_CHUNK_PIXELS = 1 << 18
+#: Pixels per image chunk on the CPU. At 2**15 every per-pixel op stays at torch's intra-op grain size
+#: (32,768 elements), so it runs on the calling thread: no thread pool wake-up per op. On a loaded
+#: machine with 2 torch threads, chunks of 2**18 pixels were 5-12x slower (docs/results.md); with
+#: one thread 2**15 costs about 5-15 % against 2**18.
+_CHUNK_PIXELS = 1 << 15
 
 
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
