@@ -243,12 +243,7 @@ class Avatar(ImageAPI):
         return APIOutput(images=self.render(conditions), conditions=conditions)
 
     def _variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
         """VARIATION_API: redraw each attribute with probability ``degree`` and render (checked by :meth:`ImageAPI.variation`).

@@ -219,12 +219,7 @@ class ImageAPI(ABC):
 
     @abstractmethod
     def _variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
         """The API's VARIATION on checked arguments.

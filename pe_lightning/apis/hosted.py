@@ -191,12 +191,7 @@ class HostedImageAPI(ImageAPI):
         return APIOutput(images=images, conditions={})
 
     def _variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
         """VARIATION: one variation request per input image (``degree`` is validated, not sent: see the class)."""

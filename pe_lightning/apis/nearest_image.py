@@ -303,12 +303,7 @@ class NearestImage(ImageAPI):
         return self._output(pools["order"][pools["starts"][pool] + offset])
 
     def _variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
         """VARIATION_API: one of the ``degree`` nearest public neighbours of each sample, uniformly.

@@ -225,12 +225,7 @@ class RemoteImageAPI(ImageAPI):
         return self._call("random", labels=labels, generator=generator)
 
     def _variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
         """VARIATION: one variation of each input, from the servers (see the class docstring)."""

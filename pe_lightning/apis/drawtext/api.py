@@ -345,12 +345,7 @@ class DrawText(DrawTextParameters, GlyphRenderer, ImageAPI):
         return self._output(self._random_parameters(labels, generator))
 
     def _variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
         """VARIATION_API: perturb each sample's parameters and render again (checked by :meth:`ImageAPI.variation`).
