@@ -50,9 +50,9 @@ Conventions shared by all of them:
 from __future__ import annotations
 
 import contextlib
-from abc import abstractmethod
 import hashlib
 import math
+from abc import abstractmethod
 from typing import Any, Callable, Sequence
 
 import numpy as np
