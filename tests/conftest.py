@@ -10,6 +10,11 @@ if "PE_LIGHTNING_PRIVATE_DIR" not in os.environ:
     import tempfile
 
     os.environ["PE_LIGHTNING_PRIVATE_DIR"] = tempfile.mkdtemp(prefix="pe_lightning_private_")
+# The public cache (DrawText's glyph atlases) too: one per test session, shared by its tests.
+if "PE_LIGHTNING_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["PE_LIGHTNING_CACHE_DIR"] = tempfile.mkdtemp(prefix="pe_lightning_public_")
 
 
 import pytest  # noqa: E402 - after the environment above
