@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import logging
+import os
 import sys
 import threading
 import types
@@ -41,12 +42,12 @@ class _LightTorchmetrics(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self._module: Optional[types.ModuleType] = None
         self._handler: Optional[logging.Handler] = None
         self._lock = threading.RLock()
-        self._busy = False  # the light or the full __init__ is running
+        self._busy = False  # the full __init__ is running
 
     # ---------------------------------------------------------------- finder
 
     def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Any = None) -> Optional[ModuleSpec]:
-        if fullname != _NAME or self._busy:
+        if fullname != _NAME:
             return None
         self._uninstall()  # one import to serve
         spec = None
@@ -67,15 +68,12 @@ class _LightTorchmetrics(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         module.__loader__ = module.__spec__.loader = self._loader  # looks like a plain import from here on
-        self._busy = True
         try:
             self._exec_light(module)
         except Exception:  # noqa: BLE001 - not the layout this was written for: the plain __init__
-            self._busy = False
+            self._remove_handler()
             self._exec_full(module)
             return
-        finally:
-            self._busy = False
         module.__getattr__ = self._getattr  # PEP 562: called only for names the module lacks
         self._module = module
 
@@ -88,8 +86,6 @@ class _LightTorchmetrics(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         logger.addHandler(self._handler)
         logger.setLevel(logging.INFO)
         module._logger = logger
-        import os
-
         module._PACKAGE_ROOT = os.path.dirname(module.__file__)
         module._PROJECT_ROOT = os.path.dirname(module._PACKAGE_ROOT)
         from lightning_utilities.core.imports import package_available
@@ -119,12 +115,16 @@ class _LightTorchmetrics(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             self._busy = True
             try:
                 del module.__getattr__
-                if self._handler is not None:  # the full __init__ adds its own
-                    logging.getLogger(_NAME).removeHandler(self._handler)
+                self._remove_handler()  # the full __init__ adds its own
                 self._exec_full(module)
             finally:
                 self._busy = False
                 self._module = None
+
+    def _remove_handler(self) -> None:
+        if self._handler is not None:
+            logging.getLogger(_NAME).removeHandler(self._handler)
+            self._handler = None
 
     def _getattr(self, name: str) -> Any:
         module = self._module
