@@ -104,9 +104,10 @@ def print_tables(results: list[dict]) -> None:
             print(f"| {r['mode']} | {r['servers']} | {r.get('request_size') or '-'} | {r['call']} | {r['images_per_s']:,} | "
                   f"{r.get('http_overhead_us_per_image', '-')} |")
     if embeddings:
-        print("\n| embedding | dim | images | seconds | images / s |\n|---|---|---|---|---|")
+        print("\n| embedding | dim | images | seconds | CPU seconds | images / s |\n|---|---|---|---|---|---|")
         for r in embeddings:
-            print(f"| {r['embedding']} | {r['dim']} | {r['images']:,} | {r['seconds']} | {r['images_per_s']:,} |")
+            print(f"| {r['embedding']} | {r['dim']} | {r['images']:,} | {r['seconds']} | {r.get('cpu_seconds', '')} | "
+                  f"{r['images_per_s']:,} |")
     if memory:
         print("\n| memory workload | fit s | peak RSS GiB |\n|---|---|---|")
         for r in memory:

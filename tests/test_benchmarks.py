@@ -105,7 +105,10 @@ def test_make_bench_quick_runs_every_benchmark(tmp_path, monkeypatch, capsys):
     assert iteration and all(r["iteration_s"] > 0 for r in iteration)
     plain = [r for r in results if r.get("benchmark") == "plain_loop"]
     assert len(plain) == 2 and all(r["same_final_population"] for r in plain)
+    embeddings = [r for r in results if r.get("benchmark") == "embedding_throughput"]
+    assert any(r["embedding"].startswith("HOGEmbedding") for r in embeddings) and all(r["cpu_seconds"] >= 0 for r in embeddings)
     run_all["print_tables"](results)
     tables = capsys.readouterr().out
     assert "| DrawText served |" in tables
     assert "| plain-loop comparison |" in tables and "| API call |" in tables and "| memory workload |" in tables
+    assert "| embedding | dim | images | seconds | CPU seconds |" in tables

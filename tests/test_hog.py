@@ -153,3 +153,66 @@ def test_hog_features_sees_shape_not_ink_mass():
     h = lambda x: hog_features(x, pixels_per_cell=(8, 8))  # noqa: E731
     torch.testing.assert_close(h(bar), h(bright))
     assert float((h(bar) - h(turned)).norm()) > 0.5
+
+
+def _skimage_bins(g_row: np.ndarray, g_col: np.ndarray, orientations: int) -> np.ndarray:
+    """skimage's binning rule (``_hoghistogram``, float64): bin ``i`` holds ``180 i / n <= theta < 180 (i + 1) / n``."""
+    theta = np.rad2deg(np.arctan2(g_row, g_col)) % 180
+    width = 180.0 / orientations
+    out = np.full(theta.shape, -1)
+    for i in range(orientations):
+        out[(theta < width * (i + 1)) & (theta >= width * i)] = i
+    return out
+
+
+@pytest.mark.parametrize("orientations", [9, 8, 6, 12, 13, 14])
+def test_every_integer_gradient_of_uint8_images_lands_in_skimages_bin(orientations):
+    """uint8 images have integer gradients in [-255, 255]: all 511 x 511 pairs bin as skimage bins them.
+
+    Angles exactly on a bin edge (0, 45, 90, 135 degrees; with 8, 12 or 14 bins some are edges) are where
+    another arithmetic, e.g. ``floor(deg * n / 180)`` before wrapping negative angles, puts a pixel in the
+    neighbouring bin.
+    """
+    from pe_lightning.embeddings.hog import _gradients, _orientation_slots
+
+    g = np.arange(-255, 256, dtype=np.float64)
+    g_row, g_col = np.meshgrid(g, g, indexing="ij")
+    expected = _skimage_bins(g_row, g_col, orientations)
+    for dtype in (torch.float32, torch.float64):
+        # the row gradient negated as _gradients gives it: 0.0 - g keeps zeros +0
+        slots = _orientation_slots(torch.from_numpy(0.0 - g_row).to(dtype), torch.from_numpy(g_col).to(dtype), orientations)
+        bins = slots.clamp(max=orientations - 1).numpy()  # slot n: theta rounded up to 180, folded into the last bin
+        np.testing.assert_array_equal(bins, expected, err_msg=str(dtype))
+    # and the gradients they come from: central differences, the row one negated, +0 on the border
+    x = torch.tensor([[[[0.0, 3.0, 5.0], [7.0, 1.0, 2.0], [4.0, 4.0, 9.0]]]])
+    neg_row, col = _gradients(x)
+    assert neg_row[0, 0].tolist() == [[0, 0, 0], [-4, -1, -4], [0, 0, 0]]
+    assert col[0, 0].tolist() == [[0, 5, 0], [0, -5, 0], [0, 5, 0]]
+    assert not bool((torch.signbit(neg_row) & (neg_row == 0)).any())  # no -0.0
+
+
+def test_chunks_and_shared_scales_do_not_change_the_features(monkeypatch):
+    """CPU chunking (a chunk per image here) and the multi-scale embedding's shared per-pixel work give the same numbers."""
+    import pe_lightning.embeddings.hog as hog
+
+    images = np.concatenate([_digits(5), _noise(5, 28, 28, 1)])
+    rgb = _noise(4, 21, 30, 3)
+    whole = HOGEmbedding().embed(images), MultiScaleHOGEmbedding(pixel_size=7).embed(images), HOGEmbedding().embed(rgb)
+    monkeypatch.setattr(hog, "_CHUNK_PIXELS", 1)
+    chunked = HOGEmbedding().embed(images), MultiScaleHOGEmbedding(pixel_size=7).embed(images), HOGEmbedding().embed(rgb)
+    for a, b in zip(whole, chunked):
+        assert torch.equal(a, b)
+    ms = whole[1]
+    torch.testing.assert_close(ms[:, 441:585], HOGEmbedding(pixels_per_cell=7).embed(images) / 4.0, rtol=0, atol=0)
+
+
+def test_hog_features_refuses_non_finite_and_non_float_input_and_reads_minus_zero_as_zero():
+    x = torch.from_numpy(_noise(3, 16, 16, 1)).permute(0, 3, 1, 2).float()
+    with pytest.raises(ValueError, match="finite"):
+        hog_features(torch.where(x > 250, torch.nan, x))
+    with pytest.raises(ValueError, match="float"):
+        hog_features(x.to(torch.uint8))
+    x[..., 5:9, :] = 0.0
+    minus = x.clone()
+    minus[minus == 0] = -0.0  # a -0 - (+0) gradient would otherwise read as -180 degrees, not 0
+    assert torch.equal(hog_features(minus), hog_features(x))

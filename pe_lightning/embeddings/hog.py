@@ -41,39 +41,126 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+#: Pixels per image chunk on the CPU. At 2**15 every per-pixel op stays at torch's intra-op grain size
+#: (32,768 elements), so it runs on the calling thread: no thread pool wake-up per op. On a loaded
+#: machine with 2 torch threads, chunks of 2**18 pixels were 5-12x slower (docs/results.md); with
+#: one thread 2**15 costs about 5-15 % against 2**18.
+_CHUNK_PIXELS = 1 << 15
+
+
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Central differences along rows and columns of ``(B, C, H, W)``, zero on the border (skimage's)."""
-    g_row = torch.zeros_like(x)
-    g_col = torch.zeros_like(x)
-    g_row[:, :, 1:-1, :] = x[:, :, 2:, :] - x[:, :, :-2, :]
-    g_col[:, :, :, 1:-1] = x[:, :, :, 2:] - x[:, :, :, :-2]
-    return g_row, g_col
+    """``(-g_row, g_col)`` of ``(B, C, H, W)``: central differences, ``+0`` on the border rows/columns (skimage's).
 
-
-@functools.lru_cache(maxsize=8)
-def _cell_base(batch: int, n_r: int, cr: int, n_c: int, cc: int, orientations: int, *, device: torch.device) -> torch.Tensor:
-    """int64 ``(B, n_r * cr, n_c * cc)``: ``(image * cells + cell of the pixel) * orientations``, the flat histogram offset.
-
-    Cached per shape (the same batch shape repeats every chunk); callers must not modify it.
+    The row gradient comes negated (``x[r-1] - x[r+1]``) so that a zero difference is ``+0`` in it:
+    ``atan2(+0, g_col < 0)`` is then ``+pi`` and its negation is the ``-180`` degrees that
+    :func:`_orientation_slots` wraps to 0 without a remainder.
     """
-    rows = torch.arange(n_r * cr, device=device) // cr
-    cols = torch.arange(n_c * cc, device=device) // cc
+    neg_row, col = torch.empty_like(x), torch.empty_like(x)
+    torch.sub(x[:, :, :-2, :], x[:, :, 2:, :], out=neg_row[:, :, 1:-1, :])
+    torch.sub(x[:, :, :, 2:], x[:, :, :, :-2], out=col[:, :, :, 1:-1])
+    for border in (neg_row[:, :, 0, :], neg_row[:, :, -1, :], col[:, :, :, 0], col[:, :, :, -1]):
+        border.zero_()
+    return neg_row, col
+
+
+def _orientation_slots(neg_row: torch.Tensor, col: torch.Tensor, orientations: int) -> torch.Tensor:
+    """int32 orientation bin of each pixel in ``[0, orientations]``, skimage's binning in its arithmetic.
+
+    Overwrites ``neg_row`` and ``col`` (scratch space: no new float maps).
+
+    skimage: ``theta = rad2deg(atan2(g_row, g_col)) % 180``, bin ``i`` holds ``180 i / n <= theta <
+    180 (i + 1) / n``; computed here as ``int(theta * n / 180)`` with the same roundings
+    (``tests/test_hog.py`` checks every integer gradient pair of uint8 images against skimage's
+    rule). Slot ``n`` is a ``theta`` that rounded up to 180 (a tiny negative angle); the caller
+    folds it into bin ``n - 1``, as a clamp would.
+    """
+    deg = neg_row.atan2_(col).mul_(-180.0 / math.pi)  # rad2deg(atan2(g_row, g_col)), in [-180, 180)
+    deg.add_(torch.lt(deg, 0, out=col), alpha=180.0)  # % 180 (col: 1.0 where negative)
+    return deg.mul_(orientations / 180.0).to(torch.int32)
+
+
+@functools.lru_cache(maxsize=16)
+def _cell_base(batch: int, n_r: int, cr: int, n_c: int, cc: int, slots: int, *, device: torch.device) -> torch.Tensor:
+    """``(B, n_r * cr, n_c * cc)``: ``(image * cells + cell of the pixel) * slots``, the flat histogram offset.
+
+    int32 where the histogram fits (int64 otherwise). Cached per shape (the same chunk shapes
+    repeat every call); callers must not modify it.
+    """
+    dtype = torch.int32 if batch * n_r * n_c * slots < 2**31 else torch.int64
+    rows = torch.arange(n_r * cr, device=device, dtype=dtype) // cr
+    cols = torch.arange(n_c * cc, device=device, dtype=dtype) // cc
     cell = rows[:, None] * n_c + cols[None, :]
-    image = torch.arange(batch, device=device)[:, None, None] * (n_r * n_c)
-    return (image + cell).mul_(orientations)
+    image = torch.arange(batch, device=device, dtype=dtype)[:, None, None] * (n_r * n_c)
+    return (image + cell).mul_(slots)
 
 
 def _normalise_blocks(blocks: torch.Tensor, method: str) -> torch.Tensor:
-    """skimage's ``_hog_normalize_block`` over the last three dims ``(cells_r, cells_c, orientations)``."""
-    dims = (-3, -2, -1)
+    """skimage's ``_hog_normalize_block`` over the last dim (one block's ``cells_r * cells_c * orientations``)."""
     if method == "L1":
-        return blocks / (blocks.abs().sum(dim=dims, keepdim=True) + _EPS)
+        return blocks / (blocks.abs().sum(dim=-1, keepdim=True) + _EPS)
     if method == "L1-sqrt":
-        return torch.sqrt(blocks / (blocks.abs().sum(dim=dims, keepdim=True) + _EPS))
-    out = blocks / torch.sqrt(blocks.square().sum(dim=dims, keepdim=True) + _EPS**2)
+        return torch.sqrt(blocks / (blocks.abs().sum(dim=-1, keepdim=True) + _EPS))
+    out = blocks / torch.sqrt(blocks.square().sum(dim=-1, keepdim=True) + _EPS**2)
     if method == "L2-Hys":
         out = out.clamp_max(0.2)
-        out = out / torch.sqrt(out.square().sum(dim=dims, keepdim=True) + _EPS**2)
+        out = out / torch.sqrt(out.square().sum(dim=-1, keepdim=True) + _EPS**2)
+    return out
+
+
+def _check_cells(height: int, width: int, cell: tuple[int, int], block: tuple[int, int]) -> tuple[int, int]:
+    """``(cells_r, cells_c)`` of an image, or a ValueError when fewer than one block fits."""
+    (cr, cc), (br, bc) = cell, block
+    n_r, n_c = height // cr, width // cc
+    if n_r < br or n_c < bc:
+        raise ValueError(
+            f"images of {height}x{width} pixels hold {n_r}x{n_c} cells of {cr}x{cc} pixels, "
+            f"fewer than one block of {br}x{bc} cells: use smaller pixels_per_cell or cells_per_block"
+        )
+    return n_r, n_c
+
+
+def _hog_chunk(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int, int]], block: tuple[int, int],
+               block_norm: str, out: Sequence[torch.Tensor]) -> None:
+    """Write the HOG of ``(B, C, H, W)`` for each cell size of ``cells`` into ``out`` (``(B, D_s)`` each), sharing the per-pixel work."""
+    neg_row, col = _gradients(x)
+    magnitude = torch.hypot(neg_row, col)
+    if x.shape[1] > 1:  # the locally dominant channel (first one on ties, as numpy's argmax)
+        channel = magnitude.argmax(dim=1, keepdim=True)
+        neg_row, col, magnitude = (t.gather(1, channel) for t in (neg_row, col, magnitude))
+    neg_row, col, magnitude = neg_row[:, 0], col[:, 0], magnitude[:, 0]
+    slots = _orientation_slots(neg_row, col, orientations)
+    del neg_row, col
+    batch, height, width = slots.shape
+    (br, bc), n = block, orientations
+    for (cr, cc), target in zip(cells, out):
+        n_r, n_c = _check_cells(height, width, (cr, cc), block)
+        crop = (slice(None), slice(0, n_r * cr), slice(0, n_c * cc))
+        # Each pixel's magnitude added to slot (image, cell, orientation) of one flat histogram: no one-hot.
+        flat = slots[crop] + _cell_base(batch, n_r, cr, n_c, cc, n + 1, device=slots.device)
+        hist = torch.bincount(flat.reshape(-1), weights=magnitude[crop].reshape(-1), minlength=batch * n_r * n_c * (n + 1))
+        hist = hist.to(magnitude.dtype).view(batch, n_r, n_c, n + 1)
+        hist[..., n - 1] += hist[..., n]  # theta rounded up to 180: the last bin (empty for integer gradients)
+        cell_means = hist[..., :n] / (cr * cc)  # (B, n_r, n_c, orientations), contiguous
+        if (br, bc) != (1, 1):  # (B, blocks_r, blocks_c, br * bc * orientations): skimage's order
+            blocks = cell_means.unfold(1, br, 1).unfold(2, bc, 1).permute(0, 1, 2, 4, 5, 3)
+            cell_means = blocks.reshape(batch, n_r - br + 1, n_c - bc + 1, br * bc * n)
+        target.copy_(_normalise_blocks(cell_means, block_norm).view(batch, -1))
+
+
+def _hog_scales(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int, int]], block: tuple[int, int],
+                block_norm: str, transform_sqrt: bool) -> list[torch.Tensor]:
+    """:func:`hog_features` of ``(B, C, H, W)`` for each cell size of ``cells``; chunked on the CPU."""
+    (br, bc), batch = block, x.shape[0]
+    out = []
+    for cell in cells:
+        n_r, n_c = _check_cells(x.shape[2], x.shape[3], cell, block)
+        out.append(x.new_empty((batch, (n_r - br + 1) * (n_c - bc + 1) * br * bc * orientations)))
+    if transform_sqrt:
+        x = x.sqrt()
+    step = max(1, batch) if x.device.type != "cpu" else max(1, _CHUNK_PIXELS // max(1, math.prod(x.shape[1:])))
+    for i in range(0, batch, step):
+        _hog_chunk(x[i : i + step], orientations=orientations, cells=cells, block=block, block_norm=block_norm,
+                   out=[o[i : i + step] for o in out])
     return out
 
 
@@ -97,7 +184,7 @@ def hog_features(
     ``cells_per_block`` window of cells (stride one cell) is normalised with ``block_norm``.
 
     Args:
-        images: float ``(B, C, H, W)``, intensities in skimage's units (0..255 for uint8 images).
+        images: float ``(B, C, H, W)``, finite, intensities in skimage's units (0..255 for uint8 images).
         orientations: orientation bins over 180 degrees.
         pixels_per_cell: ``(rows, cols)`` pixels of a cell.
         cells_per_block: ``(rows, cols)`` cells of a normalisation block.
@@ -108,33 +195,13 @@ def hog_features(
         float ``(B, D)``, ``D = blocks_r * blocks_c * cells_r * cells_c * orientations`` with
         ``blocks = cells - cells_per_block + 1`` along each axis.
     """
-    if transform_sqrt:
-        images = images.sqrt()
-    g_row, g_col = _gradients(images)
-    magnitude = torch.hypot(g_row, g_col)
-    if images.shape[1] > 1:  # the locally dominant channel (first one on ties, as numpy's argmax)
-        channel = magnitude.argmax(dim=1, keepdim=True)
-        g_row, g_col, magnitude = (t.gather(1, channel) for t in (g_row, g_col, magnitude))
-    (cr, cc), (br, bc) = pixels_per_cell, cells_per_block
-    batch, height, width = images.shape[0], images.shape[2], images.shape[3]
-    n_r, n_c = height // cr, width // cc
-    if n_r < br or n_c < bc:
-        raise ValueError(
-            f"images of {height}x{width} pixels hold {n_r}x{n_c} cells of {cr}x{cc} pixels, "
-            f"fewer than one block of {br}x{bc} cells: use smaller pixels_per_cell or cells_per_block"
-        )
-    g_row, g_col, magnitude = (t[:, 0, : n_r * cr, : n_c * cc] for t in (g_row, g_col, magnitude))
-    # Unsigned orientation in [0, 180) degrees, hard-binned as skimage does (in degrees, so that exact angles such
-    # as 45 or 90 fall on the same side of a bin edge).
-    orientation = torch.rad2deg(torch.atan2(g_row, g_col)).remainder_(180.0)
-    bins = orientation.mul_(orientations / 180.0).to(torch.int64).clamp_(0, orientations - 1)
-    # Each pixel's magnitude added to bin (image, cell, orientation) of one flat histogram: no (B, n, H, W) one-hot.
-    flat = bins.add_(_cell_base(batch, n_r, cr, n_c, cc, orientations, device=bins.device))
-    cells = torch.bincount(flat.reshape(-1), weights=magnitude.reshape(-1), minlength=batch * n_r * n_c * orientations)
-    cells = cells.to(magnitude.dtype).div_(cr * cc).view(batch, n_r, n_c, orientations).permute(0, 3, 1, 2)  # cell means
-    blocks = cells.unfold(2, br, 1).unfold(3, bc, 1)  # (B, orientations, blocks_r, blocks_c, br, bc)
-    blocks = blocks.permute(0, 2, 3, 4, 5, 1)  # (B, blocks_r, blocks_c, br, bc, orientations): skimage's order
-    return _normalise_blocks(blocks, block_norm).reshape(images.shape[0], -1)
+    if images.ndim != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be a float (B, C, H, W) tensor, got {images.dtype} of shape {tuple(images.shape)}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images must be finite (no NaN or inf intensities)")
+    # + 0.0 turns -0.0 into +0.0: the gradients' zeros must be +0 (see _gradients).
+    return _hog_scales(images + 0.0, orientations=orientations, cells=[tuple(pixels_per_cell)],  # type: ignore[list-item]
+                       block=tuple(cells_per_block), block_norm=block_norm, transform_sqrt=transform_sqrt)[0]  # type: ignore[arg-type]
 
 
 class HOGEmbedding(Embedding):
@@ -227,11 +294,14 @@ class HOGEmbedding(Embedding):
         """uint8 ``(B, H, W, C)`` -> ``(B, C, H, W)`` in 0..255, in :attr:`dtype` on :attr:`device`."""
         return to_device(batch, self.device).permute(0, 3, 1, 2).to(_DTYPES[self.dtype])
 
+    def _scales(self, x: torch.Tensor, cells: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+        """:func:`hog_features` of ``x`` (float ``(B, C, H, W)`` from uint8: finite, no ``-0.0``) per cell size."""
+        return _hog_scales(x, orientations=self.orientations, cells=cells, block=self.cells_per_block,
+                           block_norm=self.block_norm, transform_sqrt=self.transform_sqrt)
+
     def _hog(self, x: torch.Tensor) -> torch.Tensor:
         """float ``(B, C, H, W)`` in 0..255 -> ``(B, D)``."""
-        return hog_features(x, orientations=self.orientations, pixels_per_cell=self.pixels_per_cell,
-                            cells_per_block=self.cells_per_block, block_norm=self.block_norm,
-                            transform_sqrt=self.transform_sqrt)
+        return self._scales(x, [self.pixels_per_cell])[0]
 
     @torch.no_grad()
     def embed(self, images: np.ndarray | torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
@@ -323,11 +393,8 @@ class MultiScaleHOGEmbedding(HOGEmbedding):
 
     def _hog(self, x: torch.Tensor) -> torch.Tensor:
         parts = []
-        for cell in self.scales:
-            _, blocks = self._scale_blocks(tuple(x.shape[2:]), cell)
-            h = hog_features(x, orientations=self.orientations, pixels_per_cell=cell, cells_per_block=self.cells_per_block,
-                             block_norm=self.block_norm, transform_sqrt=self.transform_sqrt)
-            parts.append(h / math.sqrt(blocks))
+        for cell, h in zip(self.scales, self._scales(x, self.scales)):  # gradients and orientations computed once
+            parts.append(h / math.sqrt(self._scale_blocks(tuple(x.shape[2:]), cell)[1]))
         if self.pixel_size is not None:
             p = F.interpolate(x.mean(dim=1, keepdim=True) / 255.0, size=(self.pixel_size, self.pixel_size), mode="bilinear",
                               align_corners=False, antialias=True)
