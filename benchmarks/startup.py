@@ -1,10 +1,13 @@
 """Start-up: seconds from process start to PE iteration 0 of the demo config, through the real CLI.
 
-    python benchmarks/startup.py --repeats 3 [--config configs/X.yaml] [CLI overrides ...]
+    python benchmarks/startup.py --repeats 3 [--config configs/X.yaml] [--atlas-cache cold] [CLI overrides ...]
 
 Each repeat starts ``python -m pe_lightning fit --config configs/mnist_drawtext.yaml`` (W&B
 offline, the full demo: T = 4, N = 2,000) in a fresh process with its output root in a
-temporary folder. A probe callback (:class:`StartupProbe`, added with
+temporary folder and a fresh private side. DrawText's glyph atlas is read from the user's
+public cache (``--atlas-cache warm``, the default: a run after the first, the cache is built by
+the first repeat when missing) or built (``--atlas-cache cold``: an empty cache folder per
+repeat, as the very first run on a machine). A probe callback (:class:`StartupProbe`, added with
 ``--trainer.callbacks+=``) records the wall clock at each milestone, and the parent measures
 from just before it starts the process, so interpreter start and every import are included.
 Prints one JSON line per repeat and one with the medians and the best of the repeats (``best_*``),
@@ -71,7 +74,7 @@ class StartupProbe(PopulationCallback):
         self._mark("fit_end")
 
 
-def measure_once(*, config: Path, extra: list[str]) -> dict[str, float]:
+def measure_once(*, config: Path, extra: list[str], cold_atlas: bool = False) -> dict[str, float]:
     """One fresh process: seconds from just before its start to each milestone."""
     with tempfile.TemporaryDirectory(prefix="pe_startup_") as tmp:
         probe = Path(tmp) / "probe.json"
@@ -79,6 +82,8 @@ def measure_once(*, config: Path, extra: list[str]) -> dict[str, float]:
         env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=os.pathsep.join(
             p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p))
         env.setdefault("PE_LIGHTNING_PRIVATE_DIR", str(Path(tmp) / "private"))
+        if cold_atlas:
+            env["PE_LIGHTNING_CACHE_DIR"] = str(Path(tmp) / "public_cache")
         cmd = [sys.executable, "-m", "pe_lightning", "fit", "--config", str(config),
                f"--trainer.default_root_dir={Path(tmp) / 'out'}", f"--trainer.callbacks+={callback}", *extra]
         start = time.time()
@@ -99,16 +104,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mnist_drawtext.yaml")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--atlas-cache", choices=("warm", "cold"), default="warm",
+                        help="warm: the user's glyph atlas cache (built by the first run); cold: an empty one per repeat")
     args, extra = parser.parse_known_args()  # the rest goes to the CLI, e.g. --trainer.logger=false
     rows = []
     for repeat in range(args.repeats):
-        row = measure_once(config=args.config, extra=extra)
+        row = measure_once(config=args.config, extra=extra, cold_atlas=args.atlas_cache == "cold")
         rows.append(row)
         print(json.dumps({"benchmark": "startup_repeat", "repeat": repeat, **row}), flush=True)
     median = {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]}
     best = {f"best_{k}": round(min(r[k] for r in rows), 3) for k in rows[0]}  # on a shared machine, best-of-n
     print(json.dumps({"benchmark": "startup", "workload": f"python -m pe_lightning fit --config {args.config.name}",
-                      "repeats": args.repeats, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
+                      "repeats": args.repeats, "atlas_cache": args.atlas_cache, "cpus": os.cpu_count(),
+                      "load_average": os.getloadavg()[0],
                       **median, **best}), flush=True)
 
 

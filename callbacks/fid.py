@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from copy import deepcopy
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics import Metric
 
 from pe_lightning.callbacks.base import PopulationCallback
 from pe_lightning.callbacks.fid_reference import FIDReference
@@ -35,8 +36,50 @@ class EmbeddingFeature(nn.Module):
         return self.embedding.embed(images.cpu(), batch_size=self.batch_size).to(images.device)
 
 
-class _FrechetFromSums(FrechetInceptionDistance):
-    """torchmetrics' FID states (feature sums, summed over DDP ranks), distance from :func:`frechet_distance`."""
+class _FrechetFromSums(Metric):
+    """Feature sums of real and fake images (summed over DDP ranks), distance from :func:`frechet_distance`.
+
+    The states, ``update`` and ``reset(keep real)`` of torchmetrics' ``FrechetInceptionDistance``
+    (``reset_real_features=False``) with a custom feature network, the same float64 arithmetic,
+    without importing ``torchmetrics.image``, which imports every image and functional metric and
+    with them torchvision, transformers and scipy.signal (start-up, issue 25).
+
+    Args:
+        feature: the feature network; uint8 ``(N, H, W, C)`` in, ``(N, feature.num_features)`` out.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, *, feature: EmbeddingFeature) -> None:
+        super().__init__()
+        self.feature = feature
+        dim = int(feature.num_features)
+        for side in ("real", "fake"):
+            self.add_state(f"{side}_features_sum", torch.zeros(dim).double(), dist_reduce_fx="sum")
+            self.add_state(f"{side}_features_cov_sum", torch.zeros((dim, dim)).double(), dist_reduce_fx="sum")
+            self.add_state(f"{side}_features_num_samples", torch.tensor(0).long(), dist_reduce_fx="sum")
+
+    def update(self, imgs: torch.Tensor, real: bool) -> None:
+        """Add the features of ``imgs`` (uint8 ``(N, H, W, C)``) to the real or the fake sums."""
+        features = self.feature(imgs)
+        self.orig_dtype = features.dtype
+        features = features.double()
+        if features.dim() == 1:
+            features = features.unsqueeze(0)
+        side = "real" if real else "fake"
+        getattr(self, f"{side}_features_sum").add_(features.sum(dim=0))
+        getattr(self, f"{side}_features_cov_sum").add_(features.t().mm(features))
+        getattr(self, f"{side}_features_num_samples").add_(imgs.shape[0])
+
+    def reset(self) -> None:
+        """Reset the fake states; the real ones are kept (set once by :meth:`set_real_statistics`)."""
+        kept = {name: deepcopy(getattr(self, name)) for name in
+                ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")}
+        super().reset()
+        for name, value in kept.items():
+            setattr(self, name, value)
 
     def set_real_statistics(self, *, mu: np.ndarray, cov: np.ndarray, count: int, owner: bool) -> None:
         """Real states from ``(mu, cov, count)``: the sums on the ``owner`` rank, zeros on the others (summed on sync)."""
@@ -155,7 +198,7 @@ class FIDCallback(PopulationCallback):
         mu, cov, count = self.reference.statistics(trainer, pl_module, self.feature, key=f"FIDCallback {self.key}",
                                                    batch_size=self.batch_size)
         module = EmbeddingFeature(self.feature, num_features=len(mu), batch_size=self.batch_size)
-        self.metric = _FrechetFromSums(feature=module, reset_real_features=False).to(pl_module.device)
+        self.metric = _FrechetFromSums(feature=module).to(pl_module.device)
         self.metric.set_real_statistics(mu=mu, cov=cov, count=count, owner=trainer.global_rank == 0)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

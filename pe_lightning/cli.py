@@ -19,8 +19,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from jsonargparse import ArgumentError
-from lightning.pytorch.cli import LightningCLI
+from pe_lightning.lazy_torchmetrics import install as _install_light_torchmetrics
+
+_install_light_torchmetrics()  # before Lightning imports torchmetrics: its metric modules load on first use
+
+from jsonargparse import ArgumentError  # noqa: E402
+from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import pe_lightning  # noqa: F401  - registers the classes for class_path resolution
 from pe_lightning.atomic import remove_stale_temporaries

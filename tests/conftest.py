@@ -10,6 +10,15 @@ if "PE_LIGHTNING_PRIVATE_DIR" not in os.environ:
     import tempfile
 
     os.environ["PE_LIGHTNING_PRIVATE_DIR"] = tempfile.mkdtemp(prefix="pe_lightning_private_")
+# The public cache (DrawText's glyph atlases, about 110 MB at the demo's size) too: one per test
+# session, shared by its tests, removed at the end.
+if "PE_LIGHTNING_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["PE_LIGHTNING_CACHE_DIR"] = tempfile.mkdtemp(prefix="pe_lightning_public_")
+    atexit.register(shutil.rmtree, os.environ["PE_LIGHTNING_CACHE_DIR"], ignore_errors=True)
 
 
 import pytest  # noqa: E402 - after the environment above

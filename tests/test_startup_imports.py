@@ -14,12 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("torch", "lightning", "numpy", "torchvision", "torchmetrics", "transformers", "wandb", "scipy")
 #: Not needed by the demo (DrawText, pixel embedding, MNIST, W&B): GPU models, other data sources and simulators.
 NOT_FOR_THE_DEMO = ("diffusers", "datasets", "sklearn", "open_clip", "python_avatars", "resvg_py", "litserve", "accelerate")
+#: Nor what ``import torchmetrics`` would import for metrics the demo does not use (pe_lightning/lazy_torchmetrics.py):
+#: torchvision's models, transformers, scipy.signal, torch-fidelity, torchmetrics' own metric packages.
+NOT_FOR_THE_DEMO_MODULES = ("torchvision", "transformers", "scipy.signal", "torch_fidelity", "torchmetrics.functional",
+                            "torchmetrics.image", "torchmetrics.classification", "torchmetrics.text")
 
 
-def _loaded(code: str, tmp_path: Path) -> list[str]:
-    """Top-level names of the modules loaded after running ``code`` in a fresh interpreter."""
+def _loaded(code: str, tmp_path: Path, *, full_names: bool = False) -> list[str]:
+    """Top-level names (or, with ``full_names``, the full names) of the modules loaded after running ``code`` in a fresh interpreter."""
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
-    probe = code + "\nimport sys, json\nprint('MODULES:' + json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    names = "set(sys.modules)" if full_names else "{m.split('.')[0] for m in sys.modules}"
+    probe = code + f"\nimport sys, json\nprint('MODULES:' + json.dumps(sorted({names})))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     (line,) = [x for x in out.stdout.splitlines() if x.startswith("MODULES:")]
@@ -48,6 +53,34 @@ def test_the_demo_loads_no_gpu_model_or_other_data_source(tmp_path):
         " '--model.init_args.approx_private_size=120', '--model.init_args.lookahead_degree=2',"
         " '--data.init_args.num_private=120'])\n"
     )
-    loaded = _loaded(code, tmp_path)
-    assert {"torch", "lightning", "pe_lightning"} <= set(loaded)  # the probe saw the run
-    assert not set(NOT_FOR_THE_DEMO) & set(loaded), sorted(set(NOT_FOR_THE_DEMO) & set(loaded))
+    loaded = _loaded(code, tmp_path, full_names=True)
+    assert {"torch", "lightning", "pe_lightning", "torchmetrics", "pe_lightning.callbacks.fid"} <= set(loaded)  # the probe saw the run
+    top = {m.split(".")[0] for m in loaded}
+    assert not set(NOT_FOR_THE_DEMO) & top, sorted(set(NOT_FOR_THE_DEMO) & top)
+    assert not set(NOT_FOR_THE_DEMO_MODULES) & set(loaded), sorted(set(NOT_FOR_THE_DEMO_MODULES) & set(loaded))
+
+
+def test_the_cli_imports_torchmetrics_light_and_completes_it_on_first_use(tmp_path):
+    """Lightning gets torchmetrics' Metric classes; any other name runs the package's whole __init__, as a plain import."""
+    code = (
+        "import sys, logging\nimport pe_lightning.cli\nimport torchmetrics\n"
+        "from lightning.pytorch.core.module import Metric, MetricCollection\n"
+        "assert Metric is torchmetrics.Metric and MetricCollection is torchmetrics.MetricCollection\n"
+        "assert 'torchmetrics.functional' not in sys.modules and 'torchvision' not in sys.modules\n"
+        "from torchmetrics.classification import MulticlassAccuracy\n"  # a submodule imports as usual meanwhile
+        "from pe_lightning.lazy_torchmetrics import is_complete\nassert not is_complete()\n"
+        "assert torchmetrics.Accuracy.__name__ == 'Accuracy' and is_complete()\n"
+        "assert torchmetrics.classification.MulticlassAccuracy is MulticlassAccuracy\n"
+        "assert len(logging.getLogger('torchmetrics').handlers) == 1\n"
+        "print('NAMES:' + ','.join(sorted(n for n in vars(torchmetrics) if not n.startswith('__'))))\n"
+    )
+    plain = "import torchmetrics\nprint('NAMES:' + ','.join(sorted(n for n in vars(torchmetrics) if not n.startswith('__'))))\n"
+
+    def names(source: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+        (line,) = [x for x in out.stdout.splitlines() if x.startswith("NAMES:")]
+        return line[len("NAMES:"):].split(",")
+
+    assert names(code) == names(plain)

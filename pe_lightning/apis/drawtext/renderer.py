@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pe_lightning.apis.drawtext.atlas import build_atlas
+from pe_lightning.apis.drawtext.atlas_cache import load_or_build
 
 __all__ = ["GlyphRenderer"]
 
@@ -37,13 +38,13 @@ class GlyphRenderer:
         return tuple(float(v) for v in np.linspace(lo, hi, self.num_stroke_levels))
 
     def _ensure_cache(self) -> dict:
-        """Build (once) the glyph atlas: tiles ``(K * L * B, 1, T, T)`` and their metadata."""
+        """Build (once; or read from disk) the glyph atlas: tiles ``(K * L * B, 1, T, T)`` and their metadata."""
         key = (tuple(self.font_paths), tuple(self.texts), self.stroke_mode, self.stroke_levels, self.glyph_px,
                self._oversample)
         if self._cache is None or self._cache_key != key:
-            self._cache = build_atlas(
-                *key, image_size=self.image_size, size_range=self.ranges["size"], aspect_range=self.ranges["aspect"],
-                blur_range=self.ranges["blur"], num_blur_levels=self.num_blur_levels,
+            self._cache = load_or_build(  # read from the on-disk atlas cache when it is there (atlas_cache.py)
+                build_atlas, *key, image_size=self.image_size, size_range=self.ranges["size"],
+                aspect_range=self.ranges["aspect"], blur_range=self.ranges["blur"], num_blur_levels=self.num_blur_levels,
             )
             self._cache_key = key
         if self._cache["tiles"].device != self.device:
