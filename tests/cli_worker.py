@@ -110,8 +110,9 @@ class CLIWorker:
             timeout: float = 900) -> subprocess.CompletedProcess:
         """Runs ``python -m pe_lightning <argv>`` in the worker; stdout holds the command's stdout and stderr together.
 
-        ``check``: assert that it exited with status 0 (the message ends with its output). A worker that dies (or does not answer within ``timeout`` seconds) is killed and counts as a failed
-        command (returncode -9 or its own), and the next command starts a fresh one.
+        ``check``: assert that it exited with status 0 (the message ends with its output). A worker that
+        dies (or does not answer within ``timeout`` seconds) is killed and counts as a failed command
+        (returncode -9 or its own), and the next command starts a fresh one.
         """
         with self.lock:
             self.count += 1
