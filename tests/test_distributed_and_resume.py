@@ -82,9 +82,12 @@ def ledger(out: Path) -> dict:
     return ledger_state(out)["ledger"]
 
 
-def fit(cli_worker, config: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m pe_lightning fit --config <config> <args>`` in the session's CLI process (tests/cli_worker.py); must succeed."""
-    return cli_worker.run(["fit", "--config", str(config), *args], cwd=cwd, check=True)
+def fit(cli_worker, config: Path, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m pe_lightning fit --config <config> <args>`` in the session's CLI process (tests/cli_worker.py).
+
+    ``check``: it must succeed. For runs that are not SIGKILLed, given a fault or started with DDP (``run_cli``).
+    """
+    return cli_worker.run(["fit", "--config", str(config), *args], cwd=cwd, check=check)
 
 
 def test_ddp_on_two_processes_gives_the_same_votes_and_population_as_one(tmp_path, cli_worker):

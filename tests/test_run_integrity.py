@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from test_distributed_and_resume import cli_env, run_cli, write_config
+from test_distributed_and_resume import cli_env, fit, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -48,10 +48,6 @@ def temporaries(folder: Path) -> list[Path]:
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("python -m pe_lightning: error")]
 
-
-def fit(cli_worker, config: Path, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """``python -m pe_lightning fit --config <config> <args>`` in the session's CLI process (tests/cli_worker.py)."""
-    return cli_worker.run(["fit", "--config", str(config), *args], cwd=cwd, check=check)
 
 
 @pytest.fixture(scope="module")

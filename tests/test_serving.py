@@ -34,7 +34,7 @@ from pe_lightning.serving.protocol import (
     encode_response,
 )
 
-from test_distributed_and_resume import load_final, run_cli  # the fit CLI in a subprocess (PYTHONPATH=tests)
+from test_distributed_and_resume import fit, load_final, run_cli  # the fit CLI: in the session's CLI process, in a subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = ROOT / "configs" / "serve" / "mnist_drawtext.yaml"
@@ -330,11 +330,6 @@ def assert_same_population(a: dict, b: dict) -> None:
 def remote_api(*urls: str) -> dict:
     return {"class_path": "pe_lightning.apis.RemoteImageAPI",
             "init_args": {"urls": list(urls), "image_size": 28, "expect_api": "pe_lightning.apis.DrawText"}}
-
-
-def fit(cli_worker, config: Path, *args: str, cwd: Path):
-    """``python -m pe_lightning fit --config <config> <args>`` in the session's CLI process (tests/cli_worker.py); must succeed."""
-    return cli_worker.run(["fit", "--config", str(config), *args], cwd=cwd, check=True)
 
 
 def recorded(server) -> list[Path]:
