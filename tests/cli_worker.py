@@ -12,9 +12,9 @@ working folder, with its environment applied (and the previous environment, ``sy
 working folder and ``sys.path`` restored afterwards), its stdout and stderr (file descriptors 1
 and 2, so C-level output too) written to its log file, and its exit status reported back.
 
-Protocol (one JSON object per line): the test writes ``{"argv": [...], "cwd": str, "env": {...},
-"log": str}`` to the worker's stdin; the worker answers ``{"returncode": int}`` on its own
-answer channel (the stdout it started with). Run as ``python tests/cli_worker.py``.
+Protocol (one JSON object per line): the test writes ``{"id": int, "argv": [...], "cwd": str,
+"env": {...}, "log": str}`` to the worker's stdin; the worker answers ``{"id": int, "returncode": int}``
+on its own answer channel (the stdout it started with). Run as ``python tests/cli_worker.py``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def serve() -> None:
             finally:
                 os.dup2(original_out, 1)
                 os.dup2(original_err, 2)
-        answers.write(json.dumps({"returncode": code}) + "\n")
+        answers.write(json.dumps({"id": job.get("id"), "returncode": code}) + "\n")
 
 
 class CLIWorker:
@@ -118,16 +118,29 @@ class CLIWorker:
             self.count += 1
             log = self.log_dir / f"{self.count:03d}.log"
             process = self._start()
-            job = {"argv": [str(a) for a in argv], "cwd": str(cwd), "env": dict(env or {}), "log": str(log)}
+            job = {"id": self.count, "argv": [str(a) for a in argv], "cwd": str(cwd), "env": dict(env or {}),
+                   "log": str(log)}
             answer: list[str] = []
+
+            def read_answer() -> None:  # skips the answer to an earlier command whose caller gave up (a test timeout)
+                while True:
+                    line = process.stdout.readline()
+                    if not line.strip() or json.loads(line).get("id") == job["id"]:
+                        answer.append(line)
+                        return
+
             try:
                 process.stdin.write(json.dumps(job) + "\n")
                 process.stdin.flush()
-                reader = threading.Thread(target=lambda: answer.append(process.stdout.readline()), daemon=True)
+                reader = threading.Thread(target=read_answer, daemon=True)
                 reader.start()
                 reader.join(timeout)
             except BrokenPipeError:
                 pass
+            except BaseException:  # the test gave up (a pytest timeout, ^C): no worker left busy with its command
+                process.kill()
+                process.wait()
+                raise
             if answer and answer[0].strip():
                 code = json.loads(answer[0])["returncode"]
             else:  # died or hung: not a usable worker any more
