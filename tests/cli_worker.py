@@ -53,6 +53,7 @@ def _run_one(job: dict) -> int:
         traceback.print_exc()
         code = 1
     finally:
+        _finish_wandb_run()
         sys.stdout.flush()
         sys.stderr.flush()
         os.environ.clear()
@@ -60,6 +61,16 @@ def _run_one(job: dict) -> int:
         sys.argv, sys.path[:] = saved_argv, saved_path
         os.chdir(saved_cwd)
     return code
+
+
+def _finish_wandb_run() -> None:
+    """Ends a W&B run the command left open, as the exit of ``python -m`` does (wandb's exit hook)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        try:
+            wandb.finish()
+        except Exception:  # noqa: BLE001 - reported in the command's log, as an exit hook's error would be
+            traceback.print_exc()
 
 
 def serve() -> None:
