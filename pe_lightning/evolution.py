@@ -6,8 +6,9 @@ does the work. ``on_fit_start``: noise key, private embeddings, RANDOM populatio
 votes. ``on_train_epoch_end``: sigma from the run's noise-multiplier source (the
 ``PrivacyAccountant``) or the explicit one, the DP release, selection and variation.
 Callbacks are found by the core's hook contract (:mod:`pe_lightning.engine.hooks`) and
-read the run through :attr:`PrivateEvolution.run`; the two Lightning workarounds are in
-:mod:`pe_lightning.lightning_compat`.
+read the run through :attr:`PrivateEvolution.run` (:mod:`pe_lightning.run_publishing`); the
+checkpoint state and the run fingerprint are :mod:`pe_lightning.run_checkpoint`'s; the two
+Lightning workarounds are in :mod:`pe_lightning.lightning_compat`.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from pe_lightning.apis.base import ImageAPI
 from pe_lightning.atomic import check_writable
+from pe_lightning.channels import check_channels
 from pe_lightning.checkpoints import save_as_last
 from pe_lightning.data.base import PrivateImageDataModule
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.engine.class_sizes import check_configured_counts, class_sizes, resolve_size_schedule
 from pe_lightning.engine.core import PEEngine
 from pe_lightning.engine.hooks import FixedNoiseMultiplier, NotPrivateWarning, require_noise_multiplier
-from pe_lightning.engine.noise_keys import NoiseKeyLostWarning, obtain_noise_key, recorded_secret_key_id
+from pe_lightning.engine.noise_keys import NoiseKeyLostWarning, recorded_secret_key_id
 from pe_lightning.engine.scratch import ScratchSpace
 from pe_lightning.engine.settings import EngineSettings
 from pe_lightning.engine.sharding import ProcessGroupCollective
@@ -37,11 +39,9 @@ from pe_lightning.engine_attribute import EngineAttribute
 from pe_lightning.evaluation import SavedRunEvaluation
 from pe_lightning.lightning_compat import count_iteration_as_step, skip_ddp_wrapping
 from pe_lightning.noise import NOISE_MODES, NoiseKey
-from pe_lightning.private_dir import check_private_side
 from pe_lightning.private_policy import PrivateSidePolicy, check_private_data
-from pe_lightning.private_side import public_loop_state
 from pe_lightning.resume import start_resumed
-from pe_lightning.run_fingerprint import check_resume, run_fingerprint
+from pe_lightning.run_checkpoint import RunCheckpointing
 from pe_lightning.run_identity import agree_run_id, resolve_output_dir
 from pe_lightning.run_log import RunLog
 from pe_lightning.run_publishing import RunPublishing
@@ -54,19 +54,7 @@ __all__ = ["PrivateEvolution", "NotPrivateWarning", "NoiseKeyLostWarning"]
 warnings.filterwarnings("ignore", message=r".*configure_optimizers.* returned `None`", category=UserWarning)
 
 
-def _check_channels(*, api: ImageAPI, data: PrivateImageDataModule) -> None:
-    """Refuse an API that makes images with another channel count than the private ones (before any spend)."""
-    made, private = getattr(api, "channels", None), int(data.private_images.shape[-1])
-    if made is not None and int(made) != private:
-        kind = {1: "grayscale", 3: "RGB"}
-        raise ValueError(
-            f"the private images have {private} channel(s) ({kind.get(private, '?')}) but {type(api).__name__} makes "
-            f"{made}-channel images: set the API's channels to {private} (model.init_args.api.init_args.channels) or "
-            f"the data module's channels to {made} (data.init_args.channels)"
-        )
-
-
-class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
+class PrivateEvolution(RunPublishing, RunCheckpointing, SavedRunEvaluation, pl.LightningModule):
     """Private Evolution as a LightningModule (settings checked by :class:`~pe_lightning.engine.EngineSettings`).
 
     Args:
@@ -259,7 +247,7 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
             )
         dm = self._datamodule()
         dm.setup("fit")
-        _check_channels(api=self.api, data=dm)
+        check_channels(api=self.api, data=dm)
         class_names = list(dm.class_names)
         present = check_private_data(dm, class_names=class_names, privacy_unit=self.engine.settings.privacy_unit)
         sizes = class_sizes(
@@ -306,14 +294,12 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
         return [self.trainer.default_root_dir, self.resolved_output_dir]
 
     def _setup_noise_key(self, collective: ProcessGroupCollective) -> None:
-        """The run id (public) and the noise key (:func:`~pe_lightning.engine.noise_keys.obtain_noise_key`)."""
+        """The run id (public) and the noise key (:meth:`~pe_lightning.private_policy.PrivateSidePolicy.noise_key`)."""
         self.run_id = agree_run_id(self.run_id, collective=collective)
-        path = self.private_policy.noise_key_path(self.run_id)
-        if self.noise == "secret" and self.trainer.is_global_zero:
-            check_private_side(path, output_roots=self._output_roots(), what="noise_key_file")
-        self._noise_key = obtain_noise_key(mode=self.noise, seed=self.seed, path=path, run_id=self.run_id,
-                                           recorded_key_id=recorded_secret_key_id(self.noise_record),
-                                           collective=collective, info=rank_zero_info)
+        self._noise_key = self.private_policy.noise_key(
+            mode=self.noise, seed=self.seed, run_id=self.run_id, recorded_key_id=recorded_secret_key_id(self.noise_record),
+            output_roots=self._output_roots(), check_location=self.trainer.is_global_zero, collective=collective,
+            info=rank_zero_info)
 
     # ---------------------------------------------------------------- the loop
     def on_train_epoch_start(self) -> None:
@@ -351,37 +337,3 @@ class PrivateEvolution(RunPublishing, SavedRunEvaluation, pl.LightningModule):
 
     def teardown(self, stage: str) -> None:
         self.engine.close()  # scratch files are working state
-
-    # ------------------------------------------------------------ checkpoint
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # The run id is public (it names the key file); the key itself is never checkpointed.
-        checkpoint["private_evolution"] = {**self.engine.state_dict(), "run_id": self.run_id, "metrics": self._log.state_dict(),
-                                           "run_fingerprint": self.fingerprint()}
-        public_loop_state(checkpoint, iteration=self.engine.iteration)  # no count of voting batches (docs/privacy.md)
-
-    def fingerprint(self, datamodule: PrivateImageDataModule | None = None) -> dict:
-        """What this run's ledger depends on, public configuration only (:func:`~pe_lightning.run_fingerprint.run_fingerprint`).
-
-        Args:
-            datamodule: the private data module (default: the trainer's).
-        """
-        return run_fingerprint(datamodule=datamodule or self._datamodule(), api=self.api, embedding=self.embedding,
-                               num_samples=self.configured_sizes(), privacy_unit=self.engine.settings.privacy_unit)
-
-    def configured_sizes(self) -> dict:
-        """The population sizes as the user configured them (the run fingerprint's ``num_samples``)."""
-        return {"per_class": self._configured_counts, "schedule": self._size_schedule,
-                "from_private_labels": bool(self.counts_from_private_labels)}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("private_evolution")
-        if state is None:
-            raise ValueError("checkpoint has no 'private_evolution' state: it was not written by PrivateEvolution")
-        # The checkpoint's sigma is never adopted: a resumed run spends budget only with the
-        # sigma its noise-multiplier source states (or an explicit one); on_fit_start refuses otherwise.
-        if self.trainer.state.fn == "fit":  # refuse another data set or configuration than the ledger's
-            self._accepted_changes = check_resume(state.get("run_fingerprint"), self.fingerprint(),
-                                                  accept_changes=self.accept_changed_resume)
-        self.engine.load_state_dict(state)
-        self.run_id = state.get("run_id")
-        self._log.load_state_dict(state.get("metrics", {}))  # public: what was logged

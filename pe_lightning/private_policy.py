@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from pe_lightning.embedding_cache import EmbeddingCache
-from pe_lightning.noise import NoiseKeyStore
+from pe_lightning.noise import NoiseKey, NoiseKeyStore
 from pe_lightning.private_dir import check_private_side, resolve_private_dir
 
 __all__ = ["PrivateSidePolicy", "check_private_data"]
@@ -47,6 +47,30 @@ class PrivateSidePolicy:
         if self.noise_key_file:
             return Path(self.noise_key_file).expanduser()
         return NoiseKeyStore(self.private_dir / "noise_keys").path(run_id)
+
+    def noise_key(
+        self, *, mode: str, seed: int, run_id: str, recorded_key_id: str | None, output_roots: Iterable[str | Path],
+        check_location: bool, collective: Any, info: Callable[[str], None] = print,
+    ) -> NoiseKey:
+        """Run ``run_id``'s noise key (:func:`~pe_lightning.engine.noise_keys.obtain_noise_key`), every rank calls it.
+
+        Args:
+            mode: ``"secret"`` or ``"seeded"`` (:data:`~pe_lightning.noise.NOISE_MODES`).
+            seed: the public seed (the ``seeded`` mode's key).
+            run_id: the run's public id (names the key file).
+            recorded_key_id: the id of the secret key the run's noise record used last (resume).
+            output_roots: where the key file must not be.
+            check_location: refuse a ``secret`` key file inside an output root (rank 0).
+            collective: shares rank 0's key with every rank.
+            info: where the lines saying what happened go.
+        """
+        from pe_lightning.engine.noise_keys import obtain_noise_key
+
+        path = self.noise_key_path(run_id)
+        if mode == "secret" and check_location:
+            check_private_side(path, output_roots=output_roots, what="noise_key_file")
+        return obtain_noise_key(mode=mode, seed=seed, path=path, run_id=run_id, recorded_key_id=recorded_key_id,
+                                collective=collective, info=info)
 
     def embedding_cache(self, *, output_roots: Iterable[str | Path]) -> EmbeddingCache | None:
         """The private-embedding cache (``None`` when off), refused inside an output root."""

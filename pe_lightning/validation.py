@@ -11,7 +11,7 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["check_int", "check_real", "is_int", "is_number"]
+__all__ = ["check_int", "check_positive", "check_real", "is_int", "is_number"]
 
 
 def is_int(value: Any) -> bool:
@@ -39,3 +39,10 @@ def check_real(name: str, value: Any) -> float:
     if math.isnan(value):
         raise ValueError(f"{name} must not be NaN")
     return value
+
+
+def check_positive(name: str, value: Any, *, integer: bool = False, zero: bool = False) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` is a finite number (an int if ``integer``) > 0 (>= 0 if ``zero``)."""
+    ok = (is_int(value) if integer else is_number(value)) and math.isfinite(value) and (value >= 0 if zero else value > 0)
+    if not ok:
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {'>= 0' if zero else '> 0'}, got {value!r}")

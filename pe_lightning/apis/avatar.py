@@ -203,7 +203,8 @@ class Avatar(ImageAPI):
 
     # ------------------------------------------------------------------ APIs
 
-    def _check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+    def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Labels in ``[0, len(class_names))`` (``>= 0`` without class names); sets the API up on first use."""
         if self._allowed is None:
             self.setup(class_names=self.class_names)
         limit = len(self._allowed) if self.class_names else None
@@ -228,7 +229,7 @@ class Avatar(ImageAPI):
                 out[attribute][rows] = value
         return out
 
-    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+    def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM_API: draw every attribute from the sample's class options and render.
 
         Args:
@@ -238,19 +239,14 @@ class Avatar(ImageAPI):
         Returns:
             uint8 ``(N, image_size, image_size, channels)`` and one int64 ``(N,)`` condition per attribute.
         """
-        conditions = self._draw(self._check_labels(labels), generator)
+        conditions = self._draw(labels, generator)
         return APIOutput(images=self.render(conditions), conditions=conditions)
 
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
-        """VARIATION_API: redraw each attribute with probability ``degree`` and render.
+        """VARIATION_API: redraw each attribute with probability ``degree`` and render (checked by :meth:`ImageAPI.variation`).
 
         Args:
             images: uint8 ``(N, image_size, image_size, channels)``; only the shape is used.
@@ -262,9 +258,7 @@ class Avatar(ImageAPI):
         Returns:
             ``N`` images and their conditions, in input order.
         """
-        self.validate_degree(degree)
-        n = self.check_input_images(images)
-        labels = self._check_labels(labels, n)
+        n = images.shape[0]
         old = self._check_conditions(conditions, n)
         fresh = self._draw(labels, generator)
         redraw = torch.rand((len(ATTRIBUTES), n), generator=generator, dtype=torch.float64,

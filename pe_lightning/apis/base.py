@@ -138,9 +138,38 @@ class ImageAPI(ABC):
             )
         return images.shape[0]
 
-    @abstractmethod
+    def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+        """The class labels of a call, checked and as int64 ``(N,)`` (:func:`check_api_labels`).
+
+        The default only asks for integers ``>= 0``; APIs that know their classes bound them.
+
+        Args:
+            labels: one class index per sample.
+            n: the required length (VARIATION: the number of input images).
+        """
+        return check_api_labels(labels, n=n)
+
+    def check_ready(self, call: str) -> None:
+        """Raise ``RuntimeError`` unless what ``call`` (``"random"`` or ``"variation"``) needs is set up.
+
+        The default has nothing to load.
+        """
+
+    def check_variation_degree(self, degree: float) -> float:
+        """VARIATION's ``degree`` at call time, checked (:meth:`validate_degree`) and as a float."""
+        self.validate_degree(degree)
+        return float(degree)
+
+    def check_variation_images(self, images: np.ndarray) -> np.ndarray:
+        """VARIATION's ``images``, checked against :attr:`image_shape` (:meth:`check_input_images`)."""
+        self.check_input_images(images)
+        return images
+
     def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM_API: draw ``len(labels)`` fresh samples.
+
+        A template: the arguments are checked here (:meth:`check_ready`,
+        :meth:`check_labels`), then the API's :meth:`_random` makes the samples.
 
         Args:
             labels: int64 array ``(N,)``, the private class each sample is drawn for
@@ -150,8 +179,9 @@ class ImageAPI(ABC):
         Returns:
             ``N`` images and their API conditions.
         """
+        self.check_ready("random")
+        return self._random(labels=self.check_labels(labels), generator=generator)
 
-    @abstractmethod
     def variation(
         self,
         *,
@@ -163,6 +193,10 @@ class ImageAPI(ABC):
     ) -> APIOutput:
         """VARIATION_API: one variation of each input sample.
 
+        A template: the arguments are checked here, once, in this order
+        (:meth:`check_variation_degree`, :meth:`check_ready`, :meth:`check_variation_images`,
+        :meth:`check_labels`), then the API's :meth:`_variation` makes the variations.
+
         Args:
             images: uint8 ``(N, H, W, C)``.
             conditions: API conditions of the inputs (as returned by a previous call).
@@ -172,4 +206,28 @@ class ImageAPI(ABC):
 
         Returns:
             ``N`` images and their API conditions, in input order.
+        """
+        degree = self.check_variation_degree(degree)
+        self.check_ready("variation")
+        images = self.check_variation_images(images)
+        labels = self.check_labels(labels, images.shape[0])
+        return self._variation(images=images, conditions=conditions, labels=labels, degree=degree, generator=generator)
+
+    @abstractmethod
+    def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+        """The API's RANDOM on checked arguments: ``labels`` int64 ``(N,)`` from :meth:`check_labels`."""
+
+    @abstractmethod
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
+        generator: torch.Generator,
+    ) -> APIOutput:
+        """The API's VARIATION on checked arguments.
+
+        Args:
+            images: uint8 ``(N, *image_shape)`` (:meth:`check_variation_images`).
+            conditions: the inputs' conditions, unchecked (each API checks those it reads).
+            labels: int64 ``(N,)`` (:meth:`check_labels`).
+            degree: a valid degree, as a float (:meth:`check_variation_degree`).
+            generator: the only source of randomness.
         """

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 from pe_lightning.apis.base import APIOutput, ImageAPI, check_api_labels
-from pe_lightning.apis.http_pool import RemoteAPIError, ServerPool, UsageMeter, _positive, check_urls
+from pe_lightning.apis.http_pool import RemoteAPIError, ServerPool, UsageMeter, check_urls
 from pe_lightning.apis.response_cache import ResponseCache, request_key
+from pe_lightning.validation import check_positive
 
 __all__ = ["HostedImageAPI"]
 
@@ -93,16 +94,16 @@ class HostedImageAPI(ImageAPI):
             raise ValueError(f"prompts must be a mapping class name -> prompt or a list in label order, got {prompts!r}")
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-        _positive("image_size", image_size, integer=True)
-        _positive("images_per_request", images_per_request, integer=True)
+        check_positive("image_size", image_size, integer=True)
+        check_positive("images_per_request", images_per_request, integer=True)
         if images_per_request > 10:
             raise ValueError(f"images_per_request must be at most 10 (the API's n), got {images_per_request}")
         if max_images is not None:
-            _positive("max_images", max_images, integer=True, zero=True)
-        _positive("max_concurrency", max_concurrency, integer=True)
-        _positive("timeout_s", timeout_s)
-        _positive("retries", retries, integer=True, zero=True)
-        _positive("backoff_s", backoff_s, zero=True)
+            check_positive("max_images", max_images, integer=True, zero=True)
+        check_positive("max_concurrency", max_concurrency, integer=True)
+        check_positive("timeout_s", timeout_s)
+        check_positive("retries", retries, integer=True, zero=True)
+        check_positive("backoff_s", backoff_s, zero=True)
         self.model, self.prompts, self.prompt_template, self.size = model, prompts, prompt_template, size
         self.image_size, self.channels = int(image_size), int(channels)
         self.image_shape = (self.image_size, self.image_size, self.channels)
@@ -169,10 +170,12 @@ class HostedImageAPI(ImageAPI):
         return self.meter.take()
 
     # ------------------------------------------------------------------ calls
-    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+    def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Labels in ``[0, len(class_names))`` (``>= 0`` without class names)."""
+        return check_api_labels(labels, n=n, limit=len(self.class_names) if self.class_names else None, what="the class_names")
+
+    def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM: generation requests of at most ``images_per_request`` images, each with its class's prompt."""
-        labels = check_api_labels(labels, limit=len(self.class_names) if self.class_names else None,
-                                  what="the class_names")
         jobs = []  # (positions, prompt, seed)
         for label in np.unique(labels):
             positions = np.flatnonzero(labels == label)
@@ -187,19 +190,12 @@ class HostedImageAPI(ImageAPI):
         self.meter.add(seconds=time.perf_counter() - started)
         return APIOutput(images=images, conditions={})
 
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
         """VARIATION: one variation request per input image (``degree`` is validated, not sent: see the class)."""
-        self.validate_degree(degree)
-        n = self.check_input_images(images)
-        check_api_labels(labels, n=n, limit=len(self.class_names) if self.class_names else None, what="the class_names")
+        n = images.shape[0]
         seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
         started = time.perf_counter()
         results = self.pool.map(lambda i: self._vary(images[i], seed=seeds[i]), range(n))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import email.utils
 import itertools
 import json
-import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,13 +58,6 @@ def check_urls(urls: Sequence[str], *, field_name: str = "urls") -> list[str]:
     if len(set(out)) != len(out):
         raise ValueError(f"{field_name} lists a server twice: {urls!r}")
     return out
-
-
-def _positive(name: str, value: Any, *, integer: bool = False, zero: bool = False) -> None:
-    kind = int if integer else (int, float)
-    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value) and (value >= 0 if zero else value > 0)
-    if not ok:
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {'>= 0' if zero else '> 0'}, got {value!r}")
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:

@@ -269,13 +269,13 @@ class NearestImage(ImageAPI):
                 f"in [0, max_neighbors={self.max_neighbors}], got {degree!r}"
             )
 
-    def _ready(self) -> dict:
+    def check_ready(self, call: str) -> None:
+        """Raise ``RuntimeError`` before :meth:`setup` has built the pools and the neighbour graph."""
         if self._graph is None:
             raise RuntimeError("NearestImage: call setup(class_names=...) before random() / variation()")
-        return self._pools
 
-    def _pool_of(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
-        """Each sample's pool (its label, or 0 when unconditional), validated."""
+    def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Each sample's pool: its label, in ``[0, len(class_names))`` (class-conditional), else 0 (shape checked)."""
         if not self.class_conditional:
             return np.zeros(len(check_api_labels(labels, n=n, check_range=False)), dtype=np.int64)
         limit = len(self.class_names)
@@ -286,48 +286,41 @@ class NearestImage(ImageAPI):
 
     # ------------------------------------------------------------------ APIs
 
-    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+    def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM_API: public images drawn uniformly (with replacement) from each sample's pool.
 
         Args:
-            labels: int64 ``(N,)`` private class of each sample.
+            labels: int64 ``(N,)`` each sample's pool (:meth:`check_labels`).
             generator: the only source of randomness.
 
         Returns:
             uint8 ``(N, image_size, image_size, channels)`` public images and their ``public_index``.
         """
-        pools = self._ready()
-        pool = self._pool_of(labels)
+        pools, pool = self._pools, labels
         u = torch.rand(len(pool), generator=generator, dtype=torch.float64, device=generator.device).cpu().numpy()
         sizes = pools["sizes"][pool]
         offset = np.minimum(np.floor(u * sizes).astype(np.int64), sizes - 1)
         return self._output(pools["order"][pools["starts"][pool] + offset])
 
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
         """VARIATION_API: one of the ``degree`` nearest public neighbours of each sample, uniformly.
 
+        The arguments were checked by :meth:`ImageAPI.variation`.
+
         Args:
             images: uint8 ``(N, image_size, image_size, channels)``; only the shape is used.
             conditions: ``{"public_index": int64 (N,)}`` from a previous call.
-            labels: int64 ``(N,)`` private class of each input.
+            labels: int64 ``(N,)`` each input's pool (:meth:`check_labels`).
             degree: ``k``, an integer in ``[0, max_neighbors]`` (0: the same image).
             generator: the only source of randomness.
 
         Returns:
             ``N`` public images and their ``public_index``, in input order.
         """
-        self.validate_degree(degree)
-        self._ready()
-        n = self.check_input_images(images)
-        pool = self._pool_of(labels, n)
+        n, pool = images.shape[0], labels
         index = self._check_public_index(conditions, pool)
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).cpu().numpy()
         width = np.minimum(int(degree), self._graph["width"][index])

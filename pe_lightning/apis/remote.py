@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from pe_lightning.apis.base import APIOutput, ImageAPI, check_api_labels
-from pe_lightning.apis.http_pool import RemoteAPIError, ServerPool, UsageMeter, _positive, check_urls
+from pe_lightning.apis.http_pool import RemoteAPIError, ServerPool, UsageMeter, check_urls
 from pe_lightning.apis.response_cache import ResponseCache, request_key
+from pe_lightning.validation import check_positive
 
 __all__ = ["RemoteAPIError", "RemoteImageAPI"]
 
@@ -93,15 +94,15 @@ class RemoteImageAPI(ImageAPI):
     ) -> None:
         self.urls = check_urls(urls)
         if request_size is not None:
-            _positive("request_size", request_size, integer=True)
+            check_positive("request_size", request_size, integer=True)
         if max_concurrency is not None:
-            _positive("max_concurrency", max_concurrency, integer=True)
+            check_positive("max_concurrency", max_concurrency, integer=True)
         for name, value in (("timeout_s", timeout_s), ("connect_timeout_s", connect_timeout_s), ("cooldown_s", cooldown_s)):
-            _positive(name, value)
-        _positive("retries", retries, integer=True, zero=True)
-        _positive("backoff_s", backoff_s, zero=True)
+            check_positive(name, value)
+        check_positive("retries", retries, integer=True, zero=True)
+        check_positive("backoff_s", backoff_s, zero=True)
         if image_size is not None:
-            _positive("image_size", image_size, integer=True)
+            check_positive("image_size", image_size, integer=True)
         self.request_size = request_size
         self.max_concurrency = max_concurrency or 2 * len(self.urls)
         self.timeout_s, self.connect_timeout_s = float(timeout_s), float(connect_timeout_s)
@@ -219,31 +220,24 @@ class RemoteImageAPI(ImageAPI):
         return self.meter.take()
 
     # ------------------------------------------------------------------ calls
-    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+    def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM: ``len(labels)`` fresh samples from the servers (see the class docstring)."""
-        labels = self._labels(labels)
         return self._call("random", labels=labels, generator=generator)
 
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
         """VARIATION: one variation of each input, from the servers (see the class docstring)."""
-        self.validate_degree(degree)
-        n = self.check_input_images(images)
-        labels = self._labels(labels, n)
+        n = images.shape[0]
         for key, value in conditions.items():
             if not isinstance(value, np.ndarray) or value.shape[:1] != (n,):
                 raise ValueError(f"conditions[{key!r}] must be an array with first dimension {n}, got {getattr(value, 'shape', None)}")
         return self._call("variation", labels=labels, generator=generator, images=images, conditions=conditions,
-                          degree=float(degree))
+                          degree=degree)
 
-    def _labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+    def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Labels in ``[0, len(class_names))`` (``>= 0`` without class names)."""
         names = self.class_names
         limit = len(names) if names is not None else None
         return check_api_labels(labels, n=n, limit=limit, what=f"the {limit} class_names" if limit else "non-negative labels")

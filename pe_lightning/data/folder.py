@@ -26,14 +26,14 @@ from pe_lightning.data.base import PrivateImageDataModule
 from pe_lightning.data.image_files import parse_image_size, read_image
 from pe_lightning.data.splits import stratified_split
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "list_class_folders"]
 
 #: File extensions (lower case) read as images.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
-def _list_classes(root: Path, *, field: str) -> dict[str, list[Path]]:
-    """Map each class folder name to its sorted image files; validates the layout."""
+def list_class_folders(root: Path, *, field: str) -> dict[str, list[Path]]:
+    """Map each class folder of ``root`` (``<class>/<file>.png``) to its sorted image files; ``field`` names ``root`` in errors."""
     if not root.is_dir():
         raise FileNotFoundError(f"{field}={str(root)!r} is not a folder")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -245,9 +245,9 @@ class ImageFolderDataModule(PrivateImageDataModule):
         return self.test_dir is None
 
     def load(self) -> tuple[np.ndarray, ...]:
-        private = _list_classes(Path(self.private_dir), field="private_dir")
+        private = list_class_folders(Path(self.private_dir), field="private_dir")
         names = sorted(private)
-        test = _list_classes(Path(self.test_dir), field="test_dir") if self.test_dir is not None else {}
+        test = list_class_folders(Path(self.test_dir), field="test_dir") if self.test_dir is not None else {}
         files = [f for folder in (private, test) for name in names for f in folder.get(name, [])]
         state: dict = {"channels": self.channels if self.channels is not None else infer_channels(files)}
         if self.test_dir is not None:

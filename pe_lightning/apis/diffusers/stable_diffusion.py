@@ -205,7 +205,7 @@ class StableDiffusionAPI(DiffusersAPI):
     # ------------------------------------------------------------------ APIs
 
     @torch.no_grad()
-    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+    def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM_API: text-to-image with each sample's class prompt.
 
         Args:
@@ -216,8 +216,6 @@ class StableDiffusionAPI(DiffusersAPI):
         Returns:
             uint8 ``(N, H, W, channels)`` images at ``image_size``; no conditions.
         """
-        self._require_setup(self._txt2img is not None)
-        labels = self._check_labels(labels)
         n = labels.shape[0]
         out = np.empty((n, *self.image_shape), np.uint8)
         pipe = self._txt2img
@@ -232,14 +230,14 @@ class StableDiffusionAPI(DiffusersAPI):
         return APIOutput(images=out, conditions={})
 
     @torch.no_grad()
-    def _variation_loaded(self) -> bool:
-        return self._img2img is not None
+    def _loaded(self, call: str) -> bool:
+        return (self._txt2img if call == "random" else self._img2img) is not None
 
     def _variation(
-        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, strength: float,
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
-        """img2img of each image with its class prompt (:meth:`DiffusersAPI.variation` checked the arguments).
+        """img2img of each image with its class prompt (:meth:`ImageAPI.variation` checked the arguments; ``degree`` is the strength).
 
         ``conditions`` are ignored (Stable Diffusion has no per-sample API conditions); the
         label selects the prompt. No conditions come back.
@@ -250,7 +248,7 @@ class StableDiffusionAPI(DiffusersAPI):
         for sl in self._batches(n):
             with self._autocast():  # 4-channel input: the pipeline takes it as (scaled) latents
                 latents = self._img2img(
-                    image=init[sl].to(self.device), strength=strength, generator=generator,
+                    image=init[sl].to(self.device), strength=degree, generator=generator,
                     **self._prompt_kwargs(labels[sl]),
                 ).images
             x = vae_decode(self._img2img.vae, latents, batch_size=self.vae_batch_size, autocast=self._autocast)

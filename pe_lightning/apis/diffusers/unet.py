@@ -181,7 +181,7 @@ class DiffusionUNetAPI(DiffusersAPI):
         folders = [usual, None] if subfolder == "auto" else [subfolder]
         return [(f"{self.model}/{f}" if f else f"{self.model} (root)", {"subfolder": f}) for f in folders]
 
-    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+    def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM_API: sample ``len(labels)`` images from noise.
 
         Args:
@@ -192,19 +192,17 @@ class DiffusionUNetAPI(DiffusersAPI):
             uint8 ``(N, H, W, channels)`` images at ``image_size``; conditions
             ``{"model_class": int64 (N,)}`` for class-conditional models, else empty.
         """
-        self._require_setup(self._unet is not None)
-        labels = self._check_labels(labels)
         classes = draw_classes(labels, self.class_map, generator, field="class_map") if self.class_conditional else None
         return self._run(labels.shape[0], classes, None, 1.0, generator)
 
-    def _variation_loaded(self) -> bool:
+    def _loaded(self, call: str) -> bool:
         return self._unet is not None
 
     def _variation(
-        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, strength: float,
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
-        """SDEdit each image (:meth:`DiffusersAPI.variation` checked the arguments).
+        """SDEdit each image (:meth:`ImageAPI.variation` checked the arguments; ``degree`` is the strength).
 
         ``conditions`` holds ``{"model_class": int64 (N,)}`` for class-conditional models
         (missing: derived from the labels as RANDOM would with the identity map).
@@ -220,7 +218,7 @@ class DiffusionUNetAPI(DiffusersAPI):
                 classes = labels.copy()
             else:
                 raise ValueError("conditions['model_class'] is missing (class_conditional=True with a class_map)")
-        return self._run(images.shape[0], classes, images, strength, generator)
+        return self._run(images.shape[0], classes, images, degree, generator)
 
     @torch.no_grad()
     def _run(self, n: int, classes: np.ndarray | None, images: np.ndarray | None, strength: float,

@@ -320,7 +320,8 @@ class DrawText(DrawTextParameters, GlyphRenderer, ImageAPI):
         if not (math.isfinite(value) and 0.0 <= value <= self.max_degree):
             raise ValueError(f"variation degree must be a finite number in [0, {self.max_degree}], got {degree!r}")
 
-    def _check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+    def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Labels in ``[0, len(texts))`` (class-conditional), ``[0, len(class_names))`` or ``>= 0``."""
         if self.class_conditional:
             limit, what = len(self.texts), f"the {len(self.texts)} texts (class c draws texts[c])"
         elif self.class_names is not None:
@@ -331,7 +332,7 @@ class DrawText(DrawTextParameters, GlyphRenderer, ImageAPI):
 
     # ------------------------------------------------------------------ APIs
 
-    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+    def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM_API: draw every parameter uniformly from its range and render.
 
         Args:
@@ -341,19 +342,13 @@ class DrawText(DrawTextParameters, GlyphRenderer, ImageAPI):
         Returns:
             uint8 images ``(N, image_size, image_size, channels)`` and their conditions.
         """
-        labels = self._check_labels(labels)
         return self._output(self._random_parameters(labels, generator))
 
-    def variation(
-        self,
-        *,
-        images: np.ndarray,
-        conditions: dict[str, np.ndarray],
-        labels: np.ndarray,
-        degree: float,
+    def _variation(
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
-        """VARIATION_API: perturb each sample's parameters and render again.
+        """VARIATION_API: perturb each sample's parameters and render again (checked by :meth:`ImageAPI.variation`).
 
         Args:
             images: uint8 ``(N, image_size, image_size, channels)``; only the shape is used.
@@ -365,16 +360,7 @@ class DrawText(DrawTextParameters, GlyphRenderer, ImageAPI):
         Returns:
             ``N`` images and their conditions, in input order.
         """
-        self.validate_degree(degree)
-        degree = float(degree)
-        if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1:] != self.image_shape:
-            raise ValueError(
-                f"images must be an array of shape (N, {', '.join(map(str, self.image_shape))}), "
-                f"got {getattr(images, 'shape', type(images).__name__)}"
-            )
-        n = images.shape[0]
-        labels = self._check_labels(labels, n)
-        params = self._check_conditions(conditions, n)
+        params = self._check_conditions(conditions, images.shape[0])
         if self.class_conditional and not torch.equal(params["text"], torch.from_numpy(labels)):
             raise ValueError("conditions['text'] must equal labels when class_conditional=True")
         return self._output(self._vary_parameters(params, degree, generator))

@@ -195,7 +195,7 @@ class ImprovedDiffusionAPI(DiffusersAPI):
 
     # ------------------------------------------------------------------ APIs
 
-    def random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
+    def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM_API: sample ``len(labels)`` images from noise with all respaced DDIM steps.
 
         Args:
@@ -207,15 +207,13 @@ class ImprovedDiffusionAPI(DiffusersAPI):
             uint8 ``(N, H, W, channels)`` images at ``image_size``; ``{"imagenet_class":
             int64 (N,)}`` for a class-conditional model, else no conditions.
         """
-        self._require_setup(self._unet is not None)
-        labels = self._check_labels(labels)
         classes = None
         if self.config.class_cond:
             classes = draw_imagenet_classes(labels, subsets=self.imagenet_classes, num_classes=self.config.num_classes,
                                             generator=generator)
         return self._run(labels.shape[0], classes, None, 1.0, generator)
 
-    def _variation_loaded(self) -> bool:
+    def _loaded(self, call: str) -> bool:
         return self._unet is not None
 
     def _strength_steps(self) -> int:
@@ -223,10 +221,10 @@ class ImprovedDiffusionAPI(DiffusersAPI):
         return self._current_schedule().num_steps
 
     def _variation(
-        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, strength: float,
+        self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
     ) -> APIOutput:
-        """SDEdit of each image, keeping its ImageNet class (:meth:`DiffusersAPI.variation` checked the arguments).
+        """SDEdit of each image, keeping its ImageNet class (:meth:`ImageAPI.variation` checked the arguments; ``degree`` is the strength).
 
         ``conditions`` hold ``{"imagenet_class": int (N,)}`` (as returned by RANDOM) for a
         class-conditional model, ignored otherwise; they come back unchanged.
@@ -235,7 +233,7 @@ class ImprovedDiffusionAPI(DiffusersAPI):
         if self.config.class_cond:
             classes = imagenet_class_condition(conditions, shape=labels.shape, num_classes=self.config.num_classes,
                                                api=type(self).__name__)
-        return self._run(images.shape[0], classes, images, strength, generator)
+        return self._run(images.shape[0], classes, images, degree, generator)
 
     # ------------------------------------------------------------------ internals
 
