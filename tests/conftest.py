@@ -65,3 +65,22 @@ def served_drawtext(tmp_path_factory):
     server.record_dir = record
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def cli_worker(tmp_path_factory):
+    """A :class:`cli_worker.CLIWorker`: runs ``python -m pe_lightning`` commands in one long-lived process.
+
+    For tests about what a command does (shipped configs, README commands); it saves the
+    interpreter's start-up per command. Tests about signals, locks or DDP start their own processes.
+    """
+    from pathlib import Path
+
+    from cli_worker import CLIWorker
+
+    tests = str(Path(__file__).resolve().parent)
+    env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=tests + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    worker = CLIWorker(env=env, log_dir=tmp_path_factory.mktemp("cli_worker"))
+    yield worker
+    worker.close()

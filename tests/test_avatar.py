@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +101,7 @@ def test_bad_inputs_are_named(api, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_fit_through_python_m_with_clip_features_and_precision_recall(tmp_path):
+def test_tiny_fit_through_python_m_with_clip_features_and_precision_recall(tmp_path, cli_worker):
     """Avatar API + CLIPEmbedding (a tiny random-weight open_clip model from a config) + PrecisionRecall."""
     pytest.importorskip("open_clip")
     private = tmp_path / "private"
@@ -146,10 +144,8 @@ def test_tiny_fit_through_python_m_with_clip_features_and_precision_recall(tmp_p
     path = tmp_path / "avatar.yaml"
     path.write_text(yaml.safe_dump(config))
     private_side = Path(os.environ["PE_LIGHTNING_PRIVATE_DIR"]) / f"avatar-{tmp_path.name}"  # outside the output root
-    env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               PE_LIGHTNING_PRIVATE_DIR=str(private_side))
-    proc = subprocess.run([sys.executable, "-m", "pe_lightning", "fit", "--config", str(path)],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    proc = cli_worker.run(["fit", "--config", str(path)], cwd=tmp_path,  # the session's CLI process (tests/cli_worker.py)
+                          env={"PE_LIGHTNING_PRIVATE_DIR": str(private_side)})
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "[PE] iteration 2/2" in log

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -532,7 +529,8 @@ def _api_config(name: str, models: dict[str, str]) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet", "dit", "sd"])
-def test_tiny_pe_fit_through_the_cli(name, models, tmp_path) -> None:
+def test_tiny_pe_fit_through_the_cli(name, models, tmp_path, cli_worker) -> None:
+    """``python -m pe_lightning fit`` (in the session's CLI process, tests/cli_worker.py) with each diffusers API."""
     out_dir = tmp_path / "out"
     config = {
         "seed_everything": 0,
@@ -554,12 +552,6 @@ def test_tiny_pe_fit_through_the_cli(name, models, tmp_path) -> None:
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")  # tiny models: 1 thread is fastest
-    proc = subprocess.run(
-        [sys.executable, "-m", "pe_lightning", "fit", "--config", str(path)],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
-    )
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    cli_worker.run(["fit", "--config", str(path)], cwd=tmp_path, check=True)  # W&B off, offline, one thread
     pop = np.load(out_dir / "final" / "population.npz")
     assert pop["images"].shape == (20, 28, 28, 1) and pop["images"].dtype == np.uint8

@@ -1,4 +1,8 @@
-"""Real processes: DDP on 2 CPU processes (gloo) vs 1, and SIGKILL + resume through the CLI."""
+"""Real processes: DDP on 2 CPU processes (gloo) vs 1, and SIGKILL + resume through the CLI.
+
+DDP and killed runs have their own processes (``run_cli``); the 1-process references and the resumes run
+through the CLI's entry point in the session's long-lived CLI process (tests/cli_worker.py, ``fit``).
+"""
 
 from __future__ import annotations
 
@@ -78,15 +82,35 @@ def ledger(out: Path) -> dict:
     return ledger_state(out)["ledger"]
 
 
-def test_ddp_on_two_processes_gives_the_same_votes_and_population_as_one(tmp_path):
+def fit(cli_worker, config: Path, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m pe_lightning fit --config <config> <args>`` in the session's CLI process (tests/cli_worker.py).
+
+    ``check``: it must succeed. For runs that are not SIGKILLed, given a fault or started with DDP (``run_cli``).
+    """
+    return cli_worker.run(["fit", "--config", str(config), *args], cwd=cwd, check=check)
+
+
+def test_ddp_on_two_processes_gives_the_same_votes_and_population_as_one(tmp_path, cli_worker):
+    """Votes, final population, ledger, per-iteration FID and the downstream accuracy: 2 processes give the 1-process run.
+
+    One pair of runs checks all of them (the 1-process run in the session's CLI process, tests/cli_worker.py;
+    the DDP run in its own process, which starts its second rank).
+    """
     recorder = lambda d: {"class_path": "pe_testing.VoteRecorder", "init_args": {"directory": str(d)}}  # noqa: E731
+    metrics = [
+        {"class_path": "pe_lightning.callbacks.FIDCallback",
+         "init_args": {"feature": {"class_path": "pe_lightning.embeddings.PixelEmbedding"}, "name": "pixel"}},
+        {"class_path": "pe_lightning.callbacks.DownstreamEvaluation", "init_args": {"max_epochs": 1, "val_fraction": 0.0}},
+    ]
     one, two = tmp_path / "one", tmp_path / "two"
     key = tmp_path / "shared.key"  # secret-noise mode; the same key for both runs (created by the first)
-    run_cli(write_config(tmp_path / "one.yaml", out=one, callbacks=[recorder(one / "votes")], noise_key_file=key), cwd=tmp_path)
+    out1 = fit(cli_worker, write_config(tmp_path / "one.yaml", out=one, callbacks=[recorder(one / "votes"), *metrics],
+                                        noise_key_file=key), cwd=tmp_path)
     assert key.is_file()
-    proc = run_cli(write_config(tmp_path / "two.yaml", out=two, callbacks=[recorder(two / "votes")], noise_key_file=key),
+    out2 = run_cli(write_config(tmp_path / "two.yaml", out=two, callbacks=[recorder(two / "votes"), *metrics], noise_key_file=key),
                    "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path)
-    assert "world_size: 2" in proc.stdout + proc.stderr or "GLOBAL_RANK: 1" in proc.stdout + proc.stderr
+    text1, text2 = out1.stdout + out1.stderr, out2.stdout + out2.stderr
+    assert "world_size: 2" in text2 or "GLOBAL_RANK: 1" in text2
     for t in (1, 2, 3):  # 151 private samples: the DistributedSampler pads one duplicate; it must not vote twice
         v1, v2 = np.load(one / "votes" / f"votes_{t}.npy"), np.load(two / "votes" / f"votes_{t}.npy")
         assert v1.shape == (151, 1) and (v1 >= 0).all()
@@ -97,13 +121,20 @@ def test_ddp_on_two_processes_gives_the_same_votes_and_population_as_one(tmp_pat
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert ledger(one) == ledger(two)
     assert {n["noise_mode"] for n in ledger_state(one)["noise_sources"]} == {"secret"}
+    fid1, fid2 = _logged(text1, "fid/pixel"), _logged(text2, "fid/pixel")
+    assert len(fid1) == 4 and len(fid2) == 4  # iterations 0, 1, 2, 3
+    # Each rank adds its share of the feature sums; the all-reduced FID is the 1-process one.
+    np.testing.assert_allclose(fid2, fid1, rtol=1e-4)
+    acc1, acc2 = _logged(text1, "downstream/test_acc"), _logged(text2, "downstream/test_acc")
+    assert len(acc1) == 1 and len(acc2) == 1 and 0.0 <= acc1[0] <= 1.0
+    assert acc2 == acc1  # the same classifier, trained from the same seed on the same final population
 
 
-def test_ddp_rank_selection_with_kept_parents_matches_one_process(tmp_path):
+def test_ddp_rank_selection_with_kept_parents_matches_one_process(tmp_path, cli_worker):
     """Selection 'rank', keep_selected and 2 variations per parent: 2 processes give the 1-process run."""
     one, two, key = tmp_path / "one", tmp_path / "two", tmp_path / "shared.key"
     modes = ["--model.init_args.selection=rank", "--model.init_args.keep_selected=true", "--model.init_args.variations_per_parent=2"]
-    run_cli(write_config(tmp_path / "one.yaml", out=one, iterations=2, noise_key_file=key), *modes, cwd=tmp_path)
+    fit(cli_worker, write_config(tmp_path / "one.yaml", out=one, iterations=2, noise_key_file=key), *modes, cwd=tmp_path)
     run_cli(write_config(tmp_path / "two.yaml", out=two, iterations=2, noise_key_file=key), *modes,
             "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path)
     a, b = load_final(one), load_final(two)
@@ -113,7 +144,8 @@ def test_ddp_rank_selection_with_kept_parents_matches_one_process(tmp_path):
     assert ledger(one) == ledger(two)
 
 
-def test_sigkill_mid_iteration_then_resume_matches_uninterrupted_run(tmp_path):
+def test_sigkill_mid_iteration_then_resume_matches_uninterrupted_run(tmp_path, cli_worker):
+    """The killed run has its own process; the others (reference, resumes) run in the session's CLI process."""
     kill = {"class_path": "pe_testing.KillAt", "init_args": {"iteration": 3}}
     full, cut = tmp_path / "full", tmp_path / "cut"
     # The killed run keeps its secret key where it always does (the private dir, by run id) ...
@@ -126,8 +158,9 @@ def test_sigkill_mid_iteration_then_resume_matches_uninterrupted_run(tmp_path):
     key = Path(os.environ["PE_LIGHTNING_PRIVATE_DIR"]) / "noise_keys" / f"{ckpt['private_evolution']['run_id']}.key"
     assert key.is_file()
     # ... and the uninterrupted reference is given that same key.
-    run_cli(write_config(tmp_path / "full.yaml", out=full, iterations=4, callbacks=[kill], noise_key_file=key), cwd=tmp_path)
-    run_cli(cfg, "--ckpt_path=last", cwd=tmp_path)  # finds its key again by run id
+    fit(cli_worker, write_config(tmp_path / "full.yaml", out=full, iterations=4, callbacks=[kill], noise_key_file=key),
+        cwd=tmp_path)
+    fit(cli_worker, cfg, "--ckpt_path=last", cwd=tmp_path)  # finds its key again by run id
     a, b = load_final(full), load_final(cut)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -136,18 +169,19 @@ def test_sigkill_mid_iteration_then_resume_matches_uninterrupted_run(tmp_path):
 
     # Resuming the finished run spends nothing more and changes nothing.
     before = ledger(cut)
-    proc = run_cli(cfg, "--ckpt_path=last", cwd=tmp_path)
+    proc = fit(cli_worker, cfg, "--ckpt_path=last", cwd=tmp_path)
     assert "[PE] iteration" not in proc.stdout + proc.stderr  # no iteration ran
     assert ledger(cut) == before
     np.testing.assert_array_equal(load_final(cut)["images"], a["images"])
 
     # More iterations on the same budget: refused, with a clear error; a new budget: allowed, total honest.
     more = ["--trainer.max_epochs=6", "--model.init_args.iterations=6"]
-    refused = run_cli(cfg, "--ckpt_path=last", *more, cwd=tmp_path, check=False)
-    assert refused.returncode != 0 and "PrivacyBudgetExceededError" in refused.stderr and "set a new, larger budget" in refused.stderr
+    refused = cli_worker.run(["fit", "--config", str(cfg), "--ckpt_path=last", *more], cwd=tmp_path)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "PrivacyBudgetExceededError" in said and "set a new, larger budget" in said, said[-3000:]
     assert ledger(cut) == before
     bigger = write_config(tmp_path / "bigger.yaml", out=cut, iterations=6, epsilon=3.0, callbacks=[kill])
-    run_cli(bigger, "--ckpt_path=last", cwd=tmp_path)
+    fit(cli_worker, bigger, "--ckpt_path=last", cwd=tmp_path)
     after = ledger(cut)["noise_multipliers"]
     assert after[:4] == before["noise_multipliers"] and len(after) == 6
     from pe_lightning.privacy import PrivacyLedger
@@ -163,23 +197,3 @@ def _logged(output: str, key: str) -> list[float]:
     import re
 
     return [float(m) for m in re.findall(rf"\[PE\] iteration .*?{re.escape(key)}=([0-9.eE+-]+)", output)]
-
-
-def test_fid_and_downstream_callbacks_under_ddp_match_one_process(tmp_path):
-    callbacks = [
-        {"class_path": "pe_lightning.callbacks.FIDCallback",
-         "init_args": {"feature": {"class_path": "pe_lightning.embeddings.PixelEmbedding"}, "name": "pixel"}},
-        {"class_path": "pe_lightning.callbacks.DownstreamEvaluation", "init_args": {"max_epochs": 1, "val_fraction": 0.0}},
-    ]
-    one, two, key = tmp_path / "one", tmp_path / "two", tmp_path / "shared.key"
-    out1 = run_cli(write_config(tmp_path / "one.yaml", out=one, iterations=2, callbacks=callbacks, noise_key_file=key), cwd=tmp_path)
-    out2 = run_cli(write_config(tmp_path / "two.yaml", out=two, iterations=2, callbacks=callbacks, noise_key_file=key),
-                   "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path)
-    text1, text2 = out1.stdout + out1.stderr, out2.stdout + out2.stderr
-    fid1, fid2 = _logged(text1, "fid/pixel"), _logged(text2, "fid/pixel")
-    assert len(fid1) == 3 and len(fid2) == 3  # iterations 0, 1, 2
-    # Each rank adds its share of the feature sums; the all-reduced FID is the 1-process one.
-    np.testing.assert_allclose(fid2, fid1, rtol=1e-4)
-    acc1, acc2 = _logged(text1, "downstream/test_acc"), _logged(text2, "downstream/test_acc")
-    assert len(acc1) == 1 and len(acc2) == 1 and 0.0 <= acc1[0] <= 1.0
-    assert acc2 == acc1  # the same classifier, trained from the same seed on the same final population

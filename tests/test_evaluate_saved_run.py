@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -53,15 +50,13 @@ def test_evaluating_without_a_population_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_cli_test_subcommand_evaluates_a_checkpoint(tmp_path):
-    env = dict(os.environ, WANDB_MODE="disabled")
+def test_the_cli_test_subcommand_evaluates_a_checkpoint(tmp_path, cli_worker):
+    """``fit`` then ``test`` through the CLI's entry point (the session's CLI process, tests/cli_worker.py)."""
     common = ["--config", str(ROOT / "configs" / "mnist_drawtext.yaml"), "--trainer.logger=false",
               "--trainer.default_root_dir", str(tmp_path / "out"), "--model.init_args.iterations=1",
               "--model.init_args.num_samples_per_class=20", "--data.init_args.num_private=300"]
-    fit = subprocess.run([sys.executable, "-m", "pe_lightning", "fit", *common], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
-    assert fit.returncode == 0, (fit.stdout + fit.stderr)[-3000:]
-    test = subprocess.run([sys.executable, "-m", "pe_lightning", "test", *common, "--ckpt_path", str(tmp_path / "out" / "checkpoints" / "last.ckpt")],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    cli_worker.run(["fit", *common], cwd=tmp_path, check=True)
+    test = cli_worker.run(["test", *common, "--ckpt_path", str(tmp_path / "out" / "checkpoints" / "last.ckpt")], cwd=tmp_path)
     out = test.stdout + test.stderr
     assert test.returncode == 0, out[-3000:]
     assert "[PE] evaluation of the population of iteration 1" in out and "fid/pixel=" in out

@@ -2,12 +2,12 @@
 
 The README's fenced blocks carry a tag after the language:
 
-* ```` ```bash runnable ````: each command (``\\``-continued lines joined) runs, in order, in one
-  temporary working folder (so a later command finds what an earlier one wrote, e.g. ``--ckpt_path
-  last``), with :func:`tiny_overrides` appended. The overrides only shrink sizes, like
-  ``tests/test_shipped_configs.py``'s SHRINK: 10 released images per class, lookahead 2, 120 private
-  MNIST digits, one classifier epoch. The folder holds ``my_digits/{train,test}/<0-9>/*.png``
-  (random 28 x 28 grayscale images) for the "your own images" example and a link to ``configs/``
+* ```` ```bash runnable ````: each command (``\\``-continued lines joined) runs through the CLI's entry
+  point in the session's CLI process (tests/cli_worker.py), in order, in one temporary working folder
+  (so a later command finds what an earlier one wrote, e.g. ``--ckpt_path last``), with
+  :func:`tiny_overrides` appended. The overrides only shrink sizes, like ``tests/test_shipped_configs.py``'s
+  SHRINK: 10 released images per class, lookahead 2, 120 private MNIST digits, one classifier epoch.
+  The folder holds ``my_digits/{train,test}/<0-9>/*.png`` (random 28 x 28 grayscale images) for the "your own images" example and a link to ``configs/``
   (the README's commands are run from the checkout's root).
 * ```` ```python runnable ````: the snippet runs as it is, in the same folder (it is small by design).
 * ```` ```bash gpu ````: needs a GPU and weights; each ``python -m pe_lightning`` command is parsed
@@ -125,7 +125,9 @@ def test_gpu_commands_parse(capsys):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # eight CLI runs in a row
-def test_readme_runnable_commands_run(tmp_path):
+def test_readme_runnable_commands_run(tmp_path, cli_worker):
+    """Each ``python -m pe_lightning`` command runs through the CLI's entry point in the session's long-lived
+    CLI process (tests/cli_worker.py: one interpreter start-up for all); the Python snippet runs as a script."""
     _write_digit_folders(tmp_path)
     (tmp_path / "configs").symlink_to(ROOT / "configs")  # the README's commands run from the checkout's root
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
@@ -133,9 +135,8 @@ def test_readme_runnable_commands_run(tmp_path):
         if info == "bash runnable":
             for cmd in commands(body):
                 assert cmd[:3] == ["python", "-m", "pe_lightning"], f"only pe_lightning commands are runnable: {cmd}"
-                run = [sys.executable, *cmd[1:], *tiny_overrides(cmd[3:])]
-                proc = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
-                assert proc.returncode == 0, f"{shlex.join(cmd)}\n{(proc.stdout + proc.stderr)[-4000:]}"
+                proc = cli_worker.run([*cmd[3:], *tiny_overrides(cmd[3:])], cwd=tmp_path)
+                assert proc.returncode == 0, f"{shlex.join(cmd)}\n{proc.stdout[-4000:]}"
         elif info == "python runnable":
             script = tmp_path / "readme_snippet.py"
             script.write_text(body)

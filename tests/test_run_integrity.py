@@ -1,5 +1,10 @@
 """Run integrity through the CLI (real processes): a final write cut short by SIGKILL or a full disk, the
-finished-run resume, two runs on one output root, a resume with other data (docs/resume.md)."""
+finished-run resume, two runs on one output root, a resume with other data (docs/resume.md).
+
+A run that is killed, given a fault or holds a root while another starts has its own process; the
+runs that only complete or are refused (the reference, the resumes) go through the CLI's entry point
+in the session's long-lived CLI process (tests/cli_worker.py), which saves an interpreter start-up each.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from test_distributed_and_resume import cli_env, run_cli, write_config
+from test_distributed_and_resume import cli_env, fit, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -41,19 +46,20 @@ def temporaries(folder: Path) -> list[Path]:
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if line.startswith("python -m pe_lightning: error")]
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("python -m pe_lightning: error")]
+
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def reference(tmp_path_factory, cli_worker) -> Path:
     """An uninterrupted seeded run (2 iterations, PNG tree): the bytes every interrupted run must end with."""
     tmp = tmp_path_factory.mktemp("reference")
     out = tmp / "out"
-    run_cli(config(tmp, "ref", out=out), cwd=tmp)
+    fit(cli_worker, config(tmp, "ref", out=out), cwd=tmp)
     return out
 
 
-def test_sigkill_at_each_point_of_the_final_write_then_resume_writes_the_same_bytes(tmp_path, reference):
+def test_sigkill_at_each_point_of_the_final_write_then_resume_writes_the_same_bytes(tmp_path, reference, cli_worker):
     out = tmp_path / "out"
     expected = tree_bytes(reference / "final")
     assert {"population.npz", "manifest.json"} <= set(expected) and any(k.startswith("images/") for k in expected)
@@ -66,7 +72,7 @@ def test_sigkill_at_each_point_of_the_final_write_then_resume_writes_the_same_by
         assert len(temporaries(out)) == 1  # this kill's temporary; the previous one was removed
     (out / ".summary.json.k1ll3d_x.tmp").write_text("{")  # as a kill in the middle of the summary's write leaves it
     (out / "checkpoints" / ".last.ckpt.k1ll3d_x.tmp").write_bytes(b"PK")
-    resumed = run_cli(config(tmp_path, "resume", out=out), "--ckpt_path=last", cwd=tmp_path)
+    resumed = fit(cli_worker, config(tmp_path, "resume", out=out), "--ckpt_path=last", cwd=tmp_path)
     assert "[PE] iteration" not in resumed.stdout + resumed.stderr  # nothing spent again
     assert tree_bytes(out / "final") == expected
     assert temporaries(out) == []
@@ -76,13 +82,13 @@ def test_sigkill_at_each_point_of_the_final_write_then_resume_writes_the_same_by
 
     # Resuming the finished run: one line, nothing written (summary.json, run.png, config.yaml, population, images).
     before = tree_bytes(out)
-    again = run_cli(config(tmp_path, "resume", out=out), "--ckpt_path=last", cwd=tmp_path)
+    again = fit(cli_worker, config(tmp_path, "resume", out=out), "--ckpt_path=last", cwd=tmp_path)
     said = [line for line in (again.stdout + again.stderr).splitlines() if line.startswith("[PE]")]
     assert len(said) == 1 and said[0].startswith("[PE] nothing to do"), said
     assert tree_bytes(out) == before
 
 
-def test_full_disk_during_the_final_write_names_the_file_and_the_resume_completes(tmp_path, reference):
+def test_full_disk_during_the_final_write_names_the_file_and_the_resume_completes(tmp_path, reference, cli_worker):
     out = tmp_path / "out"
     full = run_cli(config(tmp_path, "full", out=out, callbacks=[fault("mid_png", "enospc", n=3)]), cwd=tmp_path, fault=True,
                    check=False)
@@ -91,11 +97,11 @@ def test_full_disk_during_the_final_write_names_the_file_and_the_resume_complete
     assert "No space left on device" in line and re.search(r"images/\d+/\d{6}\.png'", line), line
     assert "Traceback" not in full.stderr
     assert not (out / "final").exists() and temporaries(out) == []
-    run_cli(config(tmp_path, "resume", out=out), "--ckpt_path=last", cwd=tmp_path)  # space "freed"
+    fit(cli_worker, config(tmp_path, "resume", out=out), "--ckpt_path=last", cwd=tmp_path)  # space "freed"
     assert tree_bytes(out / "final") == tree_bytes(reference / "final")
 
 
-def test_a_second_run_on_a_held_root_refuses_and_the_first_ends_intact(tmp_path):
+def test_a_second_run_on_a_held_root_refuses_and_the_first_ends_intact(tmp_path, cli_worker):
     out, gate = tmp_path / "out", tmp_path / "gate"
     wait = {"class_path": "pe_testing.WaitForFile", "init_args": {"directory": str(gate)}}
     first = subprocess.Popen([sys.executable, "-m", "pe_lightning", "fit", "--config", str(config(tmp_path, "a", out=out, callbacks=[wait]))],
@@ -106,13 +112,13 @@ def test_a_second_run_on_a_held_root_refuses_and_the_first_ends_intact(tmp_path)
             time.sleep(0.2)
         held = tree_bytes(out)
         assert "config.yaml" in held
-        second = run_cli(config(tmp_path, "b", out=out, num_private=120), cwd=tmp_path, check=False)
+        second = fit(cli_worker, config(tmp_path, "b", out=out, num_private=120), cwd=tmp_path, check=False)  # another process
         assert second.returncode == 1
         (line,) = error_lines(second)
         assert f"pid {first.pid} on host" in line and "in use by another pe_lightning run" in line and "--new_version" in line
         assert tree_bytes(out) == held  # the refused run wrote nothing
         # Asked for a fresh sub-folder, it runs beside the first one.
-        run_cli(config(tmp_path, "b", out=out, num_private=120), "--new_version", cwd=tmp_path)
+        fit(cli_worker, config(tmp_path, "b", out=out, num_private=120), "--new_version", cwd=tmp_path)
         assert (out / "version_0" / "final" / "population.npz").is_file()
         assert (out / "version_0" / "checkpoints" / "last.ckpt").is_file()
         assert tree_bytes(out, skip=("version_0",)) == held
@@ -126,11 +132,12 @@ def test_a_second_run_on_a_held_root_refuses_and_the_first_ends_intact(tmp_path)
     assert ckpt["private_evolution"]["run_fingerprint"]["data"]["args"]["num_private"] == 151
 
 
-def test_a_resume_with_other_data_or_sizes_is_refused_naming_the_field(tmp_path, reference):
+def test_a_resume_with_other_data_or_sizes_is_refused_naming_the_field(tmp_path, reference, cli_worker):
     before = tree_bytes(reference)
     for change, field in (("--data.init_args.num_private=120", "data.num_private"),
                           ("--model.init_args.num_samples_per_class=8", "num_samples.per_class")):
-        refused = run_cli(config(tmp_path, "changed", out=reference), "--ckpt_path=last", change, cwd=tmp_path, check=False)
+        refused = fit(cli_worker, config(tmp_path, "changed", out=reference), "--ckpt_path=last", change, cwd=tmp_path,
+                      check=False)
         assert refused.returncode == 1, (refused.stdout + refused.stderr)[-3000:]
         (line,) = error_lines(refused)
         assert f"different {field} " in line and "accept_changed_resume" in line, line

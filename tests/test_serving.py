@@ -3,7 +3,8 @@
 Every server is bound to 127.0.0.1 on a free port, started and stopped by the test, and bounded
 in time. Fast tests use small stand-in servers (``http.server`` in a thread) for the faults a
 real server rarely shows (garbage, wrong shapes, slowness, 4xx/5xx); the ``slow`` ones run the
-real ``serve`` subcommand and the real ``fit`` CLI in subprocesses.
+real ``serve`` subcommand in subprocesses and the real ``fit`` CLI in the session's CLI process
+(tests/cli_worker.py), or in its own process where it is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,7 +34,7 @@ from pe_lightning.serving.protocol import (
     encode_response,
 )
 
-from test_distributed_and_resume import load_final, run_cli  # the fit CLI in a subprocess (PYTHONPATH=tests)
+from test_distributed_and_resume import fit, load_final, run_cli  # the fit CLI: in the session's CLI process, in a subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = ROOT / "configs" / "serve" / "mnist_drawtext.yaml"
@@ -339,11 +337,11 @@ def recorded(server) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def in_process_population(tmp_path_factory) -> dict[str, np.ndarray]:
+def in_process_population(tmp_path_factory, cli_worker) -> dict[str, np.ndarray]:
     """The reference: the same small run with DrawText in process."""
     tmp = tmp_path_factory.mktemp("in_process")
     api = {"class_path": "pe_lightning.apis.DrawText", "init_args": {"image_size": 28}}
-    run_cli(pe_config(tmp / "run.yaml", out=tmp / "out", api=api), cwd=tmp)
+    fit(cli_worker, pe_config(tmp / "run.yaml", out=tmp / "out", api=api), cwd=tmp)
     return load_final(tmp / "out")
 
 
@@ -361,13 +359,14 @@ def second_server(tmp_path_factory):
 
 @pytest.mark.slow
 def test_pe_against_two_served_drawtexts_gives_the_in_process_population_and_sends_no_private_image(
-    served_drawtext, second_server, in_process_population, tmp_path
+    served_drawtext, second_server, in_process_population, tmp_path, cli_worker
 ):
     from pe_lightning.data import MNISTDataModule
 
     before = {s.url: len(recorded(s)) for s in (served_drawtext, second_server)}
     out = tmp_path / "out"
-    proc = run_cli(pe_config(tmp_path / "run.yaml", out=out, api=remote_api(served_drawtext.url, second_server.url)), cwd=tmp_path)
+    proc = fit(cli_worker, pe_config(tmp_path / "run.yaml", out=out, api=remote_api(served_drawtext.url, second_server.url)),
+               cwd=tmp_path)
     assert_same_population(load_final(out), in_process_population)
     log = proc.stdout + proc.stderr
     assert "api/images=" in log and "api/requests_s=" in log and "images requested from the model API:" in log
@@ -386,7 +385,7 @@ def test_pe_against_two_served_drawtexts_gives_the_in_process_population_and_sen
 
 @pytest.mark.slow
 def test_a_server_killed_mid_run_is_replaced_by_the_other_and_the_population_is_the_same(
-    served_drawtext, in_process_population, tmp_path
+    served_drawtext, in_process_population, tmp_path, cli_worker
 ):
     from pe_lightning.serving.local import LocalServer
 
@@ -405,7 +404,8 @@ def test_a_server_killed_mid_run_is_replaced_by_the_other_and_the_population_is_
         watcher = threading.Thread(target=kill_after_three_requests, daemon=True)
         watcher.start()
         out = tmp_path / "out"
-        proc = run_cli(pe_config(tmp_path / "run.yaml", out=out, api=remote_api(victim.url, served_drawtext.url)), cwd=tmp_path)
+        proc = fit(cli_worker, pe_config(tmp_path / "run.yaml", out=out, api=remote_api(victim.url, served_drawtext.url)),
+                   cwd=tmp_path)
         stop.set()
         watcher.join(timeout=10)
         assert victim.process.returncode == -9, "the server was killed during the run"
@@ -415,14 +415,14 @@ def test_a_server_killed_mid_run_is_replaced_by_the_other_and_the_population_is_
 
 
 @pytest.mark.slow
-def test_a_resumed_run_reissues_no_request_it_already_received(served_drawtext, in_process_population, tmp_path):
+def test_a_resumed_run_reissues_no_request_it_already_received(served_drawtext, in_process_population, tmp_path, cli_worker):
     kill = {"class_path": "pe_testing.KillAt", "init_args": {"iteration": 2}}
     before = len(recorded(served_drawtext))
     config = pe_config(tmp_path / "run.yaml", out=tmp_path / "out", api=remote_api(served_drawtext.url), callbacks=[kill])
-    killed = run_cli(config, cwd=tmp_path, kill=True, check=False)
+    killed = run_cli(config, cwd=tmp_path, kill=True, check=False)  # its own process: SIGKILLed mid-run
     assert killed.returncode == -9, (killed.stdout + killed.stderr)[-3000:]
     during_first = len(recorded(served_drawtext)) - before
-    proc = run_cli(config, "--ckpt_path=last", cwd=tmp_path)
+    proc = fit(cli_worker, config, "--ckpt_path=last", cwd=tmp_path)
     assert_same_population(load_final(tmp_path / "out"), in_process_population)
     bodies = [p.read_bytes() for p in recorded(served_drawtext)[before:]]
     digests = [hashlib.sha256(b).hexdigest() for b in bodies]
@@ -456,13 +456,12 @@ def test_many_concurrent_requests_are_all_answered(served_drawtext):
 
 
 @pytest.mark.slow
-def test_serve_reports_a_bad_config_in_one_line(tmp_path):
+def test_serve_reports_a_bad_config_in_one_line(tmp_path, cli_worker):
     config = tmp_path / "bad.yaml"
     config.write_text("api:\n  class_path: pe_lightning.apis.DrawText\n  init_args:\n    image_size: 3\nport: 8000\n")
-    proc = subprocess.run([sys.executable, "-m", "pe_lightning", "serve", "--config", str(config)], capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = cli_worker.run(["serve", "--config", str(config)], cwd=tmp_path, timeout=300)  # `python -m pe_lightning serve`
     assert proc.returncode != 0
-    assert "image_size must be an int >= 8, got 3" in proc.stderr, proc.stderr[-3000:]
+    assert "image_size must be an int >= 8, got 3" in proc.stdout, proc.stdout[-3000:]
 
 
 def test_batched_workers_run_each_request_with_its_own_stream_and_isolate_bad_ones():

@@ -1,4 +1,5 @@
-"""Every shipped config runs end to end: ``python -m pe_lightning fit --config configs/<name>`` in a subprocess,
+"""Every shipped config runs end to end: ``python -m pe_lightning fit --config configs/<name>`` (in the session's
+CLI process, tests/cli_worker.py),
 then ``test`` evaluates what it saved (a PE config: ``--model.init_args.population_path <final>/population.npz``;
 a classifier config: its checkpoint).
 
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -200,8 +199,13 @@ def test_every_shipped_config_has_a_shrink_entry_that_only_shrinks() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # two CLI runs (fit, then test on what it saved); a loaded 2-core machine needs the room
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_shipped_config_runs_end_to_end(config: Path, random_inception_weights: str, request, tmp_path: Path) -> None:
-    """The real entry point, the shipped config, its classes; sizes shrunk, random weights (2-40 s each)."""
+def test_shipped_config_runs_end_to_end(config: Path, random_inception_weights: str, request, tmp_path: Path,
+                                        cli_worker) -> None:
+    """The real entry point, the shipped config, its classes; sizes shrunk, random weights (2-40 s each).
+
+    ``python -m pe_lightning fit``, then ``test``, each through the CLI's entry point in the session's
+    long-lived CLI process (tests/cli_worker.py: one interpreter start-up for every config).
+    """
     from pe_lightning.embeddings.inception import INCEPTION_WEIGHTS_FILENAME
 
     assert config.name in SHRINK, f"{config.name} has no SHRINK entry"
@@ -210,14 +214,10 @@ def test_shipped_config_runs_end_to_end(config: Path, random_inception_weights: 
     hub = tmp_path / "torch_home" / "hub" / "checkpoints"  # where InceptionEmbedding finds its weights
     hub.mkdir(parents=True)
     (hub / INCEPTION_WEIGHTS_FILENAME).symlink_to(random_inception_weights)
-    env = dict(os.environ, TORCH_HOME=str(tmp_path / "torch_home"), WANDB_MODE="disabled", HF_HUB_OFFLINE="1",
-               OMP_NUM_THREADS="1")  # tiny models run fastest on one thread, and no spinning under load
+    env = {"TORCH_HOME": str(tmp_path / "torch_home")}  # the worker runs on one thread, W&B off, offline
     run = tmp_path / "run"  # the config's relative paths (outputs/..., data/...) land here
     run.mkdir()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pe_lightning", "fit", "--config", str(config), *overrides, *_device_overrides()],
-        capture_output=True, text=True, cwd=run, env=env, timeout=900,
-    )
+    proc = cli_worker.run(["fit", "--config", str(config), *overrides, *_device_overrides()], cwd=run, env=env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     assert list(run.glob("**/last.ckpt")), f"no checkpoint written under {run}"
@@ -235,10 +235,7 @@ def test_shipped_config_runs_end_to_end(config: Path, random_inception_weights: 
         evaluate = ["--model.init_args.population_path", str(final)]  # README: "evaluate a saved run"
     else:  # a classifier config: its saved input population was trained on; test the checkpoint
         evaluate = ["--ckpt_path", str(next(run.glob("**/last.ckpt")))]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pe_lightning", "test", "--config", str(config), *overrides, *_device_overrides(), *evaluate],
-        capture_output=True, text=True, cwd=run, env=env, timeout=900,
-    )
+    proc = cli_worker.run(["test", "--config", str(config), *overrides, *_device_overrides(), *evaluate], cwd=run, env=env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     if model.endswith("PrivateEvolution"):
