@@ -141,13 +141,18 @@ class ImageAPI(ABC):
     def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
         """The class labels of a call, checked and as int64 ``(N,)`` (:func:`check_api_labels`).
 
-        The default only asks for integers ``>= 0``; APIs that know their classes bound them.
+        The default bounds them by the API's ``class_names`` (``[0, len(class_names))``) once
+        :meth:`setup` or the constructor has set them, and otherwise only asks for integers
+        ``>= 0``; APIs whose labels mean something else (texts, pools) override it.
 
         Args:
             labels: one class index per sample.
             n: the required length (VARIATION: the number of input images).
         """
-        return check_api_labels(labels, n=n)
+        names = getattr(self, "class_names", None)
+        limit = None if names is None else len(names)
+        return check_api_labels(labels, n=n, limit=limit,
+                                what="non-negative labels" if limit is None else f"the {limit} class_names")
 
     def check_ready(self, call: str) -> None:
         """Raise ``RuntimeError`` unless what ``call`` (``"random"`` or ``"variation"``) needs is set up.

@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from pe_lightning.apis.base import APIOutput, ImageAPI, check_api_labels
+from pe_lightning.apis.base import APIOutput, ImageAPI
 from pe_lightning.apis.http_pool import RemoteAPIError, ServerPool, UsageMeter, check_urls
 from pe_lightning.apis.response_cache import ResponseCache, request_key
 from pe_lightning.validation import check_positive
@@ -170,10 +170,6 @@ class HostedImageAPI(ImageAPI):
         return self.meter.take()
 
     # ------------------------------------------------------------------ calls
-    def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
-        """Labels in ``[0, len(class_names))`` (``>= 0`` without class names)."""
-        return check_api_labels(labels, n=n, limit=len(self.class_names) if self.class_names else None, what="the class_names")
-
     def _random(self, *, labels: np.ndarray, generator: torch.Generator) -> APIOutput:
         """RANDOM: generation requests of at most ``images_per_request`` images, each with its class's prompt."""
         jobs = []  # (positions, prompt, seed)

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pe_lightning.apis.base import APIOutput, ImageAPI, check_api_labels
+from pe_lightning.apis.base import APIOutput, ImageAPI
 from pe_lightning.apis.http_pool import RemoteAPIError, ServerPool, UsageMeter, check_urls
 from pe_lightning.apis.response_cache import ResponseCache, request_key
 from pe_lightning.validation import check_positive
@@ -236,11 +236,6 @@ class RemoteImageAPI(ImageAPI):
         return self._call("variation", labels=labels, generator=generator, images=images, conditions=conditions,
                           degree=degree)
 
-    def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
-        """Labels in ``[0, len(class_names))`` (``>= 0`` without class names)."""
-        names = self.class_names
-        limit = len(names) if names is not None else None
-        return check_api_labels(labels, n=n, limit=limit, what=f"the {limit} class_names" if limit else "non-negative labels")
 
     def _streams(self, n: int, generator: torch.Generator) -> list[tuple[slice, dict[str, np.ndarray]]]:
         """Each request's rows and random stream (``generator_state`` or ``seed``)."""

@@ -58,7 +58,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from pe_lightning.apis.base import ImageAPI, check_api_labels
+from pe_lightning.apis.base import ImageAPI
 from pe_lightning.apis.diffusers.images import (
     NonFiniteOutputError,
     autocast_context,
@@ -354,12 +354,6 @@ class DiffusersAPI(ImageAPI):
     def validate_degree(self, degree: float) -> None:
         """Raise ``ValueError`` unless ``degree`` is a strength in ``(0, 1]`` with ``int(K * degree) >= 1``."""
         check_strength(degree, self.num_inference_steps)
-
-    def check_labels(self, labels: np.ndarray, n: int | None = None) -> np.ndarray:
-        """Labels in ``[0, len(class_names))`` (``>= 0`` without class names)."""
-        names = self.class_names
-        return check_api_labels(labels, n=n, limit=None if names is None else len(names),
-                                what="non-negative labels" if names is None else f"the {len(names)} class_names")
 
     def check_variation_images(self, images: np.ndarray) -> np.ndarray:
         """VARIATION's input images, checked to be uint8 ``(N, *image_shape)`` (C-contiguous)."""

@@ -229,10 +229,10 @@ class StableDiffusionAPI(DiffusersAPI):
             out[sl] = self._to_images(x, call="random", batch=sl, n=n)
         return APIOutput(images=out, conditions={})
 
-    @torch.no_grad()
     def _loaded(self, call: str) -> bool:
         return (self._txt2img if call == "random" else self._img2img) is not None
 
+    @torch.no_grad()
     def _variation(
         self, *, images: np.ndarray, conditions: dict[str, np.ndarray], labels: np.ndarray, degree: float,
         generator: torch.Generator,
