@@ -119,9 +119,12 @@ def _check_cells(height: int, width: int, cell: tuple[int, int], block: tuple[in
     return n_r, n_c
 
 
-def _hog_chunk(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int, int]], block: tuple[int, int],
-               block_norm: str, out: Sequence[torch.Tensor]) -> None:
-    """Write the HOG of ``(B, C, H, W)`` for each cell size of ``cells`` into ``out`` (``(B, D_s)`` each), sharing the per-pixel work."""
+def _hog_chunk(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int, int]], grids: Sequence[tuple[int, int]],
+               block: tuple[int, int], block_norm: str, out: Sequence[torch.Tensor]) -> None:
+    """Write the HOG of ``(B, C, H, W)`` for each cell size of ``cells`` into ``out`` (``(B, D_s)`` each), sharing the per-pixel work.
+
+    ``grids`` holds each cell size's ``(cells_r, cells_c)`` (:func:`_check_cells`, checked once by the caller).
+    """
     neg_row, col = _gradients(x)
     magnitude = torch.hypot(neg_row, col)
     if x.shape[1] > 1:  # the locally dominant channel (first one on ties, as numpy's argmax)
@@ -130,10 +133,9 @@ def _hog_chunk(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int,
     neg_row, col, magnitude = neg_row[:, 0], col[:, 0], magnitude[:, 0]
     slots = _orientation_slots(neg_row, col, orientations)
     del neg_row, col
-    batch, height, width = slots.shape
+    batch = slots.shape[0]
     (br, bc), n = block, orientations
-    for (cr, cc), target in zip(cells, out):
-        n_r, n_c = _check_cells(height, width, (cr, cc), block)
+    for (cr, cc), (n_r, n_c), target in zip(cells, grids, out):
         crop = (slice(None), slice(0, n_r * cr), slice(0, n_c * cc))
         # Each pixel's magnitude added to slot (image, cell, orientation) of one flat histogram: no one-hot.
         flat = slots[crop] + _cell_base(batch, n_r, cr, n_c, cc, n + 1, device=slots.device)
@@ -151,15 +153,13 @@ def _hog_scales(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int
                 block_norm: str, transform_sqrt: bool) -> list[torch.Tensor]:
     """:func:`hog_features` of ``(B, C, H, W)`` for each cell size of ``cells``; chunked on the CPU."""
     (br, bc), batch = block, x.shape[0]
-    out = []
-    for cell in cells:
-        n_r, n_c = _check_cells(x.shape[2], x.shape[3], cell, block)
-        out.append(x.new_empty((batch, (n_r - br + 1) * (n_c - bc + 1) * br * bc * orientations)))
+    grids = [_check_cells(x.shape[2], x.shape[3], cell, block) for cell in cells]
+    out = [x.new_empty((batch, (n_r - br + 1) * (n_c - bc + 1) * br * bc * orientations)) for n_r, n_c in grids]
     if transform_sqrt:
         x = x.sqrt()
     step = max(1, batch) if x.device.type != "cpu" else max(1, _CHUNK_PIXELS // max(1, math.prod(x.shape[1:])))
     for i in range(0, batch, step):
-        _hog_chunk(x[i : i + step], orientations=orientations, cells=cells, block=block, block_norm=block_norm,
+        _hog_chunk(x[i : i + step], orientations=orientations, cells=cells, grids=grids, block=block, block_norm=block_norm,
                    out=[o[i : i + step] for o in out])
     return out
 
