@@ -3,7 +3,7 @@
     python benchmarks/startup.py --repeats 3 [--config configs/X.yaml] [--atlas-cache cold] [CLI overrides ...]
 
 Each repeat starts ``python -m pe_lightning fit --config configs/mnist_drawtext.yaml`` (W&B
-offline, the full demo: T = 4, N = 2,000) in a fresh process with its output root in a
+offline, the full demo: the plan's T, N = 2,000) in a fresh process with its output root in a
 temporary folder and a fresh private side. DrawText's glyph atlas is read from the user's
 public cache (``--atlas-cache warm``, the default: a run after the first, the cache is built by
 the first repeat when missing) or built (``--atlas-cache cold``: an empty cache folder per
