@@ -61,22 +61,6 @@ def test_the_second_build_reads_the_first_from_disk_bit_for_bit(tmp_path, monkey
     assert stored.stat().st_size > first["tiles"].numel() * 4
 
 
-def test_an_atlas_read_back_is_writable_and_writes_never_reach_the_file(tmp_path, monkeypatch):
-    """The stored arrays are mapped copy-on-write: a caller may change them, the file and later reads do not change."""
-    monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    args, kwargs = _args()
-    build = _Counting()
-    load_or_build(build, *args, **kwargs)
-    (path,) = _files(tmp_path)
-    before = path.read_bytes()
-    read = load_or_build(build, *args, **kwargs)
-    assert build.calls == 1
-    for name in ("tiles", "com", "box", "sigmas"):
-        read[name].add_(1.0)  # in place
-    assert path.read_bytes() == before
-    _assert_same(load_or_build(build, *args, **kwargs), build_atlas(*args, **kwargs))
-
-
 def test_fonts_are_keyed_by_content_and_other_arguments_by_value(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "cache"))
     build = _Counting()
