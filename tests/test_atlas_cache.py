@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -100,44 +99,6 @@ def test_a_damaged_file_is_rebuilt_and_replaced(tmp_path, monkeypatch, damage):
     _assert_same(rebuilt, good)
     load_or_build(build, *args, **kwargs)  # the replaced file reads back
     assert build.calls == 2
-
-
-@pytest.mark.parametrize("damage", ["header", "last_byte"])
-def test_damage_the_direct_reader_sees_is_rebuilt(tmp_path, monkeypatch, damage):
-    """The members are read straight into their arrays: a changed .npy header or last data byte fails the CRC-32 too."""
-    monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    args, kwargs = _args()
-    build = _Counting()
-    good = load_or_build(build, *args, **kwargs)
-    (path,) = _files(tmp_path)
-    data = bytearray(path.read_bytes())
-    if damage == "header":  # one byte of the tiles member's .npy header text (its "descr"), still parseable
-        at = data.find(b"'descr'", data.find(b"tiles.npy"))
-        data[at + 1] ^= 0x20  # 'descr' -> 'Descr': an unknown key, refused or a CRC mismatch
-    else:
-        with zipfile.ZipFile(path) as archive:
-            info = archive.getinfo("tiles.npy")
-        end = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size
-        data[end - 1] ^= 0x01
-    path.write_bytes(bytes(data))
-    _assert_same(load_or_build(build, *args, **kwargs), good)
-    assert build.calls == 2
-
-
-def test_a_compressed_file_is_read_too(tmp_path, monkeypatch):
-    """A member the direct reader does not handle (here: deflated) is read with numpy.load, not rebuilt."""
-    monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    args, kwargs = _args()
-    build = _Counting()
-    good = load_or_build(build, *args, **kwargs)
-    (path,) = _files(tmp_path)
-    with np.load(path) as stored:
-        arrays = {name: stored[name] for name in stored.files}
-    np.savez_compressed(path, **arrays)
-    with zipfile.ZipFile(path) as archive:
-        assert archive.getinfo("tiles.npy").compress_type == zipfile.ZIP_DEFLATED
-    _assert_same(load_or_build(build, *args, **kwargs), good)
-    assert build.calls == 1
 
 
 def test_an_empty_variable_turns_the_cache_off(tmp_path, monkeypatch):

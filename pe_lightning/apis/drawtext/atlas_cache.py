@@ -25,10 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import warnings
 import zipfile
-import zlib
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -87,67 +85,15 @@ def _key(args: tuple, kwargs: dict) -> str:
     }, sort_keys=True)
 
 
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # a zip local file header: signature, ..., name length, extra length
-_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-
-
-class _NotStoredPlainly(Exception):
-    """A member that :func:`_read_member` does not read itself (compressed, encrypted, another header)."""
-
-
-def _read_member(file, info: zipfile.ZipInfo) -> np.ndarray:
-    """The ``.npy`` member ``info`` of the zip open as ``file``, read into its array; its CRC-32 checked.
-
-    Raises:
-        zipfile.BadZipFile: a damaged member (header, size or CRC-32).
-        _NotStoredPlainly: a member to read with :func:`numpy.load` instead.
-    """
-    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-        raise _NotStoredPlainly(info.filename)
-    file.seek(info.header_offset)
-    signature, name_length, extra_length = _LOCAL_HEADER.unpack(file.read(_LOCAL_HEADER.size))
-    if signature != b"PK\x03\x04":
-        raise zipfile.BadZipFile(f"{info.filename}: no local header")
-    start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
-    file.seek(start)
-    read_header = _NPY_HEADERS.get(np.lib.format.read_magic(file))
-    if read_header is None:
-        raise _NotStoredPlainly(info.filename)
-    shape, fortran_order, dtype = read_header(file)
-    if fortran_order or dtype.hasobject:
-        raise _NotStoredPlainly(info.filename)
-    header_length = file.tell() - start
-    file.seek(start)
-    header = file.read(header_length)
-    array = np.empty(shape, dtype=dtype)
-    data = memoryview(array.reshape(-1)).cast("B")
-    if header_length + data.nbytes != info.file_size or file.readinto(data) != data.nbytes:
-        raise zipfile.BadZipFile(f"{info.filename}: size")
-    if zlib.crc32(data, zlib.crc32(header)) != info.CRC:
-        raise zipfile.BadZipFile(f"{info.filename}: CRC-32")
-    return array
-
-
-def _read_arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The named arrays of the ``.npz`` at ``path`` (see the module docstring); ``KeyError`` for a missing one."""
-    with open(path, "rb") as file, zipfile.ZipFile(file) as archive:
-        infos = {name: archive.getinfo(f"{name}.npy") for name in names}
-        try:
-            return {name: _read_member(file, info) for name, info in infos.items()}
-        except _NotStoredPlainly:
-            pass
-    with np.load(path, allow_pickle=False) as stored:
-        return {name: stored[name] for name in names}  # zipfile checks each member's CRC-32
-
-
 def _read(path: Path, key: str) -> Optional[dict]:
     """The atlas stored at ``path`` when it is complete, intact and made for ``key``; else ``None``."""
     try:
-        if str(_read_arrays(path, ("key",))["key"]) != key:
-            return None
-        arrays = _read_arrays(path, (*_ARRAYS, "tile"))
-        tile = int(arrays.pop("tile"))
-    except (OSError, ValueError, KeyError, EOFError, struct.error, zipfile.BadZipFile):
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["key"]) != key:
+                return None
+            arrays = {name: stored[name] for name in _ARRAYS}  # zipfile checks each member's CRC-32
+            tile = int(stored["tile"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     tiles = arrays["tiles"]
     if tiles.dtype != np.float32 or tiles.ndim != 4 or tiles.shape[1:] != (1, tile, tile):
