@@ -43,9 +43,11 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
 
 #: Pixels per image chunk on the CPU. At 2**15 every per-pixel op stays at torch's intra-op grain size
 #: (32,768 elements), so it runs on the calling thread: no thread pool wake-up per op. On a loaded
-#: machine with 2 torch threads, chunks of 2**18 pixels were 5-12x slower (docs/results.md); with
-#: one thread 2**15 costs about 5-15 % against 2**18.
+#: machine with 2 torch threads, chunks of 2**16 to 2**18 pixels were 5-25x slower (docs/results.md).
 _CHUNK_PIXELS = 1 << 15
+#: With one torch thread there is no pool to wake: chunks this many times larger (2**18 pixels) mean fewer
+#: ops per image, about 20 % less CPU time than 2**15 for 28 x 28 digits (docs/results.md).
+_ONE_THREAD_FACTOR = 8
 
 
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,8 +232,12 @@ def _hog_chunk(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int,
 
 
 def _chunk_step(x: torch.Tensor) -> int:
-    """Images per chunk of ``(B, C, H, W)``: all of them off the CPU, :data:`_CHUNK_PIXELS` worth on it."""
-    return max(1, x.shape[0]) if x.device.type != "cpu" else max(1, _CHUNK_PIXELS // max(1, math.prod(x.shape[1:])))
+    """Images per chunk of ``(B, C, H, W)``: all of them off the CPU; on it :data:`_CHUNK_PIXELS` worth
+    (times :data:`_ONE_THREAD_FACTOR` when torch runs one thread)."""
+    if x.device.type != "cpu":
+        return max(1, x.shape[0])
+    pixels = _CHUNK_PIXELS * (_ONE_THREAD_FACTOR if torch.get_num_threads() == 1 else 1)
+    return max(1, pixels // max(1, math.prod(x.shape[1:])))
 
 
 def _hog_into(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int, int]], block: tuple[int, int],
