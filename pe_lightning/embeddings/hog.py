@@ -43,7 +43,7 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
 
 #: Pixels per image chunk on the CPU. At 2**15 every per-pixel op stays at torch's intra-op grain size
 #: (32,768 elements), so it runs on the calling thread: no thread pool wake-up per op. On a loaded
-#: machine with 2 torch threads, chunks of 2**16 to 2**18 pixels were 5-25x slower (docs/results.md).
+#: machine with 2 torch threads, chunks of 2**16 or 2**17 pixels were 5-35x slower (docs/results.md).
 _CHUNK_PIXELS = 1 << 15
 #: With one torch thread there is no pool to wake: chunks this many times larger (2**18 pixels) mean fewer
 #: ops per image, about 20 % less CPU time than 2**15 for 28 x 28 digits (docs/results.md).
@@ -365,14 +365,7 @@ class HOGEmbedding(Embedding):
         self._dim = self._dim_for(self.image_shape) if self.image_shape is not None else None
 
     def _dim_for(self, shape: Sequence[int]) -> int:
-        (cr, cc), (br, bc) = self.pixels_per_cell, self.cells_per_block
-        n_r, n_c = shape[0] // cr, shape[1] // cc
-        if n_r < br or n_c < bc:
-            raise ValueError(
-                f"images of shape {tuple(shape)} hold {n_r}x{n_c} cells of {cr}x{cc} pixels, fewer than one block of "
-                f"{br}x{bc} cells: use smaller pixels_per_cell or cells_per_block"
-            )
-        return (n_r - br + 1) * (n_c - bc + 1) * br * bc * self.orientations
+        return _feature_dims(shape, orientations=self.orientations, cells=[self.pixels_per_cell], block=self.cells_per_block)[0]
 
     def setup(self, *, device: torch.device | str = "cpu") -> None:
         """Bind the computation to ``device`` (no weights to load)."""
@@ -494,15 +487,8 @@ class MultiScaleHOGEmbedding(HOGEmbedding):
 
     def _scale_blocks(self, shape: Sequence[int], cell: tuple[int, int]) -> tuple[int, int]:
         """``(D, blocks)`` of one scale for images of ``shape``."""
-        (cr, cc), (br, bc) = cell, self.cells_per_block
-        n_r, n_c = shape[0] // cr, shape[1] // cc
-        if n_r < br or n_c < bc:
-            raise ValueError(
-                f"images of shape {tuple(shape)} hold {n_r}x{n_c} cells of {cr}x{cc} pixels, fewer than one block of "
-                f"{br}x{bc} cells: use smaller pixels_per_cell or cells_per_block"
-            )
-        blocks = (n_r - br + 1) * (n_c - bc + 1)
-        return blocks * br * bc * self.orientations, blocks
+        (dim,) = _feature_dims(shape, orientations=self.orientations, cells=[cell], block=self.cells_per_block)
+        return dim, dim // (self.cells_per_block[0] * self.cells_per_block[1] * self.orientations)
 
     def _dim_for(self, shape: Sequence[int]) -> int:
         return sum(self._scale_blocks(shape, c)[0] for c in self.scales) + (self.pixel_size or 0) ** 2
