@@ -106,28 +106,14 @@ def _pair_tables(orientations: int, dtype: torch.dtype, device: torch.device) ->
     return (bins.to(torch.uint8) if orientations <= 256 else bins), magnitudes
 
 
-@functools.lru_cache(maxsize=16)
-def _interior_masks(pixels: int, height: int, width: int, *, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(col_mask, row_mask, offset)`` for :func:`_pair_index` on ``pixels`` flat pixels of ``height x width`` planes.
-
-    int32 masks ``(pixels,)``: 1 where a pixel has a column gradient (not in the first or last column),
-    1 where it has a row gradient (not in the first or last row); ``offset``: the 0-d int32 ``255 * 511 + 255``.
-    Cached per shape (the same chunk shapes repeat every call); callers must not modify them.
-    """
-    planes = pixels // (height * width)
-    cols, rows = torch.arange(width, device=device), torch.arange(height, device=device)
-    col_mask = ((cols > 0) & (cols < width - 1)).to(torch.int32).expand(planes, height, width).reshape(-1)
-    row_mask = ((rows > 0) & (rows < height - 1)).to(torch.int32)[:, None].expand(planes, height, width).reshape(-1)
-    return col_mask, row_mask, torch.tensor(_G * _PAIRS + _G, dtype=torch.int32, device=device)
-
-
 def _pair_index(x: torch.Tensor) -> torch.Tensor:
     """uint8 ``(B, C, H, W)`` (any strides) -> int32 ``(neg_row + 255) * 511 + col + 255`` of each pixel, ``(B, C, H, W)``.
 
     ``neg_row`` and ``col`` are :func:`_gradients`' (central differences, 0 on the border rows and
     columns), computed in integers: the row of :func:`_pair_tables` that holds the pixel's bin and magnitude.
     The intensities are copied into a flat int32 buffer with ``W`` zeros at both ends and both differences
-    taken on it (shifts of 1 and ``W``), which pairs pixels across the borders of a plane; the masks zero those.
+    taken on it (shifts of 1 and ``W``: contiguous ops), which pairs pixels across the borders of a plane;
+    those border rows and columns are then set to 0 (small strided fills, cheaper than multiplying by masks).
     """
     height, width = x.shape[-2:]
     pixels = x.numel()
@@ -135,10 +121,12 @@ def _pair_index(x: torch.Tensor) -> torch.Tensor:
     padded[:width] = 0
     padded[width + pixels :] = 0
     padded[width : width + pixels].view(x.shape).copy_(x)
-    col = padded[width + 1 : width + 1 + pixels] - padded[width - 1 : width - 1 + pixels]  # x[k + 1] - x[k - 1]
+    index = padded[width + 1 : width + 1 + pixels] - padded[width - 1 : width - 1 + pixels]  # col: x[k + 1] - x[k - 1]
     neg_row = padded[:pixels] - padded[2 * width : 2 * width + pixels]  # x[k - W] - x[k + W]
-    col_mask, row_mask, offset = _interior_masks(pixels, height, width, device=x.device)
-    return torch.addcmul(offset, col, col_mask).addcmul_(neg_row, row_mask, value=_PAIRS).view(x.shape)
+    cols, rows = index.view(-1, height, width), neg_row.view(-1, height, width)
+    for border in (cols[:, :, 0], cols[:, :, -1], rows[:, 0], rows[:, -1]):
+        border.zero_()
+    return index.add_(neg_row, alpha=_PAIRS).add_(_G * _PAIRS + _G).view(x.shape)
 
 
 @functools.lru_cache(maxsize=16)
