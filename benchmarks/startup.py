@@ -15,6 +15,10 @@ and the 1-minute load average at the end:
 
 * ``to_callbacks_s``: imports and CLI parsing done (the config's callbacks are being built);
 * ``to_fit_setup_s``: trainer built, loggers started, data loaded (``setup`` of the callbacks);
+* ``to_fit_start_s``: the callbacks' ``on_fit_start`` (after the FID reference statistics; the
+  probe runs after the config's other callbacks), just before the module's;
+* ``to_iteration_0_start_s``: **iteration 0 starts**: the private embeddings are done and the
+  RANDOM API is about to generate its first chunk (the first ``on_stage("random", ...)``);
 * ``to_iteration_0_s``: iteration 0 exists (the RANDOM population, with its FID, grid and snapshot);
 * ``to_iteration_1_start_s``: the first private iteration starts;
 * ``pe_s``: from there to the end of the last iteration; ``total_s``: the process's wall time;
@@ -39,7 +43,7 @@ from pe_lightning.callbacks.base import PopulationCallback  # the child process 
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-MILESTONES = ("callbacks", "fit_setup", "iteration_0", "iteration_1_start", "fit_end")
+MILESTONES = ("callbacks", "fit_setup", "fit_start", "iteration_0_start", "iteration_0", "iteration_1_start", "fit_end")
 
 class StartupProbe(PopulationCallback):
     """Writes ``{milestone: time.time()}`` to ``path`` as the run passes each milestone.
@@ -62,6 +66,13 @@ class StartupProbe(PopulationCallback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._mark("fit_setup")
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._mark("fit_start")
+
+    def on_stage(self, trainer, pl_module, *, stage: str, done: int, total: int) -> None:
+        if stage == "random":  # the RANDOM API's first chunk is about to be generated (S_0, in the module's on_fit_start)
+            self._mark("iteration_0_start")
 
     def on_population(self, trainer, pl_module, *, population, iteration: int) -> None:
         if iteration == 0:

@@ -3,6 +3,7 @@ YAML configs (configs/ as pe_lightning.configs), found through shipped_config.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -69,3 +70,11 @@ print(len(mods), 'modules')
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert int(run.stdout.split()[0]) >= 15
+    # the console script is python -m pe_lightning: the fast help answers without Lightning
+    console = site / "bin" / "pe-lightning"
+    assert console.is_file()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    helped = subprocess.run([sys.executable, str(console), "fit", "--config", str(ROOT / "configs" / "mnist_drawtext.yaml"), "--help"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert helped.returncode == 0, helped.stderr[-3000:]
+    assert helped.stdout.startswith("PE options of --config"), helped.stdout[:500]

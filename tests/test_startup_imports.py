@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Not needed by ``import pe_lightning`` or the help: each costs a second or more to import here.
@@ -84,3 +86,66 @@ def test_the_cli_imports_torchmetrics_light_and_completes_it_on_first_use(tmp_pa
         return line[len("NAMES:"):].split(",")
 
     assert names(code) == names(plain)
+
+
+def _preloaded(argv: list[str], tmp_path: Path, **env: str) -> tuple[bool, list[str]]:
+    """``preload_wandb(argv)``'s answer and the modules loaded after it, in a fresh interpreter."""
+    code = ("import sys, json\nfrom pe_lightning.preload import preload_wandb\n"
+            f"done = preload_wandb({argv!r})\nprint('PRELOAD:' + json.dumps([done, sorted(sys.modules)]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **env})
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("PRELOAD:")]
+    done, loaded = json.loads(line[len("PRELOAD:"):])
+    return done, loaded
+
+
+def test_a_wandb_config_preloads_wandb_without_torch(tmp_path):
+    """The demo names a WandbLogger: W&B's modules (the one wandb.init imports included) load, torch and Lightning do not."""
+    from pe_lightning.preload import WANDB_MODULES
+
+    done, loaded = _preloaded(["fit", "--config", str(ROOT / "configs" / "mnist_drawtext.yaml")], tmp_path)
+    assert done and set(WANDB_MODULES) <= set(loaded)
+    assert not {"torch", "lightning", "torchmetrics", "matplotlib"} & {m.split(".")[0] for m in loaded}
+
+
+@pytest.mark.parametrize("case", ["csv_logger_config", "logger_off", "logger_replaced", "wandb_disabled", "no_config"])
+def test_no_wandb_run_preloads_nothing(tmp_path, case):
+    demo, csv = str(ROOT / "configs" / "mnist_drawtext.yaml"), str(ROOT / "configs" / "mnist_classifier.yaml")
+    argv, env = {
+        "csv_logger_config": (["fit", "--config", csv], {}),
+        "logger_off": (["fit", "--config", demo, "--trainer.logger=false"], {}),
+        "logger_replaced": (["fit", "--config", demo, "--trainer.logger", "pe_lightning.loggers.CSVLogger"], {}),
+        "wandb_disabled": (["fit", "--config", demo], {"WANDB_MODE": "disabled"}),
+        "no_config": (["fit", "--config", str(tmp_path / "missing.yaml")], {}),
+    }[case]
+    done, loaded = _preloaded(argv, tmp_path, **env)
+    assert not done and "wandb" not in {m.split(".")[0] for m in loaded}
+
+
+def test_a_wandb_logger_given_on_the_command_line_preloads(tmp_path):
+    from pe_lightning.preload import names_wandb_logger
+
+    csv = str(ROOT / "configs" / "mnist_classifier.yaml")
+    assert names_wandb_logger(["fit", "--config", csv, "--trainer.logger=pe_lightning.loggers.WandbLogger"])
+    nested = tmp_path / "nested.yaml"  # a config whose sections sit under the subcommand, and a list of loggers
+    nested.write_text("fit:\n  trainer:\n    logger:\n      - class_path: lightning.pytorch.loggers.WandbLogger\n")
+    assert names_wandb_logger(["-c", str(nested), "fit"]) and names_wandb_logger([f"--config={nested}", "fit"])
+    assert not names_wandb_logger(["fit", "--config", csv])
+
+
+def test_python_m_imports_wandb_before_torch(tmp_path):
+    """``python -m pe_lightning`` preloads before its first torch import (import order from ``-X importtime``).
+
+    importtime names the modules that ``import`` statements load (not the ones ``importlib.import_module``
+    loads itself): ``wandb.sdk`` and ``wandb.sdk.launch.*`` stand for the two preloaded modules.
+    """
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pe_lightning", "fit", "--config",
+         str(ROOT / "configs" / "mnist_drawtext.yaml"), "--print_config"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    finished = [line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")]
+    launch = next(i for i, name in enumerate(finished) if name.startswith("wandb.sdk.launch"))
+    assert finished.index("wandb.sdk") < finished.index("torch") and launch < finished.index("torch")
