@@ -216,3 +216,41 @@ def test_hog_features_refuses_non_finite_and_non_float_input_and_reads_minus_zer
     minus = x.clone()
     minus[minus == 0] = -0.0  # a -0 - (+0) gradient would otherwise read as -180 degrees, not 0
     assert torch.equal(hog_features(minus), hog_features(x))
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28, 1), (2, 21, 30, 3), (2, 9, 1, 1), (2, 1, 9, 1), (1, 2, 2, 3), (5, 8, 12, 1)])
+def test_uint8_lookup_path_is_bit_identical_to_the_float_path(shape):
+    """uint8 images take the look-up path (integer gradient pairs -> table of bins and magnitudes); floats the per-pixel one."""
+    from pe_lightning.embeddings.hog import _gradients, _pair_index
+
+    images = _noise(*shape, seed=sum(shape))
+    images[0, : shape[1] // 2] = 0  # flat regions: zero gradients
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    neg_row, col = _gradients(x.double())
+    assert torch.equal(_pair_index(x).double(), (neg_row + 255) * 511 + col + 255)
+    cell = (min(2, shape[1]), min(2, shape[2]))
+    for kwargs in ({"pixels_per_cell": cell}, {"pixels_per_cell": cell, "orientations": 13, "block_norm": "L1"},
+                   {"pixels_per_cell": (1, 1), "cells_per_block": 1, "block_norm": "L2-Hys"}):
+        for dtype in ("float32", "float64"):
+            emb = HOGEmbedding(**kwargs, dtype=dtype)
+            assert emb._features(torch.from_numpy(images)).dtype == getattr(torch, dtype)
+            looked_up = emb.embed(images)
+            per_pixel = hog_features(x.to(getattr(torch, dtype)), **{k: emb.config()[k] for k in
+                                     ("orientations", "pixels_per_cell", "cells_per_block", "block_norm")}).float()
+            assert torch.equal(looked_up, per_pixel), (kwargs, dtype)
+
+
+def test_chunk_size_follows_the_thread_count_without_changing_the_features(monkeypatch):
+    """One torch thread: chunks of 8 x _CHUNK_PIXELS (no pool to wake); more: _CHUNK_PIXELS. Same numbers either way."""
+    import pe_lightning.embeddings.hog as hog
+
+    x = torch.zeros(2000, 1, 28, 28, dtype=torch.uint8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert hog._chunk_step(x) == (hog._CHUNK_PIXELS * hog._ONE_THREAD_FACTOR) // 784
+    images = np.concatenate([_digits(30), _noise(30, 28, 28, 1)] * 8)
+    one = HOGEmbedding().embed(images), MultiScaleHOGEmbedding(pixel_size=7).embed(images)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert hog._chunk_step(x) == hog._CHUNK_PIXELS // 784
+    two = HOGEmbedding().embed(images), MultiScaleHOGEmbedding(pixel_size=7).embed(images)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)

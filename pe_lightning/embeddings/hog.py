@@ -43,9 +43,11 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
 
 #: Pixels per image chunk on the CPU. At 2**15 every per-pixel op stays at torch's intra-op grain size
 #: (32,768 elements), so it runs on the calling thread: no thread pool wake-up per op. On a loaded
-#: machine with 2 torch threads, chunks of 2**18 pixels were 5-12x slower (docs/results.md); with
-#: one thread 2**15 costs about 5-15 % against 2**18.
+#: machine with 2 torch threads, chunks of 2**16 or 2**17 pixels were 5-35x slower (docs/results.md).
 _CHUNK_PIXELS = 1 << 15
+#: With one torch thread there is no pool to wake: chunks this many times larger (2**18 pixels) mean fewer
+#: ops per image, about 20 % less CPU time than 2**15 for 28 x 28 digits (docs/results.md).
+_ONE_THREAD_FACTOR = 8
 
 
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,6 +81,54 @@ def _orientation_slots(neg_row: torch.Tensor, col: torch.Tensor, orientations: i
     return deg.mul_(orientations / 180.0).to(torch.int32)
 
 
+#: Largest absolute gradient of an image in 0..255 (a central difference of two intensities).
+_G = 255
+#: Gradient pairs per axis in an image of 0..255: ``-255..255``.
+_PAIRS = 2 * _G + 1
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_tables(orientations: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(bins, magnitudes)`` of every integer gradient pair, flat ``(511 * 511,)``, indexed as :func:`_pair_index`.
+
+    ``bins`` (uint8 where ``orientations <= 256``, a quarter of int32's cache footprint; int32 otherwise; in
+    ``[0, orientations)``) and ``magnitudes`` (``dtype``) are what the float path
+    (:func:`_orientation_slots` with its last slot folded into the last bin, :func:`torch.hypot`)
+    computes for the pair, in the same arithmetic on the same device, so looking a pixel up here
+    gives the float path's numbers for images of integer intensities in 0..255. Cached per
+    ``(orientations, dtype, device)``; callers must not modify them.
+    """
+    g = torch.arange(-_G, _G + 1, dtype=dtype, device=device)  # zeros are +0 (see _gradients)
+    neg_row = g[:, None].expand(_PAIRS, _PAIRS).contiguous()
+    col = g[None, :].expand(_PAIRS, _PAIRS).contiguous()
+    magnitudes = torch.hypot(neg_row, col).view(-1)
+    bins = _orientation_slots(neg_row, col, orientations).clamp_(max=orientations - 1).view(-1)
+    return (bins.to(torch.uint8) if orientations <= 256 else bins), magnitudes
+
+
+def _pair_index(x: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` (any strides) -> int32 ``(neg_row + 255) * 511 + col + 255`` of each pixel, ``(B, C, H, W)``.
+
+    ``neg_row`` and ``col`` are :func:`_gradients`' (central differences, 0 on the border rows and
+    columns), computed in integers: the row of :func:`_pair_tables` that holds the pixel's bin and magnitude.
+    The intensities are copied into a flat int32 buffer with ``W`` zeros at both ends and both differences
+    taken on it (shifts of 1 and ``W``: contiguous ops), which pairs pixels across the borders of a plane;
+    those border rows and columns are then set to 0 (small strided fills, cheaper than multiplying by masks).
+    """
+    height, width = x.shape[-2:]
+    pixels = x.numel()
+    padded = torch.empty(pixels + 2 * width, dtype=torch.int32, device=x.device)
+    padded[:width] = 0
+    padded[width + pixels :] = 0
+    padded[width : width + pixels].view(x.shape).copy_(x)
+    index = padded[width + 1 : width + 1 + pixels] - padded[width - 1 : width - 1 + pixels]  # col: x[k + 1] - x[k - 1]
+    neg_row = padded[:pixels] - padded[2 * width : 2 * width + pixels]  # x[k - W] - x[k + W]
+    cols, rows = index.view(-1, height, width), neg_row.view(-1, height, width)
+    for border in (cols[:, :, 0], cols[:, :, -1], rows[:, 0], rows[:, -1]):
+        border.zero_()
+    return index.add_(neg_row, alpha=_PAIRS).add_(_G * _PAIRS + _G).view(x.shape)
+
+
 @functools.lru_cache(maxsize=16)
 def _cell_base(batch: int, n_r: int, cr: int, n_c: int, cc: int, slots: int, *, device: torch.device) -> torch.Tensor:
     """``(B, n_r * cr, n_c * cc)``: ``(image * cells + cell of the pixel) * slots``, the flat histogram offset.
@@ -94,17 +144,17 @@ def _cell_base(batch: int, n_r: int, cr: int, n_c: int, cc: int, slots: int, *, 
     return (image + cell).mul_(slots)
 
 
-def _normalise_blocks(blocks: torch.Tensor, method: str) -> torch.Tensor:
-    """skimage's ``_hog_normalize_block`` over the last dim (one block's ``cells_r * cells_c * orientations``)."""
-    if method == "L1":
-        return blocks / (blocks.abs().sum(dim=-1, keepdim=True) + _EPS)
-    if method == "L1-sqrt":
-        return torch.sqrt(blocks / (blocks.abs().sum(dim=-1, keepdim=True) + _EPS))
-    out = blocks / torch.sqrt(blocks.square().sum(dim=-1, keepdim=True) + _EPS**2)
+def _normalise_blocks(blocks: torch.Tensor, method: str, *, out: torch.Tensor) -> None:
+    """skimage's ``_hog_normalize_block`` over the last dim (one block's ``cells_r * cells_c * orientations``), into ``out``."""
+    if method in ("L1", "L1-sqrt"):
+        torch.div(blocks, blocks.abs().sum(dim=-1, keepdim=True).add_(_EPS), out=out)
+        if method == "L1-sqrt":
+            out.sqrt_()
+        return
+    torch.div(blocks, blocks.square().sum(dim=-1, keepdim=True).add_(_EPS**2).sqrt_(), out=out)
     if method == "L2-Hys":
-        out = out.clamp_max(0.2)
-        out = out / torch.sqrt(out.square().sum(dim=-1, keepdim=True) + _EPS**2)
-    return out
+        out.clamp_(max=0.2)
+        out.div_(out.square().sum(dim=-1, keepdim=True).add_(_EPS**2).sqrt_())
 
 
 def _check_cells(height: int, width: int, cell: tuple[int, int], block: tuple[int, int]) -> tuple[int, int]:
@@ -119,49 +169,93 @@ def _check_cells(height: int, width: int, cell: tuple[int, int], block: tuple[in
     return n_r, n_c
 
 
-def _hog_chunk(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int, int]], grids: Sequence[tuple[int, int]],
-               block: tuple[int, int], block_norm: str, out: Sequence[torch.Tensor]) -> None:
-    """Write the HOG of ``(B, C, H, W)`` for each cell size of ``cells`` into ``out`` (``(B, D_s)`` each), sharing the per-pixel work.
+def _bins_and_magnitudes(x: torch.Tensor, *, orientations: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """int32 orientation bins in ``[0, orientations)`` and gradient magnitudes (``dtype``) of ``(B, C, H, W)``, each ``(B, H, W)``.
 
+    Float ``x``: computed per pixel (:func:`_gradients`, :func:`torch.hypot`, :func:`_orientation_slots`).
+    uint8 ``x``: each pixel's integer gradient pair is looked up in
+    :func:`_pair_tables`, which hold the float path's numbers for every pair, so both paths agree
+    exactly on such images; the look-up needs no ``atan2`` or ``hypot`` per pixel.
+    With several channels each pixel takes the channel of largest magnitude (the first one on ties, as numpy's argmax).
+    """
+    if x.is_floating_point():
+        neg_row, col = _gradients(x)
+        magnitude = torch.hypot(neg_row, col)
+        if x.shape[1] > 1:
+            channel = magnitude.argmax(dim=1, keepdim=True)
+            neg_row, col, magnitude = (t.gather(1, channel) for t in (neg_row, col, magnitude))
+        bins = _orientation_slots(neg_row[:, 0], col[:, 0], orientations)
+        return bins.clamp_(max=orientations - 1), magnitude[:, 0]  # slot n: theta rounded up to 180, the last bin
+    bin_table, magnitude_table = _pair_tables(orientations, dtype, x.device)
+    index = _pair_index(x)
+    magnitude = magnitude_table.index_select(0, index.view(-1)).view(index.shape)
+    if x.shape[1] > 1:
+        channel = magnitude.argmax(dim=1, keepdim=True)
+        index, magnitude = index.gather(1, channel), magnitude.gather(1, channel)
+    return bin_table.index_select(0, index.view(-1)).view(index.shape)[:, 0], magnitude[:, 0]
+
+
+def _hog_chunk(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int, int]], grids: Sequence[tuple[int, int]],
+               block: tuple[int, int], block_norm: str, out: Sequence[torch.Tensor], divisors: Sequence[float]) -> None:
+    """Write the HOG of ``(B, C, H, W)`` for each cell size of ``cells``, divided by ``divisors``, into ``out`` (``(B, D_s)`` each).
+
+    The per-pixel work is shared by the cell sizes. ``x`` is float or uint8 (:func:`_bins_and_magnitudes`);
     ``grids`` holds each cell size's ``(cells_r, cells_c)`` (:func:`_check_cells`, checked once by the caller).
     """
-    neg_row, col = _gradients(x)
-    magnitude = torch.hypot(neg_row, col)
-    if x.shape[1] > 1:  # the locally dominant channel (first one on ties, as numpy's argmax)
-        channel = magnitude.argmax(dim=1, keepdim=True)
-        neg_row, col, magnitude = (t.gather(1, channel) for t in (neg_row, col, magnitude))
-    neg_row, col, magnitude = neg_row[:, 0], col[:, 0], magnitude[:, 0]
-    slots = _orientation_slots(neg_row, col, orientations)
-    del neg_row, col
-    batch = slots.shape[0]
+    bins, magnitude = _bins_and_magnitudes(x, orientations=orientations, dtype=out[0].dtype)
+    batch = bins.shape[0]
     (br, bc), n = block, orientations
-    for (cr, cc), (n_r, n_c), target in zip(cells, grids, out):
+    for (cr, cc), (n_r, n_c), target, divisor in zip(cells, grids, out, divisors):
         crop = (slice(None), slice(0, n_r * cr), slice(0, n_c * cc))
         # Each pixel's magnitude added to slot (image, cell, orientation) of one flat histogram: no one-hot.
-        flat = slots[crop] + _cell_base(batch, n_r, cr, n_c, cc, n + 1, device=slots.device)
-        hist = torch.bincount(flat.reshape(-1), weights=magnitude[crop].reshape(-1), minlength=batch * n_r * n_c * (n + 1))
-        hist = hist.to(magnitude.dtype).view(batch, n_r, n_c, n + 1)
-        hist[..., n - 1] += hist[..., n]  # theta rounded up to 180: the last bin (empty for integer gradients)
-        cell_means = hist[..., :n] / (cr * cc)  # (B, n_r, n_c, orientations), contiguous
+        flat = bins[crop] + _cell_base(batch, n_r, cr, n_c, cc, n, device=bins.device)
+        hist = torch.bincount(flat.reshape(-1), weights=magnitude[crop].reshape(-1), minlength=batch * n_r * n_c * n)
+        cell_means = hist.to(magnitude.dtype).view(batch, n_r, n_c, n).div_(cr * cc)  # (B, n_r, n_c, orientations)
         if (br, bc) != (1, 1):  # (B, blocks_r, blocks_c, br * bc * orientations): skimage's order
             blocks = cell_means.unfold(1, br, 1).unfold(2, bc, 1).permute(0, 1, 2, 4, 5, 3)
             cell_means = blocks.reshape(batch, n_r - br + 1, n_c - bc + 1, br * bc * n)
-        target.copy_(_normalise_blocks(cell_means, block_norm).view(batch, -1))
+        _normalise_blocks(cell_means, block_norm, out=target.view(cell_means.shape))
+        if divisor != 1:
+            target.div_(divisor)
 
 
-def _hog_scales(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int, int]], block: tuple[int, int],
-                block_norm: str, transform_sqrt: bool) -> list[torch.Tensor]:
-    """:func:`hog_features` of ``(B, C, H, W)`` for each cell size of ``cells``; chunked on the CPU."""
-    (br, bc), batch = block, x.shape[0]
+def _chunk_step(x: torch.Tensor) -> int:
+    """Images per chunk of ``(B, C, H, W)``: all of them off the CPU; on it :data:`_CHUNK_PIXELS` worth
+    (times :data:`_ONE_THREAD_FACTOR` when torch runs one thread)."""
+    if x.device.type != "cpu":
+        return max(1, x.shape[0])
+    pixels = _CHUNK_PIXELS * (_ONE_THREAD_FACTOR if torch.get_num_threads() == 1 else 1)
+    return max(1, pixels // max(1, math.prod(x.shape[1:])))
+
+
+def _hog_into(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int, int]], block: tuple[int, int],
+              block_norm: str, transform_sqrt: bool, out: Sequence[torch.Tensor], divisors: Sequence[float] | None = None) -> None:
+    """Write :func:`hog_features` of ``(B, C, H, W)`` for each cell size of ``cells`` into ``out`` (``(B, D_s)`` each, may be column slices).
+
+    ``x`` is float, or uint8 intensities (any strides: a permuted NHWC batch): those are converted chunk by
+    chunk, to int32 for the look-up path (:func:`_bins_and_magnitudes`) or, with ``transform_sqrt``, to
+    ``out``'s dtype. Every op on the CPU is one chunk's (:data:`_CHUNK_PIXELS`): nothing here wakes torch's
+    thread pool. Each scale is divided by its entry of ``divisors`` (default 1).
+    """
     grids = [_check_cells(x.shape[2], x.shape[3], cell, block) for cell in cells]
-    out = [x.new_empty((batch, (n_r - br + 1) * (n_c - bc + 1) * br * bc * orientations)) for n_r, n_c in grids]
-    if transform_sqrt:
-        x = x.sqrt()
-    step = max(1, batch) if x.device.type != "cpu" else max(1, _CHUNK_PIXELS // max(1, math.prod(x.shape[1:])))
-    for i in range(0, batch, step):
-        _hog_chunk(x[i : i + step], orientations=orientations, cells=cells, grids=grids, block=block, block_norm=block_norm,
-                   out=[o[i : i + step] for o in out])
-    return out
+    divisors = [1.0] * len(cells) if divisors is None else divisors
+    step = _chunk_step(x)
+    for i in range(0, x.shape[0], step):
+        chunk = x[i : i + step]
+        if transform_sqrt:
+            chunk = chunk.to(out[0].dtype).sqrt_() if chunk.dtype == torch.uint8 else chunk.sqrt()
+        _hog_chunk(chunk, orientations=orientations, cells=cells, grids=grids, block=block, block_norm=block_norm,
+                   out=[o[i : i + step] for o in out], divisors=divisors)
+
+
+def _feature_dims(shape: Sequence[int], *, orientations: int, cells: Sequence[tuple[int, int]], block: tuple[int, int]) -> list[int]:
+    """``D`` of each cell size's HOG for images of ``(H, W)`` (``shape[:2]``)."""
+    (br, bc) = block
+    dims = []
+    for cell in cells:
+        n_r, n_c = _check_cells(shape[0], shape[1], cell, block)
+        dims.append((n_r - br + 1) * (n_c - bc + 1) * br * bc * orientations)
+    return dims
 
 
 def hog_features(
@@ -199,9 +293,13 @@ def hog_features(
         raise ValueError(f"images must be a float (B, C, H, W) tensor, got {images.dtype} of shape {tuple(images.shape)}")
     if not bool(torch.isfinite(images).all()):
         raise ValueError("images must be finite (no NaN or inf intensities)")
+    cells, block = [tuple(pixels_per_cell)], tuple(cells_per_block)
+    (dim,) = _feature_dims(images.shape[2:], orientations=orientations, cells=cells, block=block)  # type: ignore[arg-type]
+    out = images.new_empty((images.shape[0], dim))
     # + 0.0 turns -0.0 into +0.0: the gradients' zeros must be +0 (see _gradients).
-    return _hog_scales(images + 0.0, orientations=orientations, cells=[tuple(pixels_per_cell)],  # type: ignore[list-item]
-                       block=tuple(cells_per_block), block_norm=block_norm, transform_sqrt=transform_sqrt)[0]  # type: ignore[arg-type]
+    _hog_into(images + 0.0, orientations=orientations, cells=cells, block=block, block_norm=block_norm,  # type: ignore[arg-type]
+              transform_sqrt=transform_sqrt, out=[out])
+    return out
 
 
 class HOGEmbedding(Embedding):
@@ -255,14 +353,7 @@ class HOGEmbedding(Embedding):
         self._dim = self._dim_for(self.image_shape) if self.image_shape is not None else None
 
     def _dim_for(self, shape: Sequence[int]) -> int:
-        (cr, cc), (br, bc) = self.pixels_per_cell, self.cells_per_block
-        n_r, n_c = shape[0] // cr, shape[1] // cc
-        if n_r < br or n_c < bc:
-            raise ValueError(
-                f"images of shape {tuple(shape)} hold {n_r}x{n_c} cells of {cr}x{cc} pixels, fewer than one block of "
-                f"{br}x{bc} cells: use smaller pixels_per_cell or cells_per_block"
-            )
-        return (n_r - br + 1) * (n_c - bc + 1) * br * bc * self.orientations
+        return _feature_dims(shape, orientations=self.orientations, cells=[self.pixels_per_cell], block=self.cells_per_block)[0]
 
     def setup(self, *, device: torch.device | str = "cpu") -> None:
         """Bind the computation to ``device`` (no weights to load)."""
@@ -287,21 +378,32 @@ class HOGEmbedding(Embedding):
         }
 
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, H, W, C)`` on any device -> ``(B, D)`` on :attr:`device`."""
-        return self._hog(self._as_float(batch))
+        """uint8 ``(B, H, W, C)`` on any device -> ``(B, D)`` in :attr:`dtype` on :attr:`device`.
 
-    def _as_float(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, H, W, C)`` -> ``(B, C, H, W)`` in 0..255, in :attr:`dtype` on :attr:`device`."""
-        return to_device(batch, self.device).permute(0, 3, 1, 2).to(_DTYPES[self.dtype])
+        The uint8 batch goes in as it is (a permuted view): :func:`_hog_into` converts it chunk by chunk, and
+        without ``transform_sqrt`` looks each pixel's bin and magnitude up (:func:`_pair_tables`), the same
+        numbers as the float path's.
+        """
+        x = to_device(batch, self.device).permute(0, 3, 1, 2)
+        out = torch.empty((x.shape[0], self._dim_for(tuple(batch.shape[1:]))), dtype=_DTYPES[self.dtype], device=x.device)
+        self._hog_into(x, out)
+        return out
 
-    def _scales(self, x: torch.Tensor, cells: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
-        """:func:`hog_features` of ``x`` (float ``(B, C, H, W)`` from uint8: finite, no ``-0.0``) per cell size."""
-        return _hog_scales(x, orientations=self.orientations, cells=cells, block=self.cells_per_block,
-                           block_norm=self.block_norm, transform_sqrt=self.transform_sqrt)
+    def _features_into(self, batch: torch.Tensor, rows: torch.Tensor) -> None:
+        """Write :meth:`_features` of ``batch`` into ``rows`` (float32 CPU ``(B, D)``, :func:`embed_in_chunks`'s).
 
-    def _hog(self, x: torch.Tensor) -> torch.Tensor:
-        """float ``(B, C, H, W)`` in 0..255 -> ``(B, D)``."""
-        return self._scales(x, [self.pixels_per_cell])[0]
+        Directly where ``rows`` are on :attr:`device` in :attr:`dtype` (no copy of a whole batch); through
+        :meth:`_features` otherwise.
+        """
+        if rows.device == self.device and rows.dtype == _DTYPES[self.dtype]:
+            self._hog_into(to_device(batch, self.device).permute(0, 3, 1, 2), rows)
+        else:
+            rows.copy_(self._features(batch).cpu())
+
+    def _hog_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """uint8 ``(B, C, H, W)`` -> its features, written into ``out`` ``(B, D)``."""
+        _hog_into(x, orientations=self.orientations, cells=[self.pixels_per_cell], block=self.cells_per_block,
+                  block_norm=self.block_norm, transform_sqrt=self.transform_sqrt, out=[out])
 
     @torch.no_grad()
     def embed(self, images: np.ndarray | torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
@@ -373,15 +475,8 @@ class MultiScaleHOGEmbedding(HOGEmbedding):
 
     def _scale_blocks(self, shape: Sequence[int], cell: tuple[int, int]) -> tuple[int, int]:
         """``(D, blocks)`` of one scale for images of ``shape``."""
-        (cr, cc), (br, bc) = cell, self.cells_per_block
-        n_r, n_c = shape[0] // cr, shape[1] // cc
-        if n_r < br or n_c < bc:
-            raise ValueError(
-                f"images of shape {tuple(shape)} hold {n_r}x{n_c} cells of {cr}x{cc} pixels, fewer than one block of "
-                f"{br}x{bc} cells: use smaller pixels_per_cell or cells_per_block"
-            )
-        blocks = (n_r - br + 1) * (n_c - bc + 1)
-        return blocks * br * bc * self.orientations, blocks
+        (dim,) = _feature_dims(shape, orientations=self.orientations, cells=[cell], block=self.cells_per_block)
+        return dim, dim // (self.cells_per_block[0] * self.cells_per_block[1] * self.orientations)
 
     def _dim_for(self, shape: Sequence[int]) -> int:
         return sum(self._scale_blocks(shape, c)[0] for c in self.scales) + (self.pixel_size or 0) ** 2
@@ -391,12 +486,17 @@ class MultiScaleHOGEmbedding(HOGEmbedding):
         out.update(pixels_per_cell=[list(c) for c in self.scales], pixel_size=self.pixel_size, pixel_weight=self.pixel_weight)
         return out
 
-    def _hog(self, x: torch.Tensor) -> torch.Tensor:
-        parts = []
-        for cell, h in zip(self.scales, self._scales(x, self.scales)):  # gradients and orientations computed once
-            parts.append(h / math.sqrt(self._scale_blocks(tuple(x.shape[2:]), cell)[1]))
+    def _hog_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        shape = tuple(x.shape[2:])
+        dims, blocks = zip(*(self._scale_blocks(shape, cell) for cell in self.scales))
+        offsets = [sum(dims[:i]) for i in range(len(dims))]
+        # gradients and orientations computed once per chunk for every scale, each written into its columns
+        _hog_into(x, orientations=self.orientations, cells=self.scales, block=self.cells_per_block,
+                  block_norm=self.block_norm, transform_sqrt=self.transform_sqrt,
+                  out=[out.narrow(1, o, d) for o, d in zip(offsets, dims)], divisors=[math.sqrt(b) for b in blocks])
         if self.pixel_size is not None:
-            p = F.interpolate(x.mean(dim=1, keepdim=True) / 255.0, size=(self.pixel_size, self.pixel_size), mode="bilinear",
-                              align_corners=False, antialias=True)
-            parts.append(p.flatten(1) * (self.pixel_weight / self.pixel_size))
-        return torch.cat(parts, dim=1)
+            pixels, step = out[:, sum(dims) :], _chunk_step(x)
+            for i in range(0, x.shape[0], step):  # chunked like the HOG: no op wakes torch's thread pool
+                p = F.interpolate(x[i : i + step].to(out.dtype).mean(dim=1, keepdim=True) / 255.0,
+                                  size=(self.pixel_size, self.pixel_size), mode="bilinear", align_corners=False, antialias=True)
+                torch.mul(p.flatten(1), self.pixel_weight / self.pixel_size, out=pixels[i : i + step])

@@ -139,7 +139,9 @@ def embed_in_chunks(embedding: Embedding, images: np.ndarray | torch.Tensor, *, 
     Checks the images (:func:`as_uint8_nhwc`), fixes ``embedding._dim`` from the first call
     (``embedding._dim_for((H, W, C))``) and refuses a later shape with another ``D`` (the
     message ends with ``hint``), then calls ``embedding._features`` on uint8 ``(B, H, W, C)``
-    chunks of ``batch_size`` and gathers float32 CPU rows ``(N, D)``.
+    chunks of ``batch_size`` and gathers float32 CPU rows ``(N, D)``. An embedding with a
+    ``_features_into(batch, rows)`` writes each chunk's float32 CPU rows itself instead (no copy
+    of a whole chunk: one op on a chunk of rows is big enough to wake torch's thread pool).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -152,6 +154,11 @@ def embed_in_chunks(embedding: Embedding, images: np.ndarray | torch.Tensor, *, 
         )
     embedding._dim = dim  # type: ignore[attr-defined]
     out = torch.empty((x.shape[0], dim), dtype=torch.float32)
+    into = getattr(embedding, "_features_into", None)
     for start in range(0, x.shape[0], batch_size):
-        out[start : start + batch_size] = embedding._features(x[start : start + batch_size]).cpu()  # type: ignore[attr-defined]
+        batch, rows = x[start : start + batch_size], out[start : start + batch_size]
+        if into is not None:
+            into(batch, rows)
+        else:
+            rows.copy_(embedding._features(batch).cpu())  # type: ignore[attr-defined]
     return out
