@@ -9,7 +9,7 @@ so every setting it returns is public configuration, and a run that uses it has 
 (epsilon, delta) guarantee as one configured by hand.
 
 The rule. Its constants (``MIN_SURVIVORS``, ``NOISE_SURVIVORS``, ``K_CHOICES``,
-``MAX_ITERATIONS``, ``KAPPA``, ``RANDOM_FACTOR``, the degrees and the embedding) were chosen
+``MAX_ITERATIONS``, ``RANDOM_FACTOR``, the degrees and the embedding) were chosen
 on the MNIST protocol of docs/benchmark.md only, never per data set (docs/results.md):
 
 1. ``m = approx_private_size / num_classes`` private samples vote per class and iteration.
@@ -37,8 +37,9 @@ on the MNIST protocol of docs/benchmark.md only, never per data set (docs/result
    sensitivity stays 1 (each vote weighs ``1 / sqrt(k')``).
 7. Population sizes: the RANDOM population (iteration 0) is ``RANDOM_FACTOR`` times the
    released one; the voted populations of iterations ``1 .. T - 1`` have
-   ``bins(T) = floor(m / (KAPPA * sigma_T))`` per class, clipped to ``[MIN_BINS,
-   final_samples_per_class]`` (the average bin collects ``KAPPA`` noise stds of votes); the
+   ``final_samples_per_class`` per class, like the released one (the paper's constant
+   population; an earlier rule shrank them to ``floor(m / (4 sigma_T))``, 81 per class at
+   epsilon = 10, which lost 2.6 points on MNIST, docs/results.md); the
    released population is ``final_samples_per_class`` (``selection="systematic"``: each
    survivor gets its expected share of children).
 8. **Embedding**: :data:`EMBEDDING`, a histogram of oriented gradients (9 orientations,
@@ -49,7 +50,7 @@ on the MNIST protocol of docs/benchmark.md only, never per data set (docs/result
 
 Monotonicity in epsilon (``tests/test_planner.py`` checks it on a grid): ``T`` never
 decreases; for a fixed ``T``, a larger epsilon plans less noise per iteration, a lower
-threshold, no more votes per sample and no fewer bins; wherever ``T >= 2``,
+threshold and no more votes per sample (the sizes do not depend on epsilon); wherever ``T >= 2``,
 ``S >= MIN_SURVIVORS``. The noise *per iteration* jumps up where ``T`` grows (the budget
 is split over more votes): that is the rule's intent, evolution is bought only when each
 vote still keeps enough survivors.
@@ -78,9 +79,7 @@ from pe_lightning.schedules import Schedule
 
 __all__ = ["EMBEDDING", "Plan", "plan", "PlannedPrivateEvolution", "expected_true_survivors", "threshold_sigmas"]
 
-#: Expected votes per bin of a voted population, in noise stds (rule step 7).
-KAPPA = 4.0
-#: Fewest synthetic samples per class in a voted population (rule step 7).
+#: Fewest synthetic samples per class the plan releases (``final_samples_per_class``).
 MIN_BINS = 10
 #: Most iterations the rule plans (rule step 5): T = 6 was the best measured on MNIST at epsilon = 10 (issue 23).
 MAX_ITERATIONS = 6
@@ -153,10 +152,6 @@ class Plan:
 
 def _sigma(epsilon: float, iterations: int, delta: float) -> float:
     return calibrate_noise_multiplier(epsilon=epsilon, iterations=iterations, delta=delta)
-
-
-def _bins(per_class: float, sigma: float) -> float:
-    return math.inf if sigma == 0 else per_class / (KAPPA * sigma)
 
 
 def threshold_sigmas(random_bins_per_class: int) -> float:
@@ -232,8 +227,7 @@ def plan(
     k = min([k for k in K_CHOICES if survivors(iterations, k) >= MIN_SURVIVORS], default=max(K_CHOICES))  # step 6
     # the noise actually used (the accountant's, when the fit starts) sets the threshold and sizes
     sigma = _sigma(epsilon, iterations, delta) if noise_multiplier is None else float(noise_multiplier)
-    raw = _bins(per_class, sigma)
-    bins = int(min(final_samples_per_class, max(MIN_BINS, math.floor(raw) if math.isfinite(raw) else final_samples_per_class)))
+    bins = final_samples_per_class  # rule step 7: the voted populations keep the released size
     schedule = [random_bins] + [bins] * (iterations - 1) + [final_samples_per_class]
     return Plan(
         iterations=iterations, num_samples_schedule=schedule, threshold=float(c * sigma),
@@ -253,8 +247,8 @@ class PlannedPrivateEvolution(PrivateEvolution):
     **One budget.** The run's budget is the ``PrivacyAccountant``'s ``(epsilon, delta)``,
     stated once (``python -m pe_lightning`` fills ``epsilon``/``delta`` here from it, and
     ``--epsilon``/``--delta`` set it). ``epsilon`` is read only to plan ``T`` (rule step 4);
-    the settings that depend on the noise (the threshold, rule step 5, and the sizes of the
-    voted populations, step 3) are planned when the fit starts from the sigma the run's
+    the setting that depends on the noise (the threshold, rule step 3) is planned when the
+    fit starts from the sigma the run's
     :class:`~pe_lightning.engine.hooks.NoiseMultiplierSource` states for the next iteration,
     the sigma that iteration is released with. A resumed run that asks for more iterations or
     a larger budget is therefore re-planned from the remaining budget (or refused by the

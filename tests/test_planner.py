@@ -26,13 +26,13 @@ C = 3.090232  # Q^{-1}(1 / 1,000): one expected noise-only survivor among a clas
     "epsilon, delta, n, T, k, sigma, bins, survivors",
     [
         # eps = 1: T = 2 would keep S(2, 4) = 800 / (3.09 * 5.28) = 49 < 60 survivors: one vote, 4 votes per image
-        (1.0, 1e-5, 4000, 1, 4, 3.730632, 26, 69.39),
-        (0.5, 1e-5, 4000, 1, 4, 7.031827, 14, 36.82),    # no T keeps 60: the floor T = 1, the most votes
-        (1.0, 1e-6, 4000, 1, 4, 4.224679, 23, 61.28),    # a smaller delta: more noise, same plan
-        (2.0, 1e-5, 4000, 4, 4, 3.987625, 25, 64.92),
-        (4.0, 1e-5, 4000, 6, 2, 2.648295, 37, 69.12),    # two votes per image are enough at T = 6
-        (10.0, 1e-5, 4000, 6, 1, 1.224472, 81, 105.71),  # T = MAX_ITERATIONS, single votes
-        (1.0, 1e-5, 40000, 6, 1, 9.138144, 109, 141.65),  # ten times the data: evolution pays at eps = 1
+        (1.0, 1e-5, 4000, 1, 4, 3.730632, 200, 69.39),
+        (0.5, 1e-5, 4000, 1, 4, 7.031827, 200, 36.82),    # no T keeps 60: the floor T = 1, the most votes
+        (1.0, 1e-6, 4000, 1, 4, 4.224679, 200, 61.28),    # a smaller delta: more noise, same plan
+        (2.0, 1e-5, 4000, 4, 4, 3.987625, 200, 64.92),
+        (4.0, 1e-5, 4000, 6, 2, 2.648295, 200, 69.12),    # two votes per image are enough at T = 6
+        (10.0, 1e-5, 4000, 6, 1, 1.224472, 200, 105.71),  # T = MAX_ITERATIONS, single votes
+        (1.0, 1e-5, 40000, 6, 1, 9.138144, 200, 141.65),  # ten times the data: evolution pays at eps = 1
     ],
 )
 def test_documented_values(epsilon, delta, n, T, k, sigma, bins, survivors):
@@ -56,18 +56,19 @@ def test_no_noise_plans_the_most_iterations_and_the_final_size():
 
 
 @pytest.mark.parametrize(
-    "epsilon, n, bins, sigma",
+    "epsilon, n, sigma",
     [
-        (1.0, 4000, 10, 9.138144),     # T = 6: 400 / (4 * 9.14) = 10.9 -> 10
-        (10.0, 4000, 81, 1.224472),    # 400 / (4 * 1.22) = 81.7 -> 81
-        (1.0, 40000, 109, 9.138144),   # ten times the data: ten times the bins
-        (0.5, 4000, 10, 17.224387),    # below the floor: MIN_BINS
+        (1.0, 4000, 9.138144),
+        (10.0, 4000, 1.224472),
+        (1.0, 40000, 9.138144),   # the sizes do not follow the data size or the noise
+        (0.5, 4000, 17.224387),
     ],
 )
-def test_documented_values_with_more_iterations(epsilon, n, bins, sigma):
+def test_documented_values_with_more_iterations(epsilon, n, sigma):
     p = _plan(epsilon, n, iterations=6)
-    assert p.iterations == 6 and p.bins_per_class == bins
-    assert p.num_samples_schedule == [1000] + [bins] * 5 + [200]
+    assert p.iterations == 6 and p.bins_per_class == 200  # the voted populations keep the released size
+    assert p.num_samples_schedule == [1000] + [200] * 5 + [200]
+    assert _plan(epsilon, n, iterations=6, final_samples_per_class=50).num_samples_schedule == [250] + [50] * 6
     assert p.noise_multiplier == pytest.approx(sigma, rel=1e-6)
     assert p.threshold == pytest.approx(C * sigma, rel=1e-6)
 
