@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TextIO
 
-__all__ = ["HELP_ALL_FLAG", "ClassOptions", "Option", "class_options", "print_help", "wants_fast_help"]
+__all__ = ["HELP_ALL_FLAG", "ClassOptions", "Option", "class_options", "option_values", "print_help", "wants_fast_help"]
 
 HELP_ALL_FLAG = "--help-all"
 _HELP_FLAGS = ("--help", "-h")
@@ -192,14 +192,25 @@ def wants_fast_help(argv: Sequence[str]) -> bool:
     return any(a in _HELP_FLAGS for a in argv) and HELP_ALL_FLAG not in argv
 
 
-def _config_files(argv: Sequence[str]) -> list[Path]:
-    files = []
+def option_values(argv: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The values given to any of the options ``names`` in ``argv`` (``--x V`` or ``--x=V``), in order.
+
+    Read without the CLI's parser (no Lightning import): the fast help and the W&B preload
+    (:mod:`pe_lightning.preload`) use it.
+    """
+    values = []
     for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            files.append(Path(argv[i + 1]))
-        elif arg.startswith("--config="):
-            files.append(Path(arg.split("=", 1)[1]))
-    return files
+        name, eq, value = arg.partition("=")
+        if name in names:
+            if eq:
+                values.append(value)
+            elif i + 1 < len(argv):
+                values.append(argv[i + 1])
+    return values
+
+
+def _config_files(argv: Sequence[str]) -> list[Path]:
+    return [Path(value) for value in option_values(argv, ("--config",))]
 
 
 def _load_config(files: Sequence[Path]) -> dict:

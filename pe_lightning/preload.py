@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from pe_lightning.help import option_values
+
 __all__ = ["WANDB_MODULES", "names_wandb_logger", "preload_wandb"]
 
 #: Imported in this order by :func:`preload_wandb` (the second is what ``wandb.init`` imports).
@@ -29,19 +31,6 @@ WANDB_MODULES = ("wandb", "wandb.sdk.launch.inputs.internal")
 _LOGGER_OPTION = "--trainer.logger"
 _CONFIG_OPTIONS = ("--config", "-c")
 _WANDB_LOGGER = "WandbLogger"
-
-
-def _option_values(argv: Sequence[str], names: Sequence[str]) -> list[str]:
-    """The values given to any of ``names`` (``--x V`` or ``--x=V``), in order."""
-    values = []
-    for i, arg in enumerate(argv):
-        name, eq, value = arg.partition("=")
-        if name in names:
-            if eq:
-                values.append(value)
-            elif i + 1 < len(argv):
-                values.append(argv[i + 1])
-    return values
 
 
 def _mentions_wandb_logger(node: Any) -> bool:
@@ -60,12 +49,12 @@ def names_wandb_logger(argv: Sequence[str]) -> bool:
     logger); otherwise the ``--config`` files decide. A file that cannot be read or parsed
     counts as not naming one: the CLI reports it.
     """
-    given = _option_values(argv, (_LOGGER_OPTION,))
+    given = option_values(argv, (_LOGGER_OPTION,))
     if given:
         return _WANDB_LOGGER in given[-1]
     import yaml
 
-    for file in _option_values(argv, _CONFIG_OPTIONS):
+    for file in option_values(argv, _CONFIG_OPTIONS):
         try:
             config = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
