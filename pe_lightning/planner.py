@@ -225,7 +225,7 @@ def plan(
     if iterations is None:  # rule step 5: the largest T whose votes keep MIN_SURVIVORS
         iterations = max([t for t in range(1, MAX_ITERATIONS + 1) if survivors(t, max(K_CHOICES)) >= MIN_SURVIVORS], default=1)
     k = min([k for k in K_CHOICES if survivors(iterations, k) >= MIN_SURVIVORS], default=max(K_CHOICES))  # step 6
-    # the noise actually used (the accountant's, when the fit starts) sets the threshold and sizes
+    # the noise actually used (the accountant's, when the fit starts) sets the threshold
     sigma = _sigma(epsilon, iterations, delta) if noise_multiplier is None else float(noise_multiplier)
     bins = final_samples_per_class  # rule step 7: the voted populations keep the released size
     schedule = [random_bins] + [bins] * (iterations - 1) + [final_samples_per_class]
@@ -246,7 +246,7 @@ class PlannedPrivateEvolution(PrivateEvolution):
 
     **One budget.** The run's budget is the ``PrivacyAccountant``'s ``(epsilon, delta)``,
     stated once (``python -m pe_lightning`` fills ``epsilon``/``delta`` here from it, and
-    ``--epsilon``/``--delta`` set it). ``epsilon`` is read only to plan ``T`` (rule step 4);
+    ``--epsilon``/``--delta`` set it). ``epsilon`` is read only to plan ``T`` (rule steps 4-5);
     the setting that depends on the noise (the threshold, rule step 3) is planned when the
     fit starts from the sigma the run's
     :class:`~pe_lightning.engine.hooks.NoiseMultiplierSource` states for the next iteration,

@@ -236,7 +236,6 @@ class RemoteImageAPI(ImageAPI):
         return self._call("variation", labels=labels, generator=generator, images=images, conditions=conditions,
                           degree=degree)
 
-
     def _streams(self, n: int, generator: torch.Generator) -> list[tuple[slice, dict[str, np.ndarray]]]:
         """Each request's rows and random stream (``generator_state`` or ``seed``)."""
         size = self.request_size
