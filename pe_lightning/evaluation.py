@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from lightning.pytorch.utilities import rank_zero_warn
 
+from pe_lightning.png_tree import check_class_names
 from pe_lightning.population import Population
 
 __all__ = ["SavedRunEvaluation"]
@@ -24,7 +25,7 @@ class SavedRunEvaluation:
             self.population = Population.load_npz(self.population_path)
             self.iteration = self.iterations  # a saved final population
         if self.population is not None:
-            self.population._check_class_names(self.class_names)
+            check_class_names(self.population.labels, self.class_names)
 
     def test_step(self, batch, batch_idx: int) -> None:  # noqa: D102 - nothing to do per batch
         return None
