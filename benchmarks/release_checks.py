@@ -52,15 +52,6 @@ def stretch_contrast(images: np.ndarray) -> np.ndarray:
     return np.clip(np.round(images * scale[:, None, None, None]), 0, 255).astype(np.uint8)
 
 
-def load_population(path: Path) -> tuple[Population, dict[str, np.ndarray]]:
-    """The population of a run's ``population.npz`` and its ``cond__*`` arrays."""
-    with np.load(path) as z:
-        if "images" not in z or "labels" not in z:
-            raise ValueError(f"{path}: not a population file (needs 'images' and 'labels', has {sorted(z.files)})")
-        conditions = {k[len("cond__"):]: z[k] for k in z.files if k.startswith("cond__")}
-        return Population(images=z["images"], labels=z["labels"]), conditions
-
-
 def accuracies(pop: Population, *, datamodule, clf_seeds: Sequence[int], epochs: int) -> list[float]:
     """Test accuracy (fraction) of the protocol's classifier trained on ``pop``, one per classifier seed."""
     return [DownstreamEvaluation(max_epochs=epochs, val_fraction=0.0, seed=s).evaluate(pop, datamodule=datamodule)[0]
@@ -108,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
 
     if args.command == "params":
         for path in args.populations:
-            _, cond = load_population(path)
+            cond = Population.load_npz(path).conditions
             missing = [c for c in CONTINUOUS if c not in cond]
             if missing:
                 raise ValueError(f"{path}: no DrawText conditions {missing} (a DrawText run's population is needed)")
@@ -124,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
     fit = dict(datamodule=dm, clf_seeds=args.clf_seeds, epochs=args.epochs)
     if args.command == "stretch":
         for path in args.populations:
-            pop, _ = load_population(path)
+            pop = Population.load_npz(path)
             stretched = Population(images=stretch_contrast(pop.images), labels=pop.labels)
             say(f"{path} [{args.variant}]: as released {_fmt(accuracies(pop, **fit))} | "
                 f"contrast-stretched {_fmt(accuracies(stretched, **fit))}")
