@@ -66,11 +66,9 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 
-import numpy as np
 
 from pe_lightning.apis.base import ImageAPI
 from pe_lightning.embeddings.base import Embedding
-from pe_lightning.engine.class_sizes import class_sizes, resolve_size_schedule
 from pe_lightning.engine.hooks import NoiseMultiplierSource
 from pe_lightning.evolution import PrivateEvolution
 from pe_lightning.privacy import noise_multiplier as calibrate_noise_multiplier
@@ -377,7 +375,7 @@ class PlannedPrivateEvolution(PrivateEvolution):
         super().on_fit_start()
 
     def configured_sizes(self) -> dict:
-        """The sizes as configured: the plan's public inputs, not the schedule it derives from ``T`` and sigma.
+        """The sizes as configured: the plan's public inputs, not the schedule it derives from ``T``.
 
         A resume that asks for more iterations or a larger budget re-plans that schedule (like
         ``PrivateEvolution`` with the same ``num_samples_per_class``); changing what the user
@@ -404,19 +402,11 @@ class PlannedPrivateEvolution(PrivateEvolution):
                     )
 
     def _plan_from_noise(self, sigma: float) -> None:
-        """Re-plan the noise-dependent settings (threshold, voted-population sizes) for ``sigma``."""
+        """Re-plan the setting that depends on the noise, the threshold, for ``sigma``.
+
+        The size schedule depends only on ``T`` and the configured sizes (rule step 7), which
+        are fixed when the module is built, so the sizes ``setup`` computed from it stand.
+        """
         self.plan = plan(**self._plan_inputs, iterations=self.iterations, noise_multiplier=sigma)
         if not self._explicit["threshold"]:
             self.engine.settings = replace(self.engine.settings, threshold=self.plan.threshold)
-        if not self._explicit["sizes"] and self._classes is not None:  # class names and sizes from setup
-            class_names, _ = self._classes
-            self._size_schedule = resolve_size_schedule(self.plan.num_samples_schedule, self.iterations)
-            counts = None
-            if self.counts_from_private_labels:
-                counts = np.bincount(self._datamodule().private_labels, minlength=len(class_names))
-            sizes = class_sizes(
-                configured=self._configured_counts, schedule=self._size_schedule, iterations=self.iterations,
-                class_names=class_names, private_label_counts=counts,
-                num_nearest_neighbors=self.num_nearest_neighbors, fold=self.engine.settings.fold,
-            )
-            self._classes = (class_names, sizes)
