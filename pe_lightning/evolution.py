@@ -116,6 +116,13 @@ class PrivateEvolution(RunPublishing, RunCheckpointing, SavedRunEvaluation, pl.L
         population_path: a saved ``population.npz`` for ``python -m pe_lightning test``.
         spill_to_disk_mb: arrays larger than this are memory-mapped under
             ``<output_dir>/.scratch``; ``None`` keeps everything in memory.
+        tone_share: the tone release (:mod:`pe_lightning.engine.tone`): the last iteration's
+            Gaussian mechanism also carries a histogram of the private images' peak gray levels,
+            with this share of its ``1 / sigma^2`` (the votes keep ``1 - tone_share``: their noise
+            is ``sigma / sqrt(1 - tone_share)``); the final population's peaks are then matched
+            to the released histogram (post-processing). Same mechanism, same accounting;
+            ``0`` (default): no tone release. Sample-level DP only.
+        tone_bins: the peak-level histogram's bins over 0..255 (a divisor of 256).
         accept_changed_resume: resume from a checkpoint whose data module, size schedule,
             privacy unit, embedding or API differ from this run's (refused otherwise,
             :mod:`pe_lightning.run_fingerprint`); each difference is noted in the ledger.
@@ -165,6 +172,8 @@ class PrivateEvolution(RunPublishing, RunCheckpointing, SavedRunEvaluation, pl.L
         embedding_cache_dir: str | None = None,
         spill_to_disk_mb: float | None = 1024.0,
         population_path: str | None = None,
+        tone_share: float = 0.0,
+        tone_bins: int = 32,
         accept_changed_resume: bool = False,
     ) -> None:
         super().__init__()
@@ -181,7 +190,7 @@ class PrivateEvolution(RunPublishing, RunCheckpointing, SavedRunEvaluation, pl.L
             search_backend=search_backend, distance=distance, selection=selection,
             variations_per_parent=variations_per_parent, keep_selected=bool(keep_selected), privacy_unit=privacy_unit,
             seed=seed, api_batch_size=api_batch_size, embedding_batch_size=embedding_batch_size,
-            reuse_lookahead=reuse_lookahead,
+            reuse_lookahead=reuse_lookahead, tone_share=tone_share, tone_bins=tone_bins,
         )
         settings.check_api(api)
         self._configured_counts = check_configured_counts(num_samples_per_class, num_samples_schedule)

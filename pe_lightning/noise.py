@@ -108,14 +108,17 @@ class NoiseKey:
         return f"NoiseKey(mode={self.mode!r}, key_id={self.key_id!r})"
 
 
-def standard_normal(key: NoiseKey, *, iteration: int, shape: tuple[int, ...] | int) -> np.ndarray:
-    """Float64 standard normals of ``shape``, a pure function of ``(key, iteration, shape)``.
+def standard_normal(key: NoiseKey, *, iteration: int, shape: tuple[int, ...] | int, stream: str = "") -> np.ndarray:
+    """Float64 standard normals of ``shape``, a pure function of ``(key, iteration, shape, stream)``.
 
     Args:
         key: the run's noise key.
         iteration: the PE iteration (``>= 0``) the noise belongs to; different iterations
             draw independent noise.
         shape: the shape of the draw (e.g. ``(N,)`` for one histogram of ``N`` bins).
+        stream: names a further independent draw of the same iteration (``"tone"``: the
+            peak-level counts of :mod:`pe_lightning.engine.tone`); ``""`` (the vote histogram's)
+            draws what it always drew.
 
     Returns:
         ``np.ndarray`` of float64, each entry N(0, 1), independent across entries.
@@ -129,6 +132,8 @@ def standard_normal(key: NoiseKey, *, iteration: int, shape: tuple[int, ...] | i
     xof.update(_DOMAIN + len(key.secret).to_bytes(2, "little") + key.secret)
     xof.update(int(iteration).to_bytes(8, "little") + len(shape).to_bytes(2, "little"))
     xof.update(b"".join(int(s).to_bytes(8, "little") for s in shape))
+    if stream:
+        xof.update(b"\x00stream:" + stream.encode())
     bits = np.frombuffer(xof.digest(16 * pairs), dtype="<u8")
     # 53-bit uniforms in the open interval (0, 1): log never sees 0.
     u = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * (2.0**-53)

@@ -9,7 +9,8 @@ the noise record, and runs the stages of an iteration as named methods, in order
 4. :meth:`PEEngine.evolve`: the DP release (:func:`~pe_lightning.engine.release.release_and_select`,
    the only step that reads private data), then the children (:meth:`PEEngine.children`,
    reusing lookahead variations by :func:`~pe_lightning.engine.reuse.reuse_plan`) as the
-   next population.
+   next population; with ``tone_share`` the last release also carries the private peak-level
+   counts, and the final population is matched to them (:mod:`pe_lightning.engine.tone`).
 
 :meth:`PEEngine.prepare` readies an engine in one call (classes, where it runs, the
 private side, ``S_0``). The Lightning module maps its hooks onto these stages
@@ -18,6 +19,7 @@ private side, ``S_0``). The Lightning module maps its hooks onto these stages
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import defaultdict
@@ -38,6 +40,7 @@ from pe_lightning.engine.release import combine_assignments, release_and_select
 from pe_lightning.engine.reuse import next_population, reuse_plan
 from pe_lightning.engine.scratch import ScratchSpace
 from pe_lightning.engine.settings import EngineSettings
+from pe_lightning.engine.tone import match_tone, peak_bins, tone_weights
 from pe_lightning.engine.sharding import (
     Collective,
     ProcessGroupCollective,
@@ -89,6 +92,7 @@ class PEEngine:
         self._private_embeddings: torch.Tensor | None = None
         self._private_labels: torch.Tensor | None = None
         self._private_clients: torch.Tensor | None = None
+        self._private_peaks: np.ndarray | None = None  # peak-level bin of each private image (tone release only)
         self._synthetic_embeddings: torch.Tensor | None = None
         self._synthetic_labels: torch.Tensor | None = None
         self._assignments: torch.Tensor | None = None
@@ -142,6 +146,8 @@ class PEEngine:
         self.embedding.setup(device=self.device)
         embeddings = self.private_embeddings(private_images, cache=cache, data_fingerprint=data_fingerprint, info=info)
         self.set_private(embeddings=embeddings, labels=private_labels, clients=private_clients)
+        if self.settings.tone_share > 0:  # private side, like the labels: read only by the last release
+            self._private_peaks = peak_bins(private_images, bins=self.settings.tone_bins)
         if self.population is not None:
             self.take_timings()
             return False
@@ -356,16 +362,19 @@ class PEEngine:
         """
         s, t, pop = self.settings, self.iteration + 1, self.population
         assignments = self.gather_assignments()
+        tone = s.tone_share > 0 and t == s.iterations  # the last release carries the peak-level counts
+        if tone and self._private_peaks is None:
+            raise RuntimeError("the tone release needs the private peak levels: call prepare(...) first")
         with self.timed("selection"):
             released = release_and_select(
                 assignments.cpu(), labels=torch.from_numpy(pop.labels), num_parents_per_class=self.parents_per_class(t),
                 selection=s.selection, generator=make_generator(s.seed, t, "selection"), class_names=self.class_names,
                 noise_multiplier=float(noise_multiplier), threshold=s.threshold, key=key, iteration=t,
-                clients=self._private_clients,
+                clients=self._private_clients, tone_peaks=self._private_peaks if tone else None,
+                tone_bins=s.tone_bins, tone_share=s.tone_share,
             )
-            self.noise_record.append(
-                {"iteration": t, "noise_multiplier": float(noise_multiplier), "noise_mode": key.mode, "key_id": key.key_id}
-            )
+            record = {"iteration": t, "noise_multiplier": float(noise_multiplier), "noise_mode": key.mode, "key_id": key.key_id}
+            self.noise_record.append({**record, "tone_share": s.tone_share} if tone else record)
         parents = released.parents.numpy()
         child_parents = np.repeat(parents, s.variations_per_parent)  # grouped by class, like parents
         out, reused = self.children(pop, child_parents, iteration=t)
@@ -374,6 +383,13 @@ class PEEngine:
         old_images = pop.images
         self.population = next_population(pop, out, child_parents, parents, keep_selected=s.keep_selected)
         ScratchSpace.release(old_images)
+        tone_metrics = {}
+        if released.tone_counts is not None:  # post-processing of the release: the final population's tone
+            weights = tone_weights(released.tone_counts, noise_std=float(noise_multiplier) / math.sqrt(s.tone_share))
+            untoned = self.population.images
+            self.population = dataclasses.replace(self.population, images=match_tone(untoned, weights))
+            ScratchSpace.release(untoned)
+            tone_metrics = {"pe/tone_bins_released": float((weights > 0).sum())}
         self.iteration = t
         self._synthetic_embeddings = self._assignments = None
         return {
@@ -382,8 +398,9 @@ class PEEngine:
             "pe/nonzero_after_threshold": float((released.weights > 0).sum()),
             "pe/variation_degree": s.variation_degrees[t - 1],
             "pe/reused_lookahead_fraction": reused / max(len(child_parents), 1),
+            **tone_metrics,
             **vote_diagnostics(noisy_counts=released.noisy_counts, labels=pop.labels, threshold=s.threshold,
-                               noise_multiplier=float(noise_multiplier), parents=parents, num_classes=len(self.class_names) or None).metrics(),
+                               noise_multiplier=released.vote_noise, parents=parents, num_classes=len(self.class_names) or None).metrics(),
         }
 
     def children(self, pop: Population, parents: np.ndarray, *, iteration: int) -> tuple[APIOutput, int]:

@@ -8,7 +8,9 @@ Neighbouring relation: add/remove one private sample. Each private sample casts 
 votes of weight ``1/sqrt(k)`` for synthetic samples of its own class, so the vote
 histogram has L2 sensitivity 1 and :func:`release_histogram` is the Gaussian mechanism
 with noise multiplier ``sigma`` (accounted by :mod:`pe_lightning.privacy`). Thresholding
-and everything after it are post-processing.
+and everything after it are post-processing. With the tone release
+(:mod:`pe_lightning.engine.tone`) the last iteration releases the vote histogram and the private
+peak-level counts as one vector of L2 sensitivity 1, through the same mechanism.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from pe_lightning.engine.selection import select_parents
+from pe_lightning.engine.tone import joint_histogram, split_release
 from pe_lightning.noise import NoiseKey, standard_normal
 from pe_lightning.voting import vote_histogram
 
@@ -43,11 +47,17 @@ class NoisyRelease:
             selection weights (post-processing).
         parents: int64 ``(P,)``: the selected parents, grouped by class
             (:func:`release_and_select`; post-processing), else ``None``.
+        tone_counts: float64 ``(bins,)``: the noisy private peak-level counts of a release that
+            carried them (:mod:`pe_lightning.engine.tone`), in counts, else ``None``.
+        vote_noise: the noise std per vote bin in votes: ``sigma``, or ``sigma / sqrt(1 - tone_share)``
+            when the release carried the peak counts.
     """
 
     noisy_counts: torch.Tensor
     weights: torch.Tensor
     parents: torch.Tensor | None = None
+    tone_counts: torch.Tensor | None = None
+    vote_noise: float | None = None
 
 
 def combine_assignments(parts: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -69,7 +79,9 @@ def combine_assignments(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     return combined
 
 
-def add_gaussian_noise(histogram: torch.Tensor, *, noise_multiplier: float, key: NoiseKey, iteration: int) -> torch.Tensor:
+def add_gaussian_noise(
+    histogram: torch.Tensor, *, noise_multiplier: float, key: NoiseKey, iteration: int, stream: str = ""
+) -> torch.Tensor:
     """``histogram + N(0, noise_multiplier^2 I)``, the noise keyed by the run's secret (float64).
 
     With L2 sensitivity 1 (add/remove one private sample, or one client) this is the
@@ -78,6 +90,7 @@ def add_gaussian_noise(histogram: torch.Tensor, *, noise_multiplier: float, key:
     unpredictable without the key, identical on every rank that holds it; it never comes
     from the public seed. Leading dimensions of ``histogram`` are independent releases
     (the privacy audit batches trials this way). ``noise_multiplier=0`` adds nothing (not private).
+    ``stream`` names a further independent draw of the iteration (:func:`~pe_lightning.noise.standard_normal`).
 
     Args:
         histogram: vote counts ``(..., N)``.
@@ -87,7 +100,7 @@ def add_gaussian_noise(histogram: torch.Tensor, *, noise_multiplier: float, key:
     """
     if not (noise_multiplier >= 0 and math.isfinite(noise_multiplier)):
         raise ValueError(f"noise_multiplier must be finite and >= 0, got {noise_multiplier}")
-    noise = torch.from_numpy(standard_normal(key, iteration=iteration, shape=tuple(histogram.shape)))
+    noise = torch.from_numpy(standard_normal(key, iteration=iteration, shape=tuple(histogram.shape), stream=stream))
     return histogram.to(torch.float64) + noise_multiplier * noise.to(histogram.device)
 
 
@@ -127,6 +140,9 @@ def release_and_select(
     key: NoiseKey,
     iteration: int,
     clients: torch.Tensor | None = None,
+    tone_peaks: np.ndarray | None = None,
+    tone_bins: int = 32,
+    tone_share: float = 0.0,
 ) -> NoisyRelease:
     """One iteration's whole DP step: votes in; noisy counts, weights and parents out.
 
@@ -146,11 +162,32 @@ def release_and_select(
         noise_multiplier, threshold, key, iteration: as in :func:`release_histogram`.
         clients: one client id per private sample (``privacy_unit='client'``): each client's
             vote vector is scaled to L2 norm 1 (:func:`pe_lightning.voting.vote_histogram`).
+        tone_peaks: int64 ``(M,)`` peak bin of each private sample
+            (:func:`pe_lightning.engine.tone.peak_bins`): this release also carries the peak
+            counts, as :func:`pe_lightning.engine.tone.joint_histogram` (sample level only).
+        tone_bins, tone_share: the peak bins and their share ``b^2`` of the release.
     """
     histogram = vote_histogram(assignments, num_synthetic=len(labels), clients=clients)
-    released = release_histogram(histogram, noise_multiplier=noise_multiplier, threshold=threshold, key=key, iteration=iteration)
+    tone_counts, vote_noise = None, float(noise_multiplier)
+    if tone_peaks is None:
+        released = release_histogram(histogram, noise_multiplier=noise_multiplier, threshold=threshold, key=key, iteration=iteration)
+        noisy, weights = released.noisy_counts, released.weights
+    else:
+        if clients is not None:
+            raise ValueError("the tone release is sample level only: it cannot be combined with client-level votes")
+        # One Gaussian mechanism on the joint vector: its vote part draws the noise a release without the
+        # tone release draws (so runs with and without it are paired noise for noise), its peak part an
+        # independent stream of the same key.
+        joint = joint_histogram(histogram, tone_peaks, bins=tone_bins, share=tone_share)
+        noisy_joint = torch.cat([
+            add_gaussian_noise(joint[:-tone_bins], noise_multiplier=noise_multiplier, key=key, iteration=iteration),
+            add_gaussian_noise(joint[-tone_bins:], noise_multiplier=noise_multiplier, key=key, iteration=iteration, stream="tone"),
+        ])
+        noisy, tone_counts = split_release(noisy_joint, bins=tone_bins, share=tone_share)
+        weights = apply_threshold(noisy, threshold=threshold)
+        vote_noise = float(noise_multiplier) / math.sqrt(1.0 - tone_share)
     parents = select_parents(
-        weights=released.weights, labels=labels, num_per_class=list(num_parents_per_class),
+        weights=weights, labels=labels, num_per_class=list(num_parents_per_class),
         generator=generator, class_names=list(class_names), mode=selection,
     )
-    return NoisyRelease(noisy_counts=released.noisy_counts, weights=released.weights, parents=parents)
+    return NoisyRelease(noisy_counts=noisy, weights=weights, parents=parents, tone_counts=tone_counts, vote_noise=vote_noise)

@@ -33,6 +33,9 @@ class EngineSettings:
         seed: the public seed of every stream except the DP noise.
         api_batch_size, embedding_batch_size: images per API call / embedding pass.
         reuse_lookahead: children taken from the lookahead variations (post-processing).
+        tone_share: the part of the last release's ``1 / sigma^2`` that carries the private
+            peak-level counts (:mod:`pe_lightning.engine.tone`), in ``[0, 1)``; 0: no tone release.
+        tone_bins: the peak-level bins of ``[0, 256)`` (divides 256).
     """
 
     iterations: int
@@ -50,6 +53,8 @@ class EngineSettings:
     api_batch_size: int = 4096
     embedding_batch_size: int = 2048
     reuse_lookahead: bool = True
+    tone_share: float = 0.0
+    tone_bins: int = 32
 
     def __post_init__(self) -> None:
         if not (is_int(self.iterations) and self.iterations >= 1):
@@ -73,6 +78,12 @@ class EngineSettings:
             raise ValueError("variations_per_parent=0 needs keep_selected=True, or the next population would be empty")
         if self.privacy_unit not in PRIVACY_UNITS:
             raise ValueError(f"privacy_unit must be 'sample' or 'client', got {self.privacy_unit!r}")
+        if isinstance(self.tone_share, bool) or not (isinstance(self.tone_share, (int, float)) and 0.0 <= self.tone_share < 1.0):
+            raise ValueError(f"tone_share must be a number in [0, 1) (0: no tone release), got {self.tone_share!r}")
+        if not (is_int(self.tone_bins) and 2 <= self.tone_bins <= 256 and 256 % self.tone_bins == 0):
+            raise ValueError(f"tone_bins must be an integer in [2, 256] dividing 256, got {self.tone_bins!r}")
+        if self.tone_share > 0 and self.privacy_unit == "client":
+            raise ValueError("tone_share > 0 needs privacy_unit 'sample': a client's images would add several peak counts")
 
     @property
     def fold(self) -> int:
