@@ -333,8 +333,8 @@ class PlannedPrivateEvolution(PrivateEvolution):
                          **settings, lookahead_degree=lookahead_degree, seed=seed, noise=noise,
                          reuse_lookahead=reuse_lookahead, output_dir=output_dir, save_png=save_png,
                          search_backend=search_backend, api_batch_size=api_batch_size, selection=selection, **kwargs)
-        for field in ("epsilon", "delta"):  # the budget is the accountant's (in the checkpoint's ledger), not a hyperparameter:
-            self.hparams.pop(field, None)  # LightningCLI would re-apply it from a checkpoint against the accountant's
+        for budget_field in ("epsilon", "delta"):  # the budget is the accountant's (in the checkpoint's ledger), not a hyperparameter:
+            self.hparams.pop(budget_field, None)  # LightningCLI would re-apply it from a checkpoint against the accountant's
         self.planned_num_classes = num_classes
 
     @classmethod
@@ -393,10 +393,10 @@ class PlannedPrivateEvolution(PrivateEvolution):
         sources = [cb for cb in self.trainer.callbacks if isinstance(cb, NoiseMultiplierSource)]
         stated = [(getattr(s, "epsilon", None), getattr(s, "delta", None), type(s).__name__) for s in sources]
         for source_eps, source_delta, name in stated:
-            for field, mine, theirs in (("epsilon", epsilon, source_eps), ("delta", delta, source_delta)):
+            for budget_field, mine, theirs in (("epsilon", epsilon, source_eps), ("delta", delta, source_delta)):
                 if mine is not None and theirs is not None and float(mine) != float(theirs):
                     raise ValueError(
-                        f"PlannedPrivateEvolution {field}={mine:g} but the run's {name} has {field}={theirs:g}: state "
+                        f"PlannedPrivateEvolution {budget_field}={mine:g} but the run's {name} has {budget_field}={theirs:g}: state "
                         "the budget once, on the accountant (python -m pe_lightning: --epsilon/--delta, or the "
                         "PrivacyAccountant's init_args); the planner reads it from there"
                     )

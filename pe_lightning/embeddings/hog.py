@@ -377,6 +377,10 @@ class HOGEmbedding(Embedding):
             "image_shape": None if self.image_shape is None else list(self.image_shape),
         }
 
+    def _nchw(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, C)`` -> the ``(B, C, H, W)`` view on :attr:`device` that :meth:`_hog_into` reads (no copy on it)."""
+        return to_device(batch, self.device).permute(0, 3, 1, 2)
+
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, H, W, C)`` on any device -> ``(B, D)`` in :attr:`dtype` on :attr:`device`.
 
@@ -384,7 +388,7 @@ class HOGEmbedding(Embedding):
         without ``transform_sqrt`` looks each pixel's bin and magnitude up (:func:`_pair_tables`), the same
         numbers as the float path's.
         """
-        x = to_device(batch, self.device).permute(0, 3, 1, 2)
+        x = self._nchw(batch)
         out = torch.empty((x.shape[0], self._dim_for(tuple(batch.shape[1:]))), dtype=_DTYPES[self.dtype], device=x.device)
         self._hog_into(x, out)
         return out
@@ -396,7 +400,7 @@ class HOGEmbedding(Embedding):
         :meth:`_features` otherwise.
         """
         if rows.device == self.device and rows.dtype == _DTYPES[self.dtype]:
-            self._hog_into(to_device(batch, self.device).permute(0, 3, 1, 2), rows)
+            self._hog_into(self._nchw(batch), rows)
         else:
             rows.copy_(self._features(batch).cpu())
 
