@@ -90,6 +90,10 @@ def test_match_tone_moves_each_peak_to_its_quantile_keeps_the_background_and_the
     assert np.argsort(got, kind="stable").tolist() == np.argsort(peaks, kind="stable").tolist()
     assert (out.reshape(6, -1).min(axis=1) == 10).all()  # rescaled about the darkest value
     np.testing.assert_array_equal(images, _images(peaks, background=10))  # the input is not modified
+    into = np.zeros_like(images)
+    assert match_tone(images, weights, out=into) is into and np.array_equal(into, out)
+    with pytest.raises(ValueError, match="out must be uint8"):
+        match_tone(images, weights, out=np.zeros(images.shape, dtype=np.float32))
 
 
 def test_match_tone_leaves_images_alone_without_released_bins_or_contrast():
@@ -115,7 +119,7 @@ def test_settings_refuse_a_bad_tone_release():
                            tone_share=0.1)
 
 
-def _last_release(tmp_path, private_images, private_labels, *, share, monkeypatch, sigma=0.1):
+def _last_release(tmp_path, private_images, private_labels, *, share, monkeypatch, sigma=0.1, limit_bytes=None):
     """One engine iteration (the last) with the tone release; returns the engine, its metrics and the release."""
     released = []
     real = engine_core.release_and_select
@@ -130,7 +134,7 @@ def _last_release(tmp_path, private_images, private_labels, *, share, monkeypatc
     engine = PEEngine(settings=settings, api=DrawText(image_size=28), embedding=PixelEmbedding(size=14))
     engine.prepare(class_names=[str(c) for c in range(10)], sizes_per_iteration=[[12] * 10, [8] * 10],
                    private_images=private_images, private_labels=private_labels,
-                   scratch=ScratchSpace(directory=tmp_path, limit_bytes=None), device="cpu",
+                   scratch=ScratchSpace(directory=tmp_path, limit_bytes=limit_bytes), device="cpu",
                    collective=ProcessGroupCollective(), info=lambda line: None)
     engine.begin_iteration()
     engine.vote(torch.arange(len(private_images)))
@@ -140,11 +144,14 @@ def _last_release(tmp_path, private_images, private_labels, *, share, monkeypatc
     return engine, metrics, released[-1]
 
 
-def test_the_engine_matches_the_final_population_to_the_private_peak_levels(tmp_path, monkeypatch):
+@pytest.mark.parametrize("limit_bytes", [None, 0])  # in memory; spilled to memory-mapped scratch files
+def test_the_engine_matches_the_final_population_to_the_private_peak_levels(tmp_path, monkeypatch, limit_bytes):
     dm = tiny_datamodule(100)
     dm.setup("fit")
     dim = (dm.private_images.astype(np.float64) * 0.4).round().astype(np.uint8)  # private peaks near 100 of 255
-    engine, metrics, release = _last_release(tmp_path, dim, dm.private_labels, share=0.5, monkeypatch=monkeypatch)
+    engine, metrics, release = _last_release(tmp_path, dim, dm.private_labels, share=0.5, monkeypatch=monkeypatch,
+                                             limit_bytes=limit_bytes)
+    assert isinstance(engine.population.images, np.memmap) == (limit_bytes == 0)
     private_bins = set(peak_bins(dim, bins=16).tolist())
     assert set(peak_bins(engine.population.images, bins=16).tolist()) <= private_bins  # DrawText's own peaks are brighter
     assert engine.noise_record[-1]["tone_share"] == 0.5 and metrics["pe/tone_bins_released"] >= 1

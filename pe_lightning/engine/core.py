@@ -387,7 +387,8 @@ class PEEngine:
         if released.tone_counts is not None:  # post-processing of the release: the final population's tone
             weights = tone_weights(released.tone_counts, noise_std=float(noise_multiplier) / math.sqrt(s.tone_share))
             untoned = self.population.images
-            self.population = dataclasses.replace(self.population, images=match_tone(untoned, weights))
+            toned = self.scratch.allocate(untoned.shape, np.uint8, name="population") if self.scratch is not None else None
+            self.population = dataclasses.replace(self.population, images=match_tone(untoned, weights, out=toned))
             ScratchSpace.release(untoned)
             tone_metrics = {"pe/tone_bins_released": float((weights > 0).sum())}
         self.iteration = t

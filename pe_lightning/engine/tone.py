@@ -113,7 +113,7 @@ def tone_weights(noisy_counts: torch.Tensor, *, noise_std: float) -> np.ndarray:
     return np.clip(noisy_counts.detach().cpu().numpy().astype(np.float64) - threshold, 0.0, None)
 
 
-def match_tone(images: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def match_tone(images: np.ndarray, weights: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     """Rescale each image so that its peak follows the released tone distribution (post-processing).
 
     The images are ranked by peak level (ties by index); the image of rank ``r`` of ``N`` takes
@@ -127,16 +127,23 @@ def match_tone(images: np.ndarray, weights: np.ndarray) -> np.ndarray:
     Args:
         images: uint8 ``(N, H, W, C)``, synthetic.
         weights: float ``(bins,)``, :func:`tone_weights`.
+        out: where to write the result (uint8, ``images``' shape; e.g. memory-mapped scratch
+            storage for a large population); default a new array.
 
     Returns:
-        uint8 ``(N, H, W, C)``, a new array.
+        uint8 ``(N, H, W, C)``: ``out``, or a new array.
     """
     weights = np.asarray(weights, dtype=np.float64)
     bins = _check_bins(len(weights))
     if not (np.isfinite(weights).all() and (weights >= 0).all()):
         raise ValueError("tone weights must be finite and >= 0")
     peaks = _peaks(images).astype(np.float64)
-    out = images.copy()
+    if out is None:
+        out = images.copy()
+    elif out.shape != images.shape or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 of shape {images.shape}, got {out.dtype} of shape {out.shape}")
+    else:
+        np.copyto(out, images)
     if len(images) == 0 or weights.sum() == 0:
         return out
     ranks = np.empty(len(peaks), dtype=np.float64)
