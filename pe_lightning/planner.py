@@ -66,7 +66,6 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 
-
 from pe_lightning.apis.base import ImageAPI
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.engine.hooks import NoiseMultiplierSource

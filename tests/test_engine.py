@@ -104,8 +104,8 @@ def test_release_and_select_is_the_released_histogram_then_selection_and_returns
                              generator=torch.Generator().manual_seed(1), class_names=["a", "b"])
     torch.testing.assert_close(got.parents, parents)
     # no raw histogram leaves the release: the noisy counts, what follows from them, and public numbers
-    assert set(vars(got)) == {"noisy_counts", "weights", "parents", "tone_counts", "vote_noise"}
-    assert got.tone_counts is None and got.vote_noise == 0.5
+    assert set(vars(got)) == {"noisy_counts", "weights", "parents", "tone_counts", "tone_weights", "vote_noise"}
+    assert got.tone_counts is None and got.tone_weights is None and got.vote_noise == 0.5
 
 
 def test_rank_selection_without_noise_takes_the_most_voted():

@@ -191,6 +191,8 @@ def test_the_votes_draw_the_noise_a_release_without_the_tone_release_draws():
                                tone_bins=4, tone_share=0.1, **common)
     votes = vote_histogram(assignments, num_synthetic=4)
     torch.testing.assert_close((toned.noisy_counts - votes) * math.sqrt(0.9), plain.noisy_counts - votes)
+    np.testing.assert_array_equal(toned.tone_weights, tone_weights(toned.tone_counts, noise_std=0.7 / math.sqrt(0.1)))
+    assert plain.tone_counts is None and plain.tone_weights is None
     # the peak counts take an independent stream of the same key (not the votes' numbers at the same shape)
     tone_noise = (toned.tone_counts - torch.tensor([1.0, 2.0, 0.0, 2.0], dtype=torch.float64)) * math.sqrt(0.1)
     assert not torch.allclose(tone_noise, plain.noisy_counts - votes)

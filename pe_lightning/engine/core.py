@@ -40,7 +40,7 @@ from pe_lightning.engine.release import combine_assignments, release_and_select
 from pe_lightning.engine.reuse import next_population, reuse_plan
 from pe_lightning.engine.scratch import ScratchSpace
 from pe_lightning.engine.settings import EngineSettings
-from pe_lightning.engine.tone import match_tone, peak_bins, tone_weights
+from pe_lightning.engine.tone import match_tone, peak_bins
 from pe_lightning.engine.sharding import (
     Collective,
     ProcessGroupCollective,
@@ -384,13 +384,12 @@ class PEEngine:
         self.population = next_population(pop, out, child_parents, parents, keep_selected=s.keep_selected)
         ScratchSpace.release(old_images)
         tone_metrics = {}
-        if released.tone_counts is not None:  # post-processing of the release: the final population's tone
-            weights = tone_weights(released.tone_counts, noise_std=float(noise_multiplier) / math.sqrt(s.tone_share))
+        if released.tone_weights is not None:  # post-processing of the release: the final population's tone
             untoned = self.population.images
             toned = self.scratch.allocate(untoned.shape, np.uint8, name="population") if self.scratch is not None else None
-            self.population = dataclasses.replace(self.population, images=match_tone(untoned, weights, out=toned))
+            self.population = dataclasses.replace(self.population, images=match_tone(untoned, released.tone_weights, out=toned))
             ScratchSpace.release(untoned)
-            tone_metrics = {"pe/tone_bins_released": float((weights > 0).sum())}
+            tone_metrics = {"pe/tone_bins_released": float((released.tone_weights > 0).sum())}
         self.iteration = t
         self._synthetic_embeddings = self._assignments = None
         return {

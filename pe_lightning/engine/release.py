@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pe_lightning.engine.selection import select_parents
-from pe_lightning.engine.tone import joint_histogram, split_release
+from pe_lightning.engine.tone import joint_histogram, split_release, tone_weights
 from pe_lightning.noise import NoiseKey, standard_normal
 from pe_lightning.voting import vote_histogram
 
@@ -49,6 +49,8 @@ class NoisyRelease:
             (:func:`release_and_select`; post-processing), else ``None``.
         tone_counts: float64 ``(bins,)``: the noisy private peak-level counts of a release that
             carried them (:mod:`pe_lightning.engine.tone`), in counts, else ``None``.
+        tone_weights: float64 ``(bins,)``: those counts above their threshold
+            (:func:`pe_lightning.engine.tone.tone_weights`; post-processing), else ``None``.
         vote_noise: the noise std per vote bin in votes: ``sigma``, or ``sigma / sqrt(1 - tone_share)``
             when the release carried the peak counts.
     """
@@ -57,6 +59,7 @@ class NoisyRelease:
     weights: torch.Tensor
     parents: torch.Tensor | None = None
     tone_counts: torch.Tensor | None = None
+    tone_weights: np.ndarray | None = None
     vote_noise: float | None = None
 
 
@@ -168,7 +171,7 @@ def release_and_select(
         tone_bins, tone_share: the peak bins and their share ``b^2`` of the release.
     """
     histogram = vote_histogram(assignments, num_synthetic=len(labels), clients=clients)
-    tone_counts, vote_noise = None, float(noise_multiplier)
+    tone_counts, kept_tone, vote_noise = None, None, float(noise_multiplier)
     if tone_peaks is None:
         released = release_histogram(histogram, noise_multiplier=noise_multiplier, threshold=threshold, key=key, iteration=iteration)
         noisy, weights = released.noisy_counts, released.weights
@@ -185,9 +188,11 @@ def release_and_select(
         ])
         noisy, tone_counts = split_release(noisy_joint, bins=tone_bins, share=tone_share)
         weights = apply_threshold(noisy, threshold=threshold)
+        kept_tone = tone_weights(tone_counts, noise_std=float(noise_multiplier) / math.sqrt(tone_share))
         vote_noise = float(noise_multiplier) / math.sqrt(1.0 - tone_share)
     parents = select_parents(
         weights=weights, labels=labels, num_per_class=list(num_parents_per_class),
         generator=generator, class_names=list(class_names), mode=selection,
     )
-    return NoisyRelease(noisy_counts=noisy, weights=weights, parents=parents, tone_counts=tone_counts, vote_noise=vote_noise)
+    return NoisyRelease(noisy_counts=noisy, weights=weights, parents=parents, tone_counts=tone_counts,
+                        tone_weights=kept_tone, vote_noise=vote_noise)

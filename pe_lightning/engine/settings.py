@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pe_lightning.apis.base import ImageAPI
 from pe_lightning.engine.selection import check_selection
+from pe_lightning.engine.tone import check_tone_bins
 from pe_lightning.neighbors import check_distance, resolve_backend
 from pe_lightning.validation import is_int
 
@@ -80,8 +81,7 @@ class EngineSettings:
             raise ValueError(f"privacy_unit must be 'sample' or 'client', got {self.privacy_unit!r}")
         if isinstance(self.tone_share, bool) or not (isinstance(self.tone_share, (int, float)) and 0.0 <= self.tone_share < 1.0):
             raise ValueError(f"tone_share must be a number in [0, 1) (0: no tone release), got {self.tone_share!r}")
-        if not (is_int(self.tone_bins) and 2 <= self.tone_bins <= 256 and 256 % self.tone_bins == 0):
-            raise ValueError(f"tone_bins must be an integer in [2, 256] dividing 256, got {self.tone_bins!r}")
+        check_tone_bins(self.tone_bins)
         if self.tone_share > 0 and self.privacy_unit == "client":
             raise ValueError("tone_share > 0 needs privacy_unit 'sample': a client's images would add several peak counts")
 

@@ -33,16 +33,19 @@ from statistics import NormalDist
 import numpy as np
 import torch
 
-__all__ = ["joint_histogram", "match_tone", "peak_bins", "split_release", "tone_threshold", "tone_weights"]
+from pe_lightning.validation import is_int
+
+__all__ = ["check_tone_bins", "joint_histogram", "match_tone", "peak_bins", "split_release", "tone_threshold", "tone_weights"]
 
 #: Gray levels of a uint8 image.
 LEVELS = 256
 
 
-def _check_bins(bins: int) -> int:
-    if isinstance(bins, bool) or not isinstance(bins, int) or not 2 <= bins <= LEVELS or LEVELS % bins:
-        raise ValueError(f"tone_bins must be an int in [2, 256] dividing 256, got {bins!r}")
-    return bins
+def check_tone_bins(bins: int) -> int:
+    """``bins`` as an int, or a ValueError naming ``tone_bins``: an integer in ``[2, 256]`` that divides 256."""
+    if not (is_int(bins) and 2 <= bins <= LEVELS and LEVELS % bins == 0):
+        raise ValueError(f"tone_bins must be an integer in [2, 256] dividing 256, got {bins!r}")
+    return int(bins)
 
 
 def _peaks(images: np.ndarray) -> np.ndarray:
@@ -62,7 +65,7 @@ def peak_bins(images: np.ndarray, *, bins: int) -> np.ndarray:
     Returns:
         int64 ``(N,)`` in ``[0, bins)``.
     """
-    return _peaks(images) * _check_bins(bins) // LEVELS
+    return _peaks(images) * check_tone_bins(bins) // LEVELS
 
 
 def joint_histogram(votes: torch.Tensor, peaks: np.ndarray, *, bins: int, share: float) -> torch.Tensor:
@@ -79,7 +82,7 @@ def joint_histogram(votes: torch.Tensor, peaks: np.ndarray, *, bins: int, share:
     """
     if not 0.0 < share < 1.0:
         raise ValueError(f"tone_share must be in (0, 1), got {share}")
-    counts = torch.bincount(torch.as_tensor(peaks, dtype=torch.int64), minlength=_check_bins(bins)).to(torch.float64)
+    counts = torch.bincount(torch.as_tensor(peaks, dtype=torch.int64), minlength=check_tone_bins(bins)).to(torch.float64)
     if len(counts) != bins:
         raise ValueError(f"peak bins must lie in [0, {bins}), got a maximum of {len(counts) - 1}")
     return torch.cat([votes.to(torch.float64) * math.sqrt(1.0 - share), counts * math.sqrt(share)])
@@ -95,7 +98,7 @@ def split_release(noisy: torch.Tensor, *, bins: int, share: float) -> tuple[torc
 
 def tone_threshold(*, bins: int, noise_std: float) -> float:
     """``Q^{-1}(1 / bins) * noise_std``: one expected noise-only bin among ``bins`` empty ones."""
-    return NormalDist().inv_cdf(1.0 - 1.0 / _check_bins(bins)) * noise_std
+    return NormalDist().inv_cdf(1.0 - 1.0 / check_tone_bins(bins)) * noise_std
 
 
 def tone_weights(noisy_counts: torch.Tensor, *, noise_std: float) -> np.ndarray:
@@ -134,7 +137,7 @@ def match_tone(images: np.ndarray, weights: np.ndarray, *, out: np.ndarray | Non
         uint8 ``(N, H, W, C)``: ``out``, or a new array.
     """
     weights = np.asarray(weights, dtype=np.float64)
-    bins = _check_bins(len(weights))
+    bins = check_tone_bins(len(weights))
     if not (np.isfinite(weights).all() and (weights >= 0).all()):
         raise ValueError("tone weights must be finite and >= 0")
     peaks = _peaks(images).astype(np.float64)
