@@ -1,6 +1,7 @@
 """Time one PE iteration on the MNIST + DrawText demo workload, broken down by stage, and peak RSS.
 
     python benchmarks/iteration.py --num-per-class 200 --lookahead 8 --iterations 3
+    python benchmarks/iteration.py --num-per-class 1000 --lookahead 8 --iterations 2 --reuse-lookahead --embedding hog --threads 1 --overlap false
 
 Prints one JSON line per run. Iteration time excludes the one-off set-up (data load, private
 embedding, RANDOM population); the breakdown comes from the module's ``time/*`` metrics.
@@ -46,12 +47,13 @@ EMBEDDINGS = {"pixel": PixelEmbedding, "hog": HOGEmbedding}
 
 
 def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, reuse: bool = False, snapshot: bool = False,
-        seed: int = 0, embedding: str = "pixel") -> dict:
+        seed: int = 0, embedding: str = "pixel", overlap: bool | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as private:
         model = PrivateEvolution(
             api=DrawText(), embedding=EMBEDDINGS[embedding](), iterations=iterations, num_samples_per_class=num_per_class,
             variation_degrees=0.4, lookahead_degree=lookahead, threshold=1.0, noise_multiplier=5.0,
             search_backend=backend, seed=seed, output_dir=tmp, save_png=False, reuse_lookahead=reuse,
+            overlap_lookahead_embedding=overlap,
             private_state_dir=private,  # keys and the embedding cache: outside the output root
         )
         trainer = pl.Trainer(
@@ -75,6 +77,8 @@ def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, re
         "workload": (
             f"MNIST 4,000 private, DrawText, N_syn={10 * num_per_class}, lookahead={lookahead}, {embedding} embedding, {backend}"
             + (", reuse_lookahead" if reuse else "") + (", PopulationSnapshot every iteration" if snapshot else "")
+            + (", lookahead embedded beside the API" if mean("time/embedding_overlapped_s") > 0 else "")
+            + f", {torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() > 1 else ''}"
         ),
         "renders_per_iteration": round(10 * num_per_class * (lookahead + 1) - 10 * num_per_class * mean("pe/reused_lookahead_fraction")),
         "iteration_s": round(it, 3),
@@ -82,6 +86,7 @@ def run(*, num_per_class: int, lookahead: int, iterations: int, backend: str, re
         "api_lookahead_s": round(mean("time/api_lookahead_s"), 3),
         "api_variation_s": round(mean("time/api_variation_s"), 3),
         "embedding_s": round(emb, 3),
+        "embedding_overlapped_s": round(mean("time/embedding_overlapped_s"), 3),
         "voting_s": round(vote, 3),
         "selection_s": round(selection, 4),
         "snapshot_and_callbacks_s": round(callbacks, 4),
@@ -103,10 +108,19 @@ def main() -> None:
     parser.add_argument("--reuse-lookahead", action="store_true", help="build children from the lookahead variations")
     parser.add_argument("--snapshot", action="store_true", help="write a PopulationSnapshot every iteration (snapshot I/O)")
     parser.add_argument("--embedding", default="pixel", choices=sorted(EMBEDDINGS), help="the voting embedding")
+    parser.add_argument("--overlap", choices=["auto", "true", "false"], default="auto",
+                        help="overlap_lookahead_embedding: null (auto: when a core is spare), true or false")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for this run (default: torch's)")
     args = parser.parse_args()
-    print(json.dumps(run(num_per_class=args.num_per_class, lookahead=args.lookahead, iterations=args.iterations,
-                         backend=args.backend, reuse=args.reuse_lookahead, snapshot=args.snapshot,
-                         embedding=args.embedding)))
+    threads = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        print(json.dumps(run(num_per_class=args.num_per_class, lookahead=args.lookahead, iterations=args.iterations,
+                             backend=args.backend, reuse=args.reuse_lookahead, snapshot=args.snapshot,
+                             embedding=args.embedding, overlap={"auto": None, "true": True, "false": False}[args.overlap])))
+    finally:
+        torch.set_num_threads(threads)  # run_all's quick test runs this in its own process
 
 
 if __name__ == "__main__":

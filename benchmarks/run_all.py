@@ -27,6 +27,10 @@ RUNS = [
     ["iteration.py", "--num-per-class", "200", "--lookahead", "8", "--backend", "torch"],
     ["iteration.py", "--num-per-class", "1000", "--lookahead", "8", "--reuse-lookahead"],  # children from lookahead variations
     ["iteration.py", "--num-per-class", "1000", "--lookahead", "8", "--reuse-lookahead", "--embedding", "hog"],  # the plan's HOG votes
+    # HOG on one torch thread, its lookahead embedded beside the API on the spare core, and in turn
+    ["iteration.py", "--num-per-class", "1000", "--lookahead", "8", "--reuse-lookahead", "--embedding", "hog", "--threads", "1"],
+    ["iteration.py", "--num-per-class", "1000", "--lookahead", "8", "--reuse-lookahead", "--embedding", "hog", "--threads", "1",
+     "--overlap", "false"],
     ["iteration.py", "--num-per-class", "1000", "--lookahead", "8", "--snapshot"],  # + snapshot I/O every iteration
     # Peak memory at N_syn = 50,000, 32x32 (1 and 3 channels), 2 iterations.
     ["memory.py", "--channels", "1"],
@@ -42,6 +46,7 @@ QUICK_RUNS = [
     ["served_throughput.py", "--n", "256", "--batch", "128", "--servers", "1", "--repeats", "1"],
     ["embedding_throughput.py", "--n", "2000", "--repeats", "1"],
     ["iteration.py", "--num-per-class", "50", "--lookahead", "2", "--iterations", "2"],
+    ["iteration.py", "--num-per-class", "50", "--lookahead", "2", "--iterations", "2", "--embedding", "hog", "--overlap", "true"],
     ["memory.py", "--num-per-class", "200", "--iterations", "1", "--lookahead", "2"],
     ["voting.py", "--sizes", "2000", "--dim", "256", "--classes", "10", "--backends", "faiss", "torch", "--no-append"],
     ["plain_loop.py", "--num-per-class", "100", "--lookahead", "2", "--iterations", "2", "--repeats", "1", "--no-append"],

@@ -109,6 +109,12 @@ class PrivateEvolution(RunPublishing, RunCheckpointing, SavedRunEvaluation, pl.L
             variations (fresh ones only past ``k`` selections): post-processing that saves
             up to ``N`` of the ``(k + 1) N`` API calls per iteration
             (:mod:`pe_lightning.engine.reuse`); ``False`` is the reference's behaviour.
+        overlap_lookahead_embedding: with an embedding on the CPU, embed each lookahead variation
+            on a background thread while the API makes the next (at most one pending;
+            :mod:`pe_lightning.engine.lookahead_mean`): the same numbers, less wall time when a core
+            is free for it. ``None`` (default): when the process has more cores than torch's
+            intra-op threads; ``True``: always; ``False``: in turn. Overlapped,
+            ``time/embedding_s`` holds the waits and ``time/embedding_overlapped_s`` the background embedding.
         cache_private_embeddings: keep the private embeddings on disk, keyed by the data's
             and the embedding's fingerprints.
         embedding_cache_dir: that cache's folder (default ``<private_state_dir>/embedding_cache``);
@@ -168,6 +174,7 @@ class PrivateEvolution(RunPublishing, RunCheckpointing, SavedRunEvaluation, pl.L
         output_dir: str | None = None,
         save_png: bool = True,
         reuse_lookahead: bool = True,
+        overlap_lookahead_embedding: bool | None = None,
         cache_private_embeddings: bool = True,
         embedding_cache_dir: str | None = None,
         spill_to_disk_mb: float | None = 1024.0,
@@ -190,7 +197,8 @@ class PrivateEvolution(RunPublishing, RunCheckpointing, SavedRunEvaluation, pl.L
             search_backend=search_backend, distance=distance, selection=selection,
             variations_per_parent=variations_per_parent, keep_selected=bool(keep_selected), privacy_unit=privacy_unit,
             seed=seed, api_batch_size=api_batch_size, embedding_batch_size=embedding_batch_size,
-            reuse_lookahead=reuse_lookahead, tone_share=tone_share, tone_bins=tone_bins,
+            reuse_lookahead=reuse_lookahead, overlap_lookahead_embedding=overlap_lookahead_embedding,
+            tone_share=tone_share, tone_bins=tone_bins,
         )
         settings.check_api(api)
         self._configured_counts = check_configured_counts(num_samples_per_class, num_samples_schedule)

@@ -23,7 +23,8 @@ import dataclasses
 import math
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -35,6 +36,7 @@ from pe_lightning.embedding_cache import EmbeddingCache
 from pe_lightning.embeddings.base import Embedding
 from pe_lightning.engine.hooks import RunView
 from pe_lightning.engine.diagnostics import vote_diagnostics
+from pe_lightning.engine.lookahead_mean import LookaheadMean, overlap_lookahead
 from pe_lightning.engine.lookahead_store import LookaheadStore
 from pe_lightning.engine.release import combine_assignments, release_and_select
 from pe_lightning.engine.reuse import next_population, reuse_plan
@@ -193,7 +195,10 @@ class PEEngine:
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """``(n, D)`` float32 embeddings of uint8 NHWC ``images`` (timed as ``embedding``)."""
         with self.timed("embedding"):
-            return self.embedding.embed(images, batch_size=self.settings.embedding_batch_size).float()
+            return self._embed_untimed(images)
+
+    def _embed_untimed(self, images: np.ndarray) -> torch.Tensor:
+        return self.embedding.embed(images, batch_size=self.settings.embedding_batch_size).float()
 
     def chunks(self, stage: str, n: int):
         """This rank's ``(chunk index, slice)`` of ``range(n)``, reporting ``stage``'s progress."""
@@ -297,22 +302,26 @@ class PEEngine:
         def lookahead_embedding(i: int, sl: slice) -> torch.Tensor:
             if k == 0:
                 return self.embed(np.ascontiguousarray(pop.images[sl]))
-            emb = None
+            mean = LookaheadMean(self._embed_untimed, pool=pool)
             for r in range(k):
                 with self.timed("api"), self.timed("api_lookahead"):
                     out = self.variation(pop, sl, iteration=t, generator=make_generator(s.seed, t, "lookahead", r, i))
-                e = self.embed(out.images)
-                with self.timed("embedding"):
-                    emb = e if emb is None else emb.add_(e)
+                with self.timed("embedding"):  # with a pool: the wait for variation r - 1's embedding
+                    mean.add(out.images)
                 if store is not None:
                     store.put(r, i, out)
                 del out
             if store is not None:
                 store.evict()
             with self.timed("embedding"):
-                return emb.div_(k)
+                emb = mean.mean()
+            if pool is not None:
+                self.timings["embedding_overlapped"] += mean.background_s
+            return emb
 
-        emb = self._sharded(len(pop), lookahead_embedding, buffer=True, stage="lookahead")
+        overlap = k > 0 and overlap_lookahead(self.embedding, setting=s.overlap_lookahead_embedding)
+        with ThreadPoolExecutor(1, thread_name_prefix="pe-lookahead-embedding") if overlap else nullcontext() as pool:
+            emb = self._sharded(len(pop), lookahead_embedding, buffer=True, stage="lookahead")
         self._check_finite(emb, what="synthetic images", where=f"iteration {t}, population indices")
         self._synthetic_embeddings = emb.to(self.device)
         self._synthetic_labels = torch.from_numpy(pop.labels).to(self.device)

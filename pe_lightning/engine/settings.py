@@ -34,6 +34,9 @@ class EngineSettings:
         seed: the public seed of every stream except the DP noise.
         api_batch_size, embedding_batch_size: images per API call / embedding pass.
         reuse_lookahead: children taken from the lookahead variations (post-processing).
+        overlap_lookahead_embedding: a CPU embedding embeds each lookahead variation on a
+            background thread while the API makes the next (:mod:`pe_lightning.engine.lookahead_mean`):
+            ``True``, ``False`` or ``None`` (when a core is spare); the same numbers either way.
         tone_share: the part of the last release's ``1 / sigma^2`` that carries the private
             peak-level counts (:mod:`pe_lightning.engine.tone`), in ``[0, 1)``; 0: no tone release.
         tone_bins: the peak-level bins of ``[0, 256)`` (divides 256).
@@ -54,6 +57,7 @@ class EngineSettings:
     api_batch_size: int = 4096
     embedding_batch_size: int = 2048
     reuse_lookahead: bool = True
+    overlap_lookahead_embedding: bool | None = None
     tone_share: float = 0.0
     tone_bins: int = 32
 
@@ -77,6 +81,12 @@ class EngineSettings:
             raise ValueError(f"variations_per_parent must be an integer >= 0, got {self.variations_per_parent!r}")
         if self.variations_per_parent == 0 and not self.keep_selected:
             raise ValueError("variations_per_parent=0 needs keep_selected=True, or the next population would be empty")
+        for flag in ("keep_selected", "reuse_lookahead"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if not (self.overlap_lookahead_embedding is None or isinstance(self.overlap_lookahead_embedding, bool)):
+            raise ValueError(f"overlap_lookahead_embedding must be true, false or null (when a core is spare), "
+                             f"got {self.overlap_lookahead_embedding!r}")
         if self.privacy_unit not in PRIVACY_UNITS:
             raise ValueError(f"privacy_unit must be 'sample' or 'client', got {self.privacy_unit!r}")
         if isinstance(self.tone_share, bool) or not (isinstance(self.tone_share, (int, float)) and 0.0 <= self.tone_share < 1.0):
