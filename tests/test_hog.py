@@ -254,3 +254,24 @@ def test_chunk_size_follows_the_thread_count_without_changing_the_features(monke
     two = HOGEmbedding().embed(images), MultiScaleHOGEmbedding(pixel_size=7).embed(images)
     for a, b in zip(one, two):
         assert torch.equal(a, b)
+
+
+def test_the_deterministic_histogram_gives_the_same_features(monkeypatch):
+    """On CUDA under deterministic algorithms (``Trainer(deterministic=True)``) ``bincount`` with weights
+    refuses to run; the HOG then sums with ``index_add_``. Forced here on the CPU: the same features."""
+    import pe_lightning.embeddings.hog as hog
+
+    images, rgb = np.concatenate([_digits(6), _noise(6, 28, 28, 1)]), _noise(4, 21, 30, 3)
+    embeddings = [HOGEmbedding(), MultiScaleHOGEmbedding(pixel_size=7), HOGEmbedding(**CONFIGS[1])]
+    before = [e.embed(images) for e in embeddings] + [HOGEmbedding().embed(rgb)]
+    real, calls = hog._weighted_counts, []
+
+    def index_add_path(index, weights, *, length, deterministic=None):
+        calls.append(length)
+        return real(index, weights, length=length, deterministic=True)
+
+    monkeypatch.setattr(hog, "_weighted_counts", index_add_path)
+    after = [e.embed(images) for e in embeddings] + [HOGEmbedding().embed(rgb)]
+    assert calls
+    for a, b in zip(before, after):
+        assert torch.equal(a, b)

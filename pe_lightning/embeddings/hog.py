@@ -144,6 +144,21 @@ def _cell_base(batch: int, n_r: int, cr: int, n_c: int, cc: int, slots: int, *, 
     return (image + cell).mul_(slots)
 
 
+def _weighted_counts(index: torch.Tensor, weights: torch.Tensor, *, length: int, deterministic: bool | None = None) -> torch.Tensor:
+    """``(length,)``: the sum of ``weights`` at each value of ``index`` (``torch.bincount`` with weights).
+
+    On CUDA under ``torch.use_deterministic_algorithms(True)`` (``Trainer(deterministic=True)``),
+    where ``bincount`` with weights refuses to run, the same sums come from ``index_add_``, which
+    torch runs deterministically there. ``deterministic`` forces that path (``None``: on CUDA when
+    deterministic algorithms are on). On the CPU both run in element order and agree exactly.
+    """
+    if deterministic is None:
+        deterministic = index.is_cuda and torch.are_deterministic_algorithms_enabled()
+    if deterministic:
+        return torch.zeros(length, dtype=weights.dtype, device=weights.device).index_add_(0, index, weights)
+    return torch.bincount(index, weights=weights, minlength=length)
+
+
 def _normalise_blocks(blocks: torch.Tensor, method: str, *, out: torch.Tensor) -> None:
     """skimage's ``_hog_normalize_block`` over the last dim (one block's ``cells_r * cells_c * orientations``), into ``out``."""
     if method in ("L1", "L1-sqrt"):
@@ -209,7 +224,7 @@ def _hog_chunk(x: torch.Tensor, *, orientations: int, cells: Sequence[tuple[int,
         crop = (slice(None), slice(0, n_r * cr), slice(0, n_c * cc))
         # Each pixel's magnitude added to slot (image, cell, orientation) of one flat histogram: no one-hot.
         flat = bins[crop] + _cell_base(batch, n_r, cr, n_c, cc, n, device=bins.device)
-        hist = torch.bincount(flat.reshape(-1), weights=magnitude[crop].reshape(-1), minlength=batch * n_r * n_c * n)
+        hist = _weighted_counts(flat.reshape(-1), magnitude[crop].reshape(-1), length=batch * n_r * n_c * n)
         cell_means = hist.to(magnitude.dtype).view(batch, n_r, n_c, n).div_(cr * cc)  # (B, n_r, n_c, orientations)
         if (br, bc) != (1, 1):  # (B, blocks_r, blocks_c, br * bc * orientations): skimage's order
             blocks = cell_means.unfold(1, br, 1).unfold(2, bc, 1).permute(0, 1, 2, 4, 5, 3)
