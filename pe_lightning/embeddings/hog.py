@@ -155,7 +155,7 @@ def _weighted_counts(index: torch.Tensor, weights: torch.Tensor, *, length: int,
     if deterministic is None:
         deterministic = index.is_cuda and torch.are_deterministic_algorithms_enabled()
     if deterministic:
-        return torch.zeros(length, dtype=weights.dtype, device=weights.device).index_add_(0, index, weights)
+        return torch.zeros(length, dtype=weights.dtype, device=weights.device).index_add_(0, index.long(), weights)
     return torch.bincount(index, weights=weights, minlength=length)
 
 
