@@ -44,7 +44,7 @@ def test_the_background_mean_is_bit_identical_and_keeps_at_most_one_embedding_pe
         beside = LookaheadMean(embed, pool=pool)
         for r, batch in enumerate(images):
             beside.add(batch)
-            assert done == list(range(r))  # variation r - 1 was embedded before r went to the thread
+            assert len(done) >= r  # variations 0..r-1 were embedded before r went to the thread: only r may be pending
         result = beside.mean()
     assert torch.equal(result, in_turn.mean())
     assert set(threads) == {"bg_0"} and beside.background_s > 0
