@@ -47,14 +47,19 @@ class Embedding(ABC):
         when it changes, or a cached private embedding computed with another value would be reused.
         """
 
+    @property
+    def compute_device(self) -> torch.device:
+        """Where the features are computed: the subclass's ``device`` attribute, the CPU when it has none."""
+        return torch.device(getattr(self, "device", "cpu"))
+
     def numerics(self) -> dict:
         """Device and float32 precision the features are computed with (part of the fingerprint).
 
-        The default is :func:`pe_lightning.devices.numerics` of ``self.device`` (the CPU when
-        the subclass has no ``device``): CPU and GPU features, or GPU features with and
-        without TF32, differ in the last digits and must not share a cache entry.
+        The default is :func:`pe_lightning.devices.numerics` of :attr:`compute_device`: CPU and GPU
+        features, or GPU features with and without TF32, differ in the last digits and must not
+        share a cache entry.
         """
-        return numerics(getattr(self, "device", "cpu"))
+        return numerics(self.compute_device)
 
     @property
     def fingerprint(self) -> str:

@@ -42,12 +42,12 @@ def overlap_lookahead(embedding: Embedding, *, setting: bool | None) -> bool:
     """Whether the lookahead embeds on a background thread.
 
     Args:
-        embedding: the voting embedding; one off the CPU (its ``device`` attribute, the CPU when it
-            has none) never overlaps.
+        embedding: the voting embedding; one off the CPU (:attr:`~pe_lightning.embeddings.base.Embedding.compute_device`)
+            never overlaps.
         setting: ``overlap_lookahead_embedding``: ``False`` never, ``True`` always (on the CPU),
             ``None`` when :func:`spare_core`.
     """
-    if setting is False or torch.device(getattr(embedding, "device", "cpu")).type != "cpu":
+    if setting is False or embedding.compute_device.type != "cpu":
         return False
     return True if setting else spare_core()
 
